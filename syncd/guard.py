@@ -1,0 +1,120 @@
+"""The guard: decide whether a plan may be applied (pure).
+
+A plan is held (nothing written, exit code 3) when:
+
+* a source read failed, was partial (bad records) or had conflicts;
+* a source answered with no users at all while the platform has users in scope;
+* its removals (end-dates + deletes) exceed ``max_removals``, or exceed
+  ``max_removal_ratio`` of the users currently on the platform.
+
+An operator can let one run through: ``allow_removals=N`` accepts up to N removals
+(covering the count, ratio and empty-source checks); ``force`` accepts any number. A
+partial read can be forced through too, but the planner never plans removals from a
+partial read, so forcing it only writes inserts and updates. A failed read has no plan
+to force.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from syncd.merge import DesiredUsers
+from syncd.plan import Plan
+
+
+@dataclass(frozen=True, slots=True)
+class GuardLimits:
+    """Thresholds from the job's ``guard`` config."""
+
+    max_removals: int | None = 500
+    max_removal_ratio: float | None = 0.10
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """What the operator allowed for this one run."""
+
+    allow_removals: int | None = None
+    force: bool = False
+
+    def accepts(self, removals: int) -> bool:
+        """True when the operator explicitly accepted this many removals."""
+        if self.force:
+            return True
+        return self.allow_removals is not None and removals <= self.allow_removals
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The guard's answer: held or not, and every reason, readable by an operator."""
+
+    held: bool
+    reasons: tuple[str, ...] = ()
+    overridden: tuple[str, ...] = ()
+    """Reasons that would have held the plan but that the operator accepted."""
+
+
+_MAX_LISTED = 10
+
+
+def check_plan(
+    plan: Plan,
+    desired: DesiredUsers,
+    *,
+    current_users: int,
+    limits: GuardLimits,
+    override: Override = Override(),
+) -> Verdict:
+    """Decide whether ``plan`` may be applied, and say why not."""
+    blocking: list[str] = []
+    acceptable: list[str] = []
+
+    for source in desired.failed_sources:
+        blocking.append(f"source {source.label} could not be read: {source.error}")
+    source_problems: list[str] = []
+    if desired.problems:
+        listed = "; ".join(str(problem) for problem in desired.problems[:_MAX_LISTED])
+        more = len(desired.problems) - _MAX_LISTED
+        source_problems.append(
+            f"{len(desired.problems)} source record(s) could not be used: {listed}"
+            + (f"; and {more} more" if more > 0 else "")
+        )
+    if desired.conflicts:
+        listed = "; ".join(str(conflict) for conflict in desired.conflicts[:_MAX_LISTED])
+        more = len(desired.conflicts) - _MAX_LISTED
+        source_problems.append(
+            f"{len(desired.conflicts)} duplicate end_user(s) across source records: {listed}"
+            + (f"; and {more} more" if more > 0 else "")
+        )
+    partial_note = " (users missing from the source are left alone)"
+    if source_problems:
+        reasons = [problem + partial_note for problem in source_problems]
+        (acceptable if override.force else blocking).extend(reasons)
+
+    removal_reasons: list[str] = []
+    if current_users > 0:
+        for source in desired.sources:
+            if not source.failed and source.users == 0:
+                removal_reasons.append(
+                    f"source {source.label} returned no users while the platform has "
+                    f"{current_users}"
+                )
+    removals = plan.removals
+    if limits.max_removals is not None and removals > limits.max_removals:
+        removal_reasons.append(
+            f"{removals} removals (end-dates + deletes) exceed max_removals="
+            f"{limits.max_removals}"
+        )
+    if (
+        limits.max_removal_ratio is not None
+        and current_users > 0
+        and removals / current_users > limits.max_removal_ratio
+    ):
+        removal_reasons.append(
+            f"{removals} removals are {removals / current_users:.1%} of the {current_users} "
+            f"platform users, above max_removal_ratio={limits.max_removal_ratio:.0%}"
+        )
+    if removal_reasons:
+        (acceptable if override.accepts(removals) else blocking).extend(removal_reasons)
+
+    return Verdict(held=bool(blocking), reasons=tuple(blocking), overridden=tuple(acceptable))

@@ -1,0 +1,44 @@
+"""Logging with structlog: readable lines on a terminal, one JSON object per line otherwise.
+
+Logs go to stderr so that ``syncd plan --output json`` keeps stdout clean. Every run
+binds its ``job`` and ``run_id`` (see :mod:`syncd.runner`), so all lines of a run can be
+found together in a log store.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal, TextIO
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+LogFormat = Literal["auto", "console", "json"]
+
+
+def configure_logging(
+    format: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Configure structlog once for the process."""
+    out = stream if stream is not None else sys.stderr
+    use_json = format == "json" or (format == "auto" and not out.isatty())
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if use_json:
+        processors += [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )

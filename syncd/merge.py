@@ -1,0 +1,127 @@
+"""Merging the users of several sources into one desired set (pure, no I/O).
+
+Users are merged by ``end_user``. Two records with the same ``end_user`` (in one source
+or across sources) are a conflict: neither is used, both origins are reported, and the
+read counts as incomplete so that the conflict can never turn into a removal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from syncd.model import Origin, RecordProblem, SourceUser
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Several source records claim the same ``end_user``."""
+
+    end_user: str
+    origins: tuple[Origin, ...]
+
+    def __str__(self) -> str:
+        where = ", ".join(str(origin) for origin in self.origins)
+        return f"end_user {self.end_user!r} appears {len(self.origins)} times: {where}"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSummary:
+    """What one source produced in this run."""
+
+    label: str
+    users: int
+    problems: int
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """The read raised before it finished."""
+        return self.error is not None
+
+
+@dataclass(slots=True)
+class DesiredUsers:
+    """The merged result of every source of a job."""
+
+    users: dict[str, SourceUser]
+    problems: list[RecordProblem]
+    conflicts: list[Conflict]
+    sources: list[SourceSummary]
+
+    @property
+    def complete(self) -> bool:
+        """True when every source was read in full, with no bad record and no conflict."""
+        return (
+            not self.problems
+            and not self.conflicts
+            and not any(source.failed for source in self.sources)
+        )
+
+    @property
+    def failed_sources(self) -> list[SourceSummary]:
+        """Sources whose read raised."""
+        return [source for source in self.sources if source.failed]
+
+
+@dataclass(slots=True)
+class DesiredUsersBuilder:
+    """Accumulates streamed source records into :class:`DesiredUsers`."""
+
+    _users: dict[str, SourceUser] = field(default_factory=dict)
+    _duplicates: dict[str, list[Origin]] = field(default_factory=dict)
+    _problems: list[RecordProblem] = field(default_factory=list)
+    _sources: list[SourceSummary] = field(default_factory=list)
+    _current_label: str | None = None
+    _current_users: int = 0
+    _current_problems: int = 0
+
+    def begin_source(self, label: str) -> None:
+        """Start counting the records of the source named ``label``."""
+        self._current_label = label
+        self._current_users = 0
+        self._current_problems = 0
+
+    def add(self, item: SourceUser | RecordProblem) -> None:
+        """Add one streamed record (a user or a problem)."""
+        if isinstance(item, RecordProblem):
+            self._problems.append(item)
+            self._current_problems += 1
+            return
+        self._current_users += 1
+        existing = self._users.get(item.end_user)
+        if existing is None:
+            if item.end_user in self._duplicates:
+                self._duplicates[item.end_user].append(item.origin)
+            else:
+                self._users[item.end_user] = item
+            return
+        # Keep neither record: which one is right is for a human to decide.
+        del self._users[item.end_user]
+        self._duplicates[item.end_user] = [existing.origin, item.origin]
+
+    def end_source(self, error: str | None = None) -> None:
+        """Finish the current source; ``error`` says why its read failed, if it did."""
+        if self._current_label is None:
+            raise RuntimeError("end_source() without begin_source()")
+        self._sources.append(
+            SourceSummary(
+                label=self._current_label,
+                users=self._current_users,
+                problems=self._current_problems,
+                error=error,
+            )
+        )
+        self._current_label = None
+
+    def build(self) -> DesiredUsers:
+        """The merged users, problems and conflicts."""
+        conflicts = [
+            Conflict(end_user=end_user, origins=tuple(origins))
+            for end_user, origins in sorted(self._duplicates.items())
+        ]
+        return DesiredUsers(
+            users=self._users,
+            problems=self._problems,
+            conflicts=conflicts,
+            sources=self._sources,
+        )

@@ -1,0 +1,123 @@
+"""Plain, typed values shared by the pure core (mapping, merge, plan, guard).
+
+Users are stored compactly because a run can hold two million of them: slotted frozen
+dataclasses, tags as sorted tuples shared between users with the same tags, and dates
+as :class:`datetime.date` objects (compared as dates, whatever string the API sent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+Tags = tuple[tuple[str, str], ...]
+"""Tag name/value pairs, sorted by name. Hashable, so equal tag sets can be shared."""
+
+_TAGS_CACHE: dict[Tags, Tags] = {}
+_DATE_CACHE: dict[str, date] = {}
+
+
+def make_tags(pairs: Mapping[str, str] | Iterable[tuple[str, str]]) -> Tags:
+    """Return the canonical (sorted, shared) form of a tag set."""
+    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    tags: Tags = tuple(sorted(items))
+    # Directories repeat the same department/region combinations across many users;
+    # sharing one tuple per combination keeps a million users small in memory.
+    return _TAGS_CACHE.setdefault(tags, tags)
+
+
+def tags_dict(tags: Tags) -> dict[str, str]:
+    """Tags as the JSON object the API expects."""
+    return dict(tags)
+
+
+def parse_api_date(value: str) -> date:
+    """Parse a date the platform or a source gave: ``2026-01-01`` or a full ISO-8601 time.
+
+    Timestamps with an offset are converted to UTC before the date is taken; naive
+    timestamps are taken as UTC. Raises ``ValueError`` with the offending text.
+    """
+    cached = _DATE_CACHE.get(value)
+    if cached is not None:
+        return cached
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            parsed = date.fromisoformat(text)
+        else:
+            moment = datetime.fromisoformat(text.replace("z", "Z"))
+            if moment.tzinfo is not None:
+                moment = moment.astimezone(UTC)
+            parsed = moment.date()
+    except ValueError:
+        raise ValueError(
+            f"invalid date {value!r}: expected YYYY-MM-DD or an ISO-8601 timestamp"
+        ) from None
+    if len(_DATE_CACHE) < 100_000:
+        _DATE_CACHE[value] = parsed
+    return parsed
+
+
+def format_api_date(value: date) -> str:
+    """The date format the platform documents (``2026-01-01``)."""
+    return value.isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformUser:
+    """A user as the platform holds it (or as syncd wants the platform to hold it)."""
+
+    end_user: str
+    tags: Tags
+    active_from: date
+    active_to: date | None = None
+
+    def to_api(self) -> dict[str, object]:
+        """The JSON object of the insert/update body."""
+        body: dict[str, object] = {
+            "end_user": self.end_user,
+            "tags": dict(self.tags),
+            "active_from": self.active_from.isoformat(),
+        }
+        if self.active_to is not None:
+            body["active_to"] = self.active_to.isoformat()
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a source record came from, for error messages: ``users.csv:12``."""
+
+    source: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return self.source if self.line is None else f"{self.source}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceUser:
+    """A user as the directory describes it, after mapping and normalisation.
+
+    ``active_from`` / ``active_to`` are only set when the source maps them; ``enabled``
+    is False for disabled accounts (AD bit 0x2, Graph accountEnabled=false, a column).
+    """
+
+    end_user: str
+    tags: Tags
+    origin: Origin
+    active_from: date | None = None
+    active_to: date | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RecordProblem:
+    """One source record that could not be used, with where it is and why."""
+
+    origin: Origin
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.origin}: {self.message}"

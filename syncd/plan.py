@@ -1,0 +1,349 @@
+"""The plan engine: desired users x current users x policy x today -> changes (pure).
+
+The rules (BRIEF section 4):
+
+* A user in the source and not on the platform is inserted, with ``active_from`` from the
+  source or, failing that, today (the day first seen). A disabled user that was never on
+  the platform is not inserted: nobody knows when their access started or ended.
+* A user on both sides is updated when tags, ``active_from`` or ``active_to`` differ.
+  A "first seen" date never moves an ``active_from`` the platform already holds.
+* ``active_to`` comes from a mapped end date, or is the day the user is first seen
+  disabled (an end date already on the platform is kept, so it does not creep forward).
+  An enabled user without an end date gets ``active_to`` cleared (reactivation).
+* A user on the platform and not in the source is handled by ``on_missing``: end-dated
+  today (``end_date``), deleted (``delete``) or left alone (``ignore``). With
+  ``scope: owned`` only users this job owns are touched. Protected users never are.
+* ``purge_after_days``: users whose ``active_to`` is older than that are deleted, and
+  never inserted again.
+* When the source read was incomplete (a failed source, bad records, conflicts) users
+  missing from the source are left alone: a partial read never turns into removals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from enum import StrEnum
+from typing import Literal
+
+from syncd.model import PlatformUser, SourceUser
+
+
+class ChangeKind(StrEnum):
+    """What a change does; INSERT, UPDATE-like kinds and DELETE map to API operations."""
+
+    INSERT = "insert"
+    UPDATE = "update"
+    END = "end"
+    REACTIVATE = "reactivate"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One field that differs between the platform and the target state."""
+
+    name: str
+    before: str | None
+    after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One user to write. ``user`` is the target state (for DELETE, the user removed)."""
+
+    kind: ChangeKind
+    user: PlatformUser
+    before: PlatformUser | None
+    reason: str
+
+    def field_changes(self) -> tuple[FieldChange, ...]:
+        """The field-level diff between ``before`` and ``user`` (computed on demand)."""
+        if self.kind is ChangeKind.DELETE:
+            return ()
+        return diff_users(self.before, self.user)
+
+
+def diff_users(before: PlatformUser | None, after: PlatformUser) -> tuple[FieldChange, ...]:
+    """Field-level differences; tags are compared one by one (``tags.department``)."""
+    changes: list[FieldChange] = []
+    before_tags = dict(before.tags) if before is not None else {}
+    after_tags = dict(after.tags)
+    for name in sorted(before_tags.keys() | after_tags.keys()):
+        old, new = before_tags.get(name), after_tags.get(name)
+        if old != new:
+            changes.append(FieldChange(f"tags.{name}", old, new))
+    old_from = before.active_from if before is not None else None
+    if old_from != after.active_from:
+        changes.append(FieldChange("active_from", _iso(old_from), _iso(after.active_from)))
+    old_to = before.active_to if before is not None else None
+    if old_to != after.active_to:
+        changes.append(FieldChange("active_to", _iso(old_to), _iso(after.active_to)))
+    return tuple(changes)
+
+
+def _iso(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+OnMissing = Literal["end_date", "delete", "ignore"]
+Scope = Literal["all", "owned"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPolicy:
+    """The job's policy, as plain values."""
+
+    on_missing: OnMissing = "end_date"
+    purge_after_days: int | None = None
+    scope: Scope = "all"
+    protected: frozenset[str] = frozenset()
+    owned: frozenset[str] = frozenset()
+    """With ``scope='owned'``: the end_users this job created or adopted earlier."""
+
+    def purge_before(self, today: date) -> date | None:
+        """Users whose ``active_to`` is before this date are purged."""
+        if self.purge_after_days is None:
+            return None
+        return today - timedelta(days=self.purge_after_days)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything one run would write, grouped by kind, plus what it leaves alone."""
+
+    inserts: tuple[Change, ...] = ()
+    updates: tuple[Change, ...] = ()
+    ends: tuple[Change, ...] = ()
+    reactivations: tuple[Change, ...] = ()
+    deletes: tuple[Change, ...] = ()
+    unchanged: int = 0
+    skipped_disabled: int = 0
+    """Disabled users in the source that were never on the platform (not inserted)."""
+    untouched_missing: int = 0
+    """Users missing from the source that the plan leaves alone (scope, policy, partial read)."""
+    protected: int = 0
+    """Protected users present on either side (never touched)."""
+
+    @property
+    def removals(self) -> int:
+        """End-dates plus deletes: what the guard counts."""
+        return len(self.ends) + len(self.deletes)
+
+    @property
+    def update_calls_users(self) -> tuple[PlatformUser, ...]:
+        """Every user sent with the update verb (updates, end-dates, reactivations)."""
+        return tuple(change.user for change in (*self.updates, *self.ends, *self.reactivations))
+
+    @property
+    def total_changes(self) -> int:
+        """Number of users the plan writes."""
+        return (
+            len(self.inserts)
+            + len(self.updates)
+            + len(self.ends)
+            + len(self.reactivations)
+            + len(self.deletes)
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the plan writes nothing."""
+        return self.total_changes == 0
+
+    def changes(self) -> Iterable[Change]:
+        """Every change, inserts first and deletes last."""
+        yield from self.inserts
+        yield from self.updates
+        yield from self.reactivations
+        yield from self.ends
+        yield from self.deletes
+
+
+def _end_date_for_source_user(
+    source: SourceUser, current: PlatformUser | None, today: date
+) -> date | None:
+    """The ``active_to`` the platform should hold for a user present in the source."""
+    if source.enabled:
+        return source.active_to
+    # Disabled: ended the day we first saw it disabled; keep an end date the platform
+    # already has (and that has passed), so it does not move forward every run.
+    ended = today
+    if current is not None and current.active_to is not None and current.active_to <= today:
+        ended = current.active_to
+    if source.active_to is not None and source.active_to < ended:
+        ended = source.active_to
+    return ended
+
+
+def _target_state(source: SourceUser, before: PlatformUser | None, today: date) -> PlatformUser:
+    """What the platform should hold for a user present in the source."""
+    active_to = _end_date_for_source_user(source, before, today)
+    if source.active_from is not None:
+        active_from = source.active_from
+    elif before is not None:
+        active_from = before.active_from  # a first-seen date never moves an existing one
+    else:
+        active_from = today
+    if active_to is not None and active_from > active_to:
+        # Seen for the first time after it ended (a back-filled leaver), or an end date
+        # earlier than the start the platform holds: the range must stay valid.
+        active_from = active_to
+    return PlatformUser(source.end_user, source.tags, active_from, active_to)
+
+
+def _classify(before: PlatformUser, after: PlatformUser) -> ChangeKind:
+    old_to, new_to = before.active_to, after.active_to
+    if new_to is not None and (old_to is None or new_to < old_to):
+        return ChangeKind.END
+    if old_to is not None and (new_to is None or new_to > old_to):
+        return ChangeKind.REACTIVATE
+    return ChangeKind.UPDATE
+
+
+def _reason(source: SourceUser, kind: ChangeKind) -> str:
+    if kind is ChangeKind.END:
+        return "disabled in the source" if not source.enabled else "end date from the source"
+    if kind is ChangeKind.REACTIVATE:
+        return "back in the source"
+    return f"changed in the source ({source.origin})"
+
+
+def plan_changes(
+    desired: Mapping[str, SourceUser],
+    current: Iterable[PlatformUser],
+    policy: PlanPolicy,
+    today: date,
+    *,
+    source_complete: bool = True,
+) -> Plan:
+    """Compute the minimal set of writes that makes the platform match the source."""
+    purge_before = policy.purge_before(today)
+    inserts: list[Change] = []
+    updates: list[Change] = []
+    ends: list[Change] = []
+    reactivations: list[Change] = []
+    deletes: list[Change] = []
+    by_kind = {
+        ChangeKind.UPDATE: updates,
+        ChangeKind.END: ends,
+        ChangeKind.REACTIVATE: reactivations,
+    }
+    unchanged = untouched_missing = protected = 0
+    seen: set[str] = set()
+
+    for before in current:
+        end_user = before.end_user
+        seen.add(end_user)
+        if end_user in policy.protected:
+            protected += 1
+            continue
+        source = desired.get(end_user)
+        if source is None:
+            change = _plan_missing(before, policy, today, purge_before, source_complete)
+            if change is None:
+                if (
+                    policy.on_missing == "ignore"
+                    or not source_complete
+                    or not _in_scope(end_user, policy)
+                ):
+                    untouched_missing += 1
+                else:
+                    unchanged += 1
+            elif change.kind is ChangeKind.DELETE:
+                deletes.append(change)
+            else:
+                ends.append(change)
+            continue
+        after = _target_state(source, before, today)
+        if (
+            purge_before is not None
+            and after.active_to is not None
+            and after.active_to < purge_before
+        ):
+            deletes.append(
+                Change(ChangeKind.DELETE, before, before, _purge_reason(after.active_to, policy))
+            )
+            continue
+        if after == before:
+            unchanged += 1
+            continue
+        kind = _classify(before, after)
+        by_kind[kind].append(Change(kind, after, before, _reason(source, kind)))
+
+    skipped_disabled = 0
+    for end_user, source in desired.items():
+        if end_user in seen:
+            continue
+        if end_user in policy.protected:
+            protected += 1
+            continue
+        if not source.enabled and source.active_to is None:
+            skipped_disabled += 1
+            continue
+        after = _target_state(source, None, today)
+        if (
+            purge_before is not None
+            and after.active_to is not None
+            and after.active_to < purge_before
+        ):
+            # Inserting it would only be purged on the next run.
+            skipped_disabled += 1
+            continue
+        inserts.append(Change(ChangeKind.INSERT, after, None, f"new in {source.origin}"))
+
+    return Plan(
+        inserts=tuple(inserts),
+        updates=tuple(updates),
+        ends=tuple(ends),
+        reactivations=tuple(reactivations),
+        deletes=tuple(deletes),
+        unchanged=unchanged,
+        skipped_disabled=skipped_disabled,
+        untouched_missing=untouched_missing,
+        protected=protected,
+    )
+
+
+def _in_scope(end_user: str, policy: PlanPolicy) -> bool:
+    return policy.scope == "all" or end_user in policy.owned
+
+
+def _purge_reason(active_to: date, policy: PlanPolicy) -> str:
+    return f"purge: ended {active_to.isoformat()}, more than {policy.purge_after_days} days ago"
+
+
+def _plan_missing(
+    before: PlatformUser,
+    policy: PlanPolicy,
+    today: date,
+    purge_before: date | None,
+    source_complete: bool,
+) -> Change | None:
+    """The change for a platform user the source no longer has, or None."""
+    if not source_complete or not _in_scope(before.end_user, policy):
+        return None
+    if policy.on_missing == "delete":
+        return Change(ChangeKind.DELETE, before, before, "missing from the source")
+    active_to = before.active_to
+    if policy.on_missing == "end_date" and (active_to is None or active_to > today):
+        # Never before the start, so the range stays valid for future-dated joiners.
+        active_to = max(today, before.active_from)
+    if purge_before is not None and active_to is not None and active_to < purge_before:
+        return Change(ChangeKind.DELETE, before, before, _purge_reason(active_to, policy))
+    if active_to == before.active_to:
+        return None
+    after = PlatformUser(before.end_user, before.tags, before.active_from, active_to)
+    return Change(ChangeKind.END, after, before, "missing from the source")
+
+
+def apply_plan(current: Iterable[PlatformUser], plan: Plan) -> dict[str, PlatformUser]:
+    """The platform state after every change of ``plan`` succeeded (for tests and previews)."""
+    state = {user.end_user: user for user in current}
+    for change in plan.changes():
+        if change.kind is ChangeKind.DELETE:
+            state.pop(change.user.end_user, None)
+        else:
+            state[change.user.end_user] = change.user
+    return state

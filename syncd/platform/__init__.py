@@ -1,0 +1,1 @@
+"""The Nebuly platform-users API: wire format, client."""

@@ -1,0 +1,103 @@
+"""What the Nebuly platform-users API looks like on the wire (BRIEF section 2).
+
+Shared by the client and the emulator so that both agree on paths, verbs and payloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import msgspec
+
+
+class ApiFlavour(StrEnum):
+    """The two resource names of the same object. Their insert/update verbs are swapped."""
+
+    PLATFORM_USERS = "platform-users"
+    ELIGIBLE_USERS = "eligible-users"
+
+
+class Operation(StrEnum):
+    """A platform call, independent of the HTTP verb a flavour uses for it."""
+
+    LIST = "list"
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class FlavourSpec:
+    """Path and verbs of one flavour."""
+
+    path: str
+    insert_method: str
+    update_method: str
+    list_method: str = "GET"
+    delete_method: str = "DELETE"
+
+    def method(self, operation: Operation) -> str:
+        """The HTTP verb this flavour uses for ``operation``."""
+        return {
+            Operation.LIST: self.list_method,
+            Operation.INSERT: self.insert_method,
+            Operation.UPDATE: self.update_method,
+            Operation.DELETE: self.delete_method,
+        }[operation]
+
+    def operation(self, method: str) -> Operation | None:
+        """The operation an HTTP verb means for this flavour (None if it means nothing)."""
+        for operation in Operation:
+            if self.method(operation) == method.upper():
+                return operation
+        return None
+
+
+FLAVOURS: dict[ApiFlavour, FlavourSpec] = {
+    ApiFlavour.PLATFORM_USERS: FlavourSpec(
+        path="/api/external/platform-users", insert_method="PUT", update_method="POST"
+    ),
+    ApiFlavour.ELIGIBLE_USERS: FlavourSpec(
+        path="/api/external/eligible-users", insert_method="POST", update_method="PUT"
+    ),
+}
+
+REGION_BASE_URLS: dict[str, str] = {
+    "us": "https://backend.nebuly.com",
+    "eu": "https://backend.eu.nebuly.com",
+}
+
+
+class WireUser(msgspec.Struct, omit_defaults=True, gc=False):
+    """A user object as JSON: ``{"end_user", "tags", "active_from", "active_to"?}``."""
+
+    end_user: str
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+    active_from: str | None = None
+    active_to: str | None = None
+
+
+class Pagination(msgspec.Struct, omit_defaults=True):
+    """Cursor pagination, in the convention of the analytics API (optional on GET)."""
+
+    next_page_cursor: str | None = None
+
+
+class UsersResponse(msgspec.Struct, omit_defaults=True):
+    """Body of GET and of insert/update responses: ``{"users": [...]}``."""
+
+    users: list[WireUser]
+    pagination: Pagination | None = None
+
+
+class UsersBody(msgspec.Struct):
+    """Body of insert/update requests."""
+
+    users: list[WireUser]
+
+
+class DeleteBody(msgspec.Struct):
+    """Body of delete requests: ``{"users": ["end_user", ...]}``."""
+
+    users: list[str]

@@ -1,0 +1,408 @@
+"""One run of one job: read sources -> list platform -> plan -> guard -> apply -> record.
+
+This is the only place that wires the pure core (merge, plan, guard) to the adapters
+(sources, platform client, state store). Adapters come in through the constructor so
+tests can run a job against the emulator, a temporary state directory and real files.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from enum import IntEnum, StrEnum
+from typing import Protocol, TypeVar
+
+import structlog
+
+from syncd.config import JobConfig
+from syncd.errors import PlatformUnavailableError, SourceError
+from syncd.guard import GuardLimits, Override, Verdict, check_plan
+from syncd.mapping import normalize_end_user
+from syncd.merge import DesiredUsers, DesiredUsersBuilder
+from syncd.model import PlatformUser
+from syncd.plan import Plan, PlanPolicy, plan_changes
+from syncd.platform.api import Operation
+from syncd.platform.client import WriteOutcome
+from syncd.sources import Source
+from syncd.state import RunRecord, StateStore
+
+log = structlog.get_logger(__name__)
+
+_Item = TypeVar("_Item", PlatformUser, str)
+
+
+class ExitCode(IntEnum):
+    """The process exit codes of ``syncd plan`` / ``syncd apply``."""
+
+    OK = 0
+    FAILED = 1
+    CONFIG = 2
+    HELD = 3
+    PARTIAL = 4
+
+
+# Severity order when several jobs end differently: a config error beats a failure,
+# which beats a hold, which beats per-user failures.
+_SEVERITY = [ExitCode.OK, ExitCode.PARTIAL, ExitCode.HELD, ExitCode.FAILED, ExitCode.CONFIG]
+
+
+def worst(codes: Sequence[ExitCode]) -> ExitCode:
+    """The most serious of several exit codes (OK for none)."""
+    return max(codes, key=_SEVERITY.index, default=ExitCode.OK)
+
+
+class RunStatus(StrEnum):
+    """How a run ended."""
+
+    PLANNED = "planned"
+    APPLIED = "applied"
+    HELD = "held"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The exit code for a run that ended this way."""
+        return {
+            RunStatus.PLANNED: ExitCode.OK,
+            RunStatus.APPLIED: ExitCode.OK,
+            RunStatus.HELD: ExitCode.HELD,
+            RunStatus.PARTIAL: ExitCode.PARTIAL,
+            RunStatus.FAILED: ExitCode.FAILED,
+        }[self]
+
+
+class PlatformPort(Protocol):
+    """What a run needs from the platform (the client implements it)."""
+
+    def list_users(self) -> list[PlatformUser]:
+        """Every user of the project."""
+        ...
+
+    def insert(
+        self, users: Sequence[PlatformUser], progress: Callable[[int], None] | None = None
+    ) -> WriteOutcome:
+        """Insert users in batches."""
+        ...
+
+    def update(
+        self, users: Sequence[PlatformUser], progress: Callable[[int], None] | None = None
+    ) -> WriteOutcome:
+        """Update users in batches."""
+        ...
+
+    def delete(
+        self, end_users: Sequence[str], progress: Callable[[int], None] | None = None
+    ) -> WriteOutcome:
+        """Delete users in batches."""
+        ...
+
+
+class Progress(Protocol):
+    """Receives progress while a plan is applied (a rich progress bar on a TTY)."""
+
+    def start(self, operation: Operation, total: int) -> Callable[[int], None]:
+        """Begin an operation of ``total`` users; return the per-batch advance callback."""
+        ...
+
+    def finish(self, operation: Operation) -> None:
+        """The operation is done."""
+        ...
+
+
+@dataclass(slots=True)
+class PlannedRun:
+    """The result of reading and planning, before anything is written."""
+
+    job: str
+    run_id: str
+    started_at: datetime
+    desired: DesiredUsers
+    current_users: int
+    plan: Plan | None
+    verdict: Verdict
+    policy: PlanPolicy
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RunResult:
+    """How a run ended: the plan, the guard's verdict and what was written."""
+
+    planned: PlannedRun
+    status: RunStatus
+    outcomes: list[WriteOutcome] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def failures(self) -> int:
+        """Users the platform did not confirm."""
+        return sum(len(outcome.failures) for outcome in self.outcomes)
+
+    @property
+    def write_calls(self) -> int:
+        """HTTP write calls made."""
+        return sum(outcome.calls for outcome in self.outcomes)
+
+    def summary(self) -> dict[str, object]:
+        """Counts for logs and the run history."""
+        plan = self.planned.plan
+        summary: dict[str, object] = {
+            "status": self.status.value,
+            "source_users": len(self.planned.desired.users),
+            "platform_users": self.planned.current_users,
+            "write_calls": self.write_calls,
+            "failures": self.failures,
+        }
+        if plan is not None:
+            summary.update(
+                inserts=len(plan.inserts),
+                updates=len(plan.updates),
+                ends=len(plan.ends),
+                reactivations=len(plan.reactivations),
+                deletes=len(plan.deletes),
+                unchanged=plan.unchanged,
+            )
+        if self.planned.verdict.reasons:
+            summary["held_because"] = list(self.planned.verdict.reasons)
+        if self.error is not None:
+            summary["error"] = self.error
+        summary["timings_s"] = {k: round(v, 3) for k, v in self.planned.timings.items()}
+        return summary
+
+
+def today_utc() -> date:
+    """Today in UTC: the date written as active_from / active_to."""
+    return datetime.now(UTC).date()
+
+
+class JobRunner:
+    """Runs one job against its sources, the platform and the state store."""
+
+    def __init__(
+        self,
+        job: JobConfig,
+        *,
+        sources: Sequence[Source],
+        platform: PlatformPort,
+        state: StateStore,
+        today: Callable[[], date] = today_utc,
+        progress: Progress | None = None,
+    ) -> None:
+        self._job = job
+        self._sources = sources
+        self._platform = platform
+        self._state = state
+        self._today = today
+        self._progress = progress
+
+    def plan(self, override: Override = Override()) -> PlannedRun:
+        """Read every source and the platform, and compute and judge the plan."""
+        run_id = uuid.uuid4().hex[:12]
+        started_at = datetime.now(UTC)
+        bound = log.bind(job=self._job.name, run_id=run_id)
+        structlog.contextvars.bind_contextvars(job=self._job.name, run_id=run_id)
+        timings: dict[str, float] = {}
+
+        clock = time.perf_counter()
+        desired = self._read_sources()
+        timings["read_sources"] = time.perf_counter() - clock
+        bound.info(
+            "sources.read",
+            users=len(desired.users),
+            problems=len(desired.problems),
+            conflicts=len(desired.conflicts),
+            failed=[source.label for source in desired.failed_sources],
+            seconds=round(timings["read_sources"], 3),
+        )
+        limits = GuardLimits(
+            max_removals=self._job.guard.max_removals,
+            max_removal_ratio=self._job.guard.max_removal_ratio,
+        )
+        policy = self._policy()
+        if desired.failed_sources:
+            # No plan from a failed read: what is missing is unknown, not gone.
+            verdict = check_plan(Plan(), desired, current_users=0, limits=limits)
+            bound.warning("guard.held", reasons=list(verdict.reasons))
+            return PlannedRun(
+                self._job.name, run_id, started_at, desired, 0, None, verdict, policy, timings
+            )
+
+        clock = time.perf_counter()
+        current = self._platform.list_users()
+        timings["list_platform"] = time.perf_counter() - clock
+        bound.info("platform.listed", users=len(current), seconds=round(timings["list_platform"], 3))
+
+        clock = time.perf_counter()
+        plan = plan_changes(
+            desired.users,
+            current,
+            policy,
+            self._today(),
+            source_complete=desired.complete,
+        )
+        timings["plan"] = time.perf_counter() - clock
+        verdict = check_plan(
+            plan, desired, current_users=len(current), limits=limits, override=override
+        )
+        bound.info(
+            "plan.computed",
+            inserts=len(plan.inserts),
+            updates=len(plan.updates),
+            ends=len(plan.ends),
+            reactivations=len(plan.reactivations),
+            deletes=len(plan.deletes),
+            unchanged=plan.unchanged,
+            seconds=round(timings["plan"], 3),
+        )
+        if verdict.overridden:
+            bound.warning("guard.overridden", reasons=list(verdict.overridden))
+        if verdict.held:
+            bound.warning("guard.held", reasons=list(verdict.reasons))
+        return PlannedRun(
+            self._job.name,
+            run_id,
+            started_at,
+            desired,
+            len(current),
+            plan,
+            verdict,
+            policy,
+            timings,
+        )
+
+    def apply(self, planned: PlannedRun) -> RunResult:
+        """Write the plan unless the guard held it; record the run."""
+        if planned.verdict.held or planned.plan is None:
+            result = RunResult(planned, RunStatus.HELD)
+            self._record(result)
+            return result
+        plan = planned.plan
+        result = RunResult(planned, RunStatus.APPLIED)
+        clock = time.perf_counter()
+        try:
+            self._write(plan, result)
+        except PlatformUnavailableError as error:
+            partial = getattr(error, "outcome", None)
+            if isinstance(partial, WriteOutcome):
+                result.outcomes.append(partial)
+            result.status = RunStatus.FAILED
+            result.error = str(error)
+        finally:
+            planned.timings["apply"] = time.perf_counter() - clock
+            if result.status is RunStatus.APPLIED and result.failures:
+                result.status = RunStatus.PARTIAL
+            self._record(result)
+        return result
+
+    def _write(self, plan: Plan, result: RunResult) -> None:
+        job = self._job.name
+        if plan.inserts:
+            if self._job.policy.scope == "owned":
+                # Recorded before the call: owning a user that failed to insert is
+                # harmless, while losing track of one that was inserted is not.
+                self._state.add_owned(job, (change.user.end_user for change in plan.inserts))
+            users = [change.user for change in plan.inserts]
+            result.outcomes.append(self._run(Operation.INSERT, users, self._platform.insert))
+        updates = list(plan.update_calls_users)
+        if updates:
+            result.outcomes.append(self._run(Operation.UPDATE, updates, self._platform.update))
+        if plan.deletes:
+            end_users = [change.user.end_user for change in plan.deletes]
+            outcome = self._run(Operation.DELETE, end_users, self._platform.delete)
+            result.outcomes.append(outcome)
+            if self._job.policy.scope == "owned":
+                self._state.remove_owned(job, outcome.confirmed)
+
+    def _run(
+        self,
+        operation: Operation,
+        items: list[_Item],
+        call: Callable[[list[_Item], Callable[[int], None] | None], WriteOutcome],
+    ) -> WriteOutcome:
+        advance = self._progress.start(operation, len(items)) if self._progress else None
+        try:
+            outcome = call(items, advance)
+        finally:
+            if self._progress:
+                self._progress.finish(operation)
+        log.info(
+            "platform.written",
+            operation=operation.value,
+            requested=outcome.requested,
+            confirmed=len(outcome.confirmed),
+            failed=len(outcome.failures),
+            calls=outcome.calls,
+        )
+        for failure in outcome.failures[:20]:
+            log.warning(
+                "platform.user_failed",
+                operation=operation.value,
+                end_user=failure.end_user,
+                reason=failure.reason,
+            )
+        return outcome
+
+    def _policy(self) -> PlanPolicy:
+        policy = self._job.policy
+        lowercase = self._job.identity.lowercase
+        owned = (
+            self._state.owned_users(self._job.name) if policy.scope == "owned" else frozenset()
+        )
+        return PlanPolicy(
+            on_missing=policy.on_missing,
+            purge_after_days=policy.purge_after_days,
+            scope=policy.scope,
+            protected=frozenset(
+                normalize_end_user(name, lowercase=lowercase) for name in policy.protected
+            ),
+            owned=owned,
+        )
+
+    def _read_sources(self) -> DesiredUsers:
+        builder = DesiredUsersBuilder()
+        for source in self._sources:
+            builder.begin_source(source.label)
+            try:
+                for item in source.read():
+                    builder.add(item)
+            except SourceError as error:
+                builder.end_source(error=str(error))
+                log.error("source.failed", source=source.label, error=str(error))
+            else:
+                builder.end_source()
+        return builder.build()
+
+    def _record(self, result: RunResult) -> None:
+        planned = result.planned
+        if self._job.policy.scope == "owned" and planned.plan is not None and (
+            result.status in (RunStatus.APPLIED, RunStatus.PARTIAL)
+        ):
+            # Users in the source are managed by this job from now on: it adopts
+            # matching hand-made entries, and a user whose insert was confirmed just
+            # before a crash. Owning a user that is not on the platform is harmless.
+            removed = {change.user.end_user for change in planned.plan.deletes}
+            already = planned.policy.owned
+            self._state.add_owned(
+                self._job.name,
+                (
+                    end_user
+                    for end_user in planned.desired.users
+                    if end_user not in already and end_user not in removed
+                ),
+            )
+        summary = result.summary()
+        self._state.record_run(
+            RunRecord(
+                run_id=planned.run_id,
+                job=planned.job,
+                started_at=planned.started_at,
+                finished_at=datetime.now(UTC),
+                status=result.status.value,
+                summary=summary,
+            )
+        )
+        log.info("run.finished", **summary)
