@@ -1,0 +1,364 @@
+"""End-to-end: the ``syncd`` command as a subprocess, against the emulator over HTTP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from syncd.emulator import EndpointFaults, PlatformEmulator
+from syncd.platform.api import Operation, WireUser
+
+HEADER = "email,Department,Country,start_date,end_date,enabled\n"
+CONFIG = """
+state_dir: ./state
+log: {{format: json, level: info}}
+jobs:
+  - name: corp
+    target:
+      base_url: {url}
+      api: {api}
+      api_key: ${{NEBULY_API_KEY}}
+      batch_size: {batch}
+      max_retries: 1
+      timeout_s: 5
+    sources:
+      - type: csv
+        path: users.csv
+        id_column: email
+        tags: {{department: Department, region: Country}}
+        active_from_column: start_date
+        active_to_column: end_date
+        enabled_column: enabled
+    policy:
+      on_missing: {on_missing}
+      scope: {scope}
+    guard:
+      max_removals: {max_removals}
+      max_removal_ratio: null
+"""
+
+
+def rows(count: int, *, start: int = 0, dept: str = "Eng") -> str:
+    return "".join(
+        f"user{i}@example.com,{dept},DE,2024-01-{1 + i % 28:02d},,true\n"
+        for i in range(start, start + count)
+    )
+
+
+class Workspace:
+    """A config file, a users.csv and an API key, next to a running emulator."""
+
+    def __init__(self, path: Path, emulator: PlatformEmulator, api_key: str) -> None:
+        self.path = path
+        self.emulator = emulator
+        self.api_key = api_key
+        self.csv = path / "users.csv"
+        self.config = path / "syncd.yaml"
+        self.write_config()
+
+    def write_config(
+        self,
+        *,
+        api: str = "platform-users",
+        batch: int = 5,
+        on_missing: str = "end_date",
+        scope: str = "all",
+        max_removals: int = 100,
+        url: str | None = None,
+    ) -> None:
+        self.config.write_text(
+            CONFIG.format(
+                url=url or self.emulator.url,
+                api=api,
+                batch=batch,
+                on_missing=on_missing,
+                scope=scope,
+                max_removals=max_removals,
+            )
+        )
+
+    def write_users(self, text: str) -> None:
+        self.csv.write_text(HEADER + text, encoding="utf-8")
+
+    def run(self, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+        env["NEBULY_API_KEY"] = key if key is not None else self.api_key
+        env["COLUMNS"] = "200"
+        return subprocess.run(
+            [sys.executable, "-m", "syncd", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=self.path,
+            timeout=60,
+            check=False,
+        )
+
+    def apply(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.run("apply", "-c", str(self.config), *args)
+
+    def writes(self) -> dict[str, int]:
+        calls = self.emulator.calls()
+        return {name: calls[name] for name in ("insert", "update", "delete")}
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str) -> Workspace:
+    return Workspace(tmp_path, emulator, emulator_api_key)
+
+
+def test_apply_then_reapply_makes_zero_writes(workspace: Workspace) -> None:
+    workspace.write_users(rows(12))
+    first = workspace.apply()
+    assert first.returncode == 0, first.stderr
+    assert len(workspace.emulator.users()) == 12
+    assert workspace.writes() == {"insert": 3, "update": 0, "delete": 0}  # ceil(12/5)
+    workspace.emulator.reset_counters()
+    second = workspace.apply()
+    assert second.returncode == 0, second.stderr
+    assert workspace.writes() == {"insert": 0, "update": 0, "delete": 0}
+    assert "nothing to change" in second.stdout
+
+
+@pytest.mark.parametrize("api", ["platform-users", "eligible-users"])
+@pytest.mark.parametrize("batch", [1, 4, 7])
+def test_write_calls_are_ceil_of_changes_over_batch_size(
+    workspace: Workspace, api: str, batch: int
+) -> None:
+    workspace.write_config(api=api, batch=batch, on_missing="delete")
+    workspace.write_users(rows(20))
+    assert workspace.apply().returncode == 0
+    # 6 change department, 3 end by date, 4 vanish (deleted), 2 join.
+    changed = rows(6, dept="Sales")
+    ended = "".join(
+        f"user{i}@example.com,Eng,DE,2024-01-{1 + i % 28:02d},2026-01-31,true\n"
+        for i in range(6, 9)
+    )
+    workspace.write_users(changed + ended + rows(7, start=9) + rows(2, start=100))
+    workspace.emulator.reset_counters()
+    result = workspace.apply("--allow-removals", "100")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert workspace.writes() == {
+        "insert": math.ceil(2 / batch),
+        "update": math.ceil((6 + 3) / batch),
+        "delete": math.ceil(4 / batch),
+    }
+    users = workspace.emulator.users()
+    assert users["user0@example.com"].tags == {"department": "Sales", "region": "DE"}
+    assert users["user7@example.com"].active_to == "2026-01-31"
+    assert "user19@example.com" not in users
+    assert "user100@example.com" in users
+
+
+def test_plan_writes_nothing_and_prints_json(workspace: Workspace) -> None:
+    workspace.emulator.seed_users(
+        [WireUser("old@example.com", {"department": "Eng"}, "2023-01-01")]
+    )
+    workspace.write_users(rows(3))
+    result = workspace.run("plan", "-c", str(workspace.config), "--output", "json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    (job,) = document["jobs"]
+    assert job["counts"]["insert"] == 3
+    assert job["counts"]["end"] == 1
+    ended = [c for c in job["changes"] if c["kind"] == "end"]
+    assert ended[0]["end_user"] == "old@example.com"
+    assert ended[0]["fields"][0]["field"] == "active_to"
+    assert workspace.writes() == {"insert": 0, "update": 0, "delete": 0}
+    assert len(workspace.emulator.users()) == 1
+
+
+def test_mass_removal_is_held_with_exit_3_and_can_be_allowed(workspace: Workspace) -> None:
+    workspace.write_config(max_removals=3)
+    workspace.write_users(rows(10))
+    assert workspace.apply().returncode == 0
+    workspace.write_users(rows(5))
+    workspace.emulator.reset_counters()
+    held = workspace.apply()
+    assert held.returncode == 3
+    assert "HELD by the guard" in held.stdout
+    assert "5 removals (end-dates + deletes) exceed max_removals=3" in held.stdout
+    assert workspace.writes() == {"insert": 0, "update": 0, "delete": 0}
+    assert workspace.run("plan", "-c", str(workspace.config)).returncode == 3
+    too_few = workspace.apply("--allow-removals", "4")
+    assert too_few.returncode == 3
+    allowed = workspace.apply("--allow-removals", "5")
+    assert allowed.returncode == 0, allowed.stdout
+    ended = [u for u in workspace.emulator.users().values() if u.active_to]
+    assert len(ended) == 5
+
+
+def test_empty_source_is_held_and_nothing_is_ended(workspace: Workspace) -> None:
+    workspace.write_users(rows(4))
+    assert workspace.apply().returncode == 0
+    workspace.write_users("")
+    result = workspace.apply()
+    assert result.returncode == 3
+    assert "returned no users while the platform has 4" in result.stdout
+    assert all(u.active_to is None for u in workspace.emulator.users().values())
+    forced = workspace.apply("--force")
+    assert forced.returncode == 0
+    assert all(u.active_to for u in workspace.emulator.users().values())
+
+
+def test_bad_rows_hold_the_run_and_forcing_never_removes(workspace: Workspace) -> None:
+    workspace.write_users(rows(4))
+    assert workspace.apply().returncode == 0
+    # user1 has a bad date: it must not be read as "gone"; user3 changed department.
+    text = (
+        rows(1)
+        + "user1@example.com,Eng,DE,2024-13-45,,true\n"
+        + rows(1, start=2)
+        + "user3@example.com,Sales,DE,2024-01-04,,true\n"
+    )
+    workspace.write_users(text)
+    workspace.emulator.reset_counters()
+    held = workspace.apply()
+    assert held.returncode == 3
+    assert "users.csv:3" in held.stdout
+    assert "2024-13-45" in held.stdout
+    assert workspace.writes() == {"insert": 0, "update": 0, "delete": 0}
+    forced = workspace.apply("--force")
+    assert forced.returncode == 0, forced.stdout
+    users = workspace.emulator.users()
+    assert users["user3@example.com"].tags["department"] == "Sales"
+    assert all(u.active_to is None for u in users.values())
+
+
+def test_duplicate_users_fail_the_job_naming_both_lines(workspace: Workspace) -> None:
+    workspace.write_users(rows(2) + "USER0@example.com ,Ops,DE,2024-01-01,,true\n")
+    result = workspace.apply()
+    assert result.returncode == 3
+    assert "end_user 'user0@example.com' appears 2 times: users.csv:2, users.csv:4" in result.stdout
+    assert workspace.emulator.users() == {}
+
+
+def test_per_user_failures_exit_4_and_are_named(workspace: Workspace) -> None:
+    workspace.emulator.set_faults(
+        Operation.INSERT, EndpointFaults(refuse_users=frozenset({"user2@example.com"}))
+    )
+    workspace.write_users(rows(4))
+    result = workspace.apply()
+    assert result.returncode == 4, result.stdout
+    assert "user2@example.com: not confirmed by the platform" in result.stdout
+    assert set(workspace.emulator.users()) == {f"user{i}@example.com" for i in (0, 1, 3)}
+    workspace.emulator.clear_faults()
+    assert workspace.apply().returncode == 0
+    assert len(workspace.emulator.users()) == 4
+
+
+def test_wrong_api_key_fails_with_exit_1_and_no_secret(workspace: Workspace) -> None:
+    workspace.write_users(rows(2))
+    result = workspace.run("apply", "-c", str(workspace.config), key="wrong-key-xyz")
+    assert result.returncode == 1
+    assert "401" in result.stderr
+    assert "wrong-key-xyz" not in result.stdout + result.stderr
+
+
+def test_unreachable_platform_fails_with_exit_1(workspace: Workspace, unused_port: int) -> None:
+    workspace.write_config(url=f"http://127.0.0.1:{unused_port}")
+    workspace.write_users(rows(2))
+    result = workspace.apply()
+    assert result.returncode == 1
+    assert "job corp failed" in result.stderr
+
+
+def test_config_errors_exit_2(workspace: Workspace) -> None:
+    workspace.config.write_text("jobs: []\n")
+    result = workspace.apply()
+    assert result.returncode == 2
+    assert "jobs: Tuple should have at least 1 item" in result.stderr
+    missing_column = workspace.run("plan", "-c", str(workspace.path / "nope.yaml"))
+    assert missing_column.returncode == 2
+    assert "cannot read config file" in missing_column.stderr
+    no_config = workspace.run("plan")
+    assert no_config.returncode == 2
+    assert "pass --config FILE or set SYNCD_CONFIG" in no_config.stderr
+
+
+def test_unknown_column_is_a_clear_error_with_no_write(workspace: Workspace) -> None:
+    workspace.csv.write_text("mail,Department\nx@example.com,Eng\n")
+    result = workspace.apply()
+    assert result.returncode == 3
+    assert "email" in result.stdout
+    assert workspace.writes() == {"insert": 0, "update": 0, "delete": 0}
+
+
+def test_syncd_config_env_is_the_default(workspace: Workspace) -> None:
+    workspace.write_users(rows(1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+    env |= {"SYNCD_CONFIG": str(workspace.config), "NEBULY_API_KEY": workspace.api_key}
+    result = subprocess.run(
+        [sys.executable, "-m", "syncd", "plan"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "insert" in result.stdout
+
+
+def test_check_config_masks_the_key(workspace: Workspace) -> None:
+    result = workspace.run("check-config", "-c", str(workspace.config))
+    assert result.returncode == 0
+    data = json.loads(result.stdout)
+    assert data["jobs"][0]["target"]["api_key"] == "**********"
+    assert workspace.api_key not in result.stdout + result.stderr
+
+
+def test_logs_are_json_lines_with_run_id_and_no_secret(workspace: Workspace) -> None:
+    workspace.write_users(rows(2))
+    result = workspace.apply()
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    finished = [line for line in lines if line["event"] == "run.finished"]
+    assert finished
+    assert finished[0]["status"] == "applied"
+    assert len({line["run_id"] for line in lines if "run_id" in line}) == 1
+    assert workspace.api_key not in result.stderr
+
+
+def test_scope_owned_leaves_hand_made_users_alone(workspace: Workspace) -> None:
+    workspace.write_config(scope="owned")
+    workspace.emulator.seed_users([WireUser("handmade@example.com", {}, "2023-01-01")])
+    workspace.write_users(rows(3))
+    assert workspace.apply().returncode == 0
+    workspace.write_users(rows(2))
+    assert workspace.apply().returncode == 0
+    users = workspace.emulator.users()
+    assert users["handmade@example.com"].active_to is None
+    assert users["user2@example.com"].active_to is not None
+
+
+def test_demo_runs_three_times_and_ends_with_zero_writes(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+    env.pop("NEBULY_API_KEY", None)
+    env["COLUMNS"] = "200"
+    result = subprocess.run(
+        [sys.executable, "-m", "syncd", "demo"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    runs = out.split("Run ")
+    # 21 rows, one disabled and never synced: ceil(20 / 5) insert calls.
+    assert "emulator saw write calls: insert=4, update=0, delete=0" in runs[1]
+    assert "joan.clarke@example.com" in runs[2]
+    assert "emulator saw write calls: insert=1, update=1, delete=0" in runs[2]
+    assert "emulator saw write calls: insert=0, update=0, delete=0" in runs[3]
+    assert "Demo done." in out
+    assert list(tmp_path.iterdir()) == []  # the demo leaves nothing behind
+
+
+def test_version_and_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "syncd", "--help"], capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    for command in ("plan", "apply", "check-config", "emulator", "demo"):
+        assert command in result.stdout
+

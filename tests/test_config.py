@@ -1,0 +1,155 @@
+"""Config: validation with key paths, ${VAR} expansion, secret files, masking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from syncd.config import load_config, masked_config, parse_config, parse_duration
+from syncd.errors import ConfigError
+from syncd.platform.api import ApiFlavour
+
+MINIMAL = """
+jobs:
+  - name: corp
+    target:
+      region: eu
+      api_key: ${NEBULY_API_KEY}
+    sources:
+      - type: csv
+        path: users.csv
+        id_column: email
+"""
+
+
+def parse(text: str, environ: dict[str, str] | None = None, base: Path = Path("/etc/syncd")):  # type: ignore[no-untyped-def]
+    return parse_config(
+        text, origin="syncd.yaml", base_dir=base, environ={"NEBULY_API_KEY": "k-123"} | (environ or {})
+    )
+
+
+def test_minimal_config_has_documented_defaults() -> None:
+    config = parse(MINIMAL)
+    job = config.jobs[0]
+    assert job.target.url == "https://backend.eu.nebuly.com"
+    assert job.target.api is ApiFlavour.PLATFORM_USERS
+    assert job.target.batch_size == 500
+    assert job.target.secret().get_secret_value() == "k-123"
+    assert job.policy.on_missing == "end_date"
+    assert job.policy.scope == "all"
+    assert job.guard.max_removals == 500
+    assert job.guard.max_removal_ratio == 0.10
+    assert job.identity.lowercase is True
+    # Relative paths are resolved against the config file's folder.
+    assert job.sources[0].path == Path("/etc/syncd/users.csv")
+    assert config.state_dir == Path("/etc/syncd/state")
+
+
+def test_us_region_and_custom_base_url() -> None:
+    assert parse(MINIMAL.replace("region: eu", "region: us")).jobs[0].target.url == (
+        "https://backend.nebuly.com"
+    )
+    custom = parse(MINIMAL.replace("region: eu", "base_url: http://127.0.0.1:8080/"))
+    assert custom.jobs[0].target.url == "http://127.0.0.1:8080"
+
+
+def test_undefined_variable_names_the_key_path() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(MINIMAL, origin="syncd.yaml", base_dir=Path("."), environ={})
+    assert str(error.value) == (
+        "syncd.yaml: jobs[0].target.api_key: environment variable NEBULY_API_KEY is not set"
+    )
+
+
+def test_double_dollar_is_a_literal_dollar() -> None:
+    config = parse(MINIMAL.replace("${NEBULY_API_KEY}", "'pa$$word'"))
+    assert config.jobs[0].target.secret().get_secret_value() == "pa$word"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("id_column: email", "id_column: email\n        colour: red"), "jobs[0].sources[0].colour: Extra inputs are not permitted"),
+        (("region: eu", "region: eu\n      batch_size: 0"), "jobs[0].target.batch_size: Input should be greater than or equal to 1"),
+        (("region: eu", "region: mars"), "jobs[0].target.region: Input should be 'us' or 'eu'"),
+        (("region: eu", "region: eu\n      base_url: http://x"), "set exactly one of 'region' (us | eu) or 'base_url'"),
+        (("name: corp", "name: 'bad name!'"), "jobs[0].name: String should match pattern"),
+        (("type: csv", "type: ldif"), "jobs[0].sources[0]"),
+        (("    sources:", "    guard: {max_removal_ratio: 2}\n    sources:"), "jobs[0].guard.max_removal_ratio: Input should be less than or equal to 1"),
+        (("    sources:", "    policy: {on_missing: vanish}\n    sources:"), "jobs[0].policy.on_missing: Input should be 'end_date', 'delete' or 'ignore'"),
+        (("    sources:", "    schedule: {every: 15x}\n    sources:"), "invalid duration '15x'"),
+        (("    sources:", "    schedule: {cron: '* * *'}\n    sources:"), "invalid cron expression"),
+        (("    sources:", "    schedule: {every: 5m, cron: '*/5 * * * *'}\n    sources:"), "set exactly one of 'every'"),
+        (("id_column: email", "id_column: email\n        delimiter: ';;'"), "jobs[0].sources[0].delimiter"),
+        (("id_column: email", "id_column: email\n        encoding: klingon"), "unknown encoding 'klingon'"),
+    ],
+)
+def test_invalid_values_are_reported_with_their_key_path(
+    edit: tuple[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse(MINIMAL.replace(*edit))
+    assert message in str(error.value)
+    assert str(error.value).startswith("syncd.yaml: ")
+
+
+def test_invalid_yaml_names_the_line() -> None:
+    with pytest.raises(ConfigError, match=r"^syncd.yaml:3: invalid YAML"):
+        parse("jobs:\n  - name: a\n  b: [\n")
+
+
+def test_duplicate_job_names_and_source_names_are_errors() -> None:
+    twice = MINIMAL + MINIMAL.replace("jobs:\n", "")
+    with pytest.raises(ConfigError, match="job names must be unique; repeated: corp"):
+        parse(twice)
+    two_sources = MINIMAL + "      - {type: csv, path: other/users.csv, id_column: email}\n"
+    with pytest.raises(ConfigError, match="sources share the name users.csv"):
+        parse(two_sources)
+
+
+def test_api_key_file_is_read_and_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    secret = tmp_path / "nebuly.key"
+    secret.write_text("s3cr3t-from-file\n")
+    text = MINIMAL.replace("api_key: ${NEBULY_API_KEY}", "api_key_file: nebuly.key")
+    config = parse(text, base=tmp_path)
+    assert config.jobs[0].target.secret().get_secret_value() == "s3cr3t-from-file"
+    secret.unlink()
+    with pytest.raises(ConfigError, match="cannot read secret file .*nebuly.key"):
+        parse(text, base=tmp_path)
+
+
+def test_secrets_are_masked_in_dump_and_repr() -> None:
+    config = parse(MINIMAL)
+    assert "k-123" not in repr(config)
+    assert "k-123" not in str(masked_config(config))
+    assert masked_config(config)["jobs"][0]["target"]["api_key"] == "**********"
+
+
+def test_load_config_from_file_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.yaml"
+    path.write_text(MINIMAL)
+    config = load_config(path, environ={"NEBULY_API_KEY": "x"})
+    assert config.jobs[0].sources[0].path == tmp_path / "users.csv"
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.yaml", environ={})
+
+
+def test_job_selection() -> None:
+    config = parse(MINIMAL)
+    assert [job.name for job in config.job("corp")] == ["corp"]
+    with pytest.raises(ConfigError, match=r"no job named 'hr' in the config \(jobs: corp\)"):
+        config.job("hr")
+
+
+def test_durations() -> None:
+    assert parse_duration("15m").total_seconds() == 900
+    assert parse_duration("2h").total_seconds() == 7200
+    with pytest.raises(ValueError, match="must be positive"):
+        parse_duration("0s")
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).parent.parent / "config" / "example.yaml"
+    config = load_config(example, environ={"NEBULY_API_KEY": "x"})
+    assert config.jobs
