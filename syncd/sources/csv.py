@@ -1,0 +1,289 @@
+"""CSV source: one row per user, streamed from the file (never loaded whole).
+
+Parsing follows RFC 4180 as Python's ``csv`` module implements it (quoted fields may
+hold the delimiter, quotes and line breaks; CRLF or LF), with two choices made for
+safety:
+
+* ``strict`` quoting: a closing quote followed by something other than a delimiter
+  (``"Smith"Jr``) is reported as a bad row instead of being silently glued together;
+  parsing resumes on the next line.
+* A quote left open at the end of the file, or a field larger than the csv module's
+  field size limit (the usual symptom of a quote opened by mistake that swallowed the
+  rest of the file), fails the whole read with :class:`SourceError`: the rows after it
+  were not really read, and must never be taken as "these users are gone".
+
+Line numbers are physical lines; a record that spans several lines is reported at the
+line it starts on; the header is line 1.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections.abc import Callable, Iterator, Sequence
+from operator import itemgetter
+from pathlib import Path
+from typing import Protocol
+
+from syncd.config import CsvSourceConfig
+from syncd.errors import SourceError
+from syncd.mapping import RecordMapper
+from syncd.model import Origin, RecordProblem, SourceUser
+
+_FIELD_LIMIT_ERROR = "field larger than field limit"
+_END_OF_DATA_ERROR = "unexpected end of data"
+
+
+class CsvSource:
+    """Streams the users of one CSV file (see :class:`~syncd.sources.Source`).
+
+    Errors that make the file unreadable (missing file, unknown mapped column, bytes
+    invalid for the encoding, an unterminated quote) raise :class:`SourceError` when
+    :meth:`read` is iterated; a bad row gives a :class:`RecordProblem` and reading goes on.
+    """
+
+    def __init__(self, config: CsvSourceConfig, *, lowercase: bool) -> None:
+        self._config = config
+        # Header cells are compared after stripping, so strip the configured names too.
+        self._mapper = RecordMapper(
+            id_field=config.id_column.strip(),
+            tag_fields={tag.strip(): column.strip() for tag, column in config.tags.items()},
+            active_from_field=_strip(config.active_from_column),
+            active_to_field=_strip(config.active_to_column),
+            enabled_field=_strip(config.enabled_column),
+            lowercase=lowercase,
+            kind="column",
+        )
+        # Spreadsheet tools often write UTF-8 with a byte-order mark; utf-8-sig reads
+        # both forms, so "utf-8" in the config accepts either.
+        encoding = config.encoding
+        self._encoding = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+    @property
+    def label(self) -> str:
+        """The configured source name, or the file name."""
+        return self._config.label
+
+    def read(self) -> Iterator[SourceUser | RecordProblem]:
+        """Stream a :class:`SourceUser` per good row and a :class:`RecordProblem` per bad one.
+
+        Raises :class:`SourceError` (on iteration) when the file cannot be read, a mapped
+        column is missing from the header (before any row is yielded), or the file turns
+        out unreadable half-way (after the rows already yielded).
+        """
+        path = self._config.path
+        try:
+            # newline="" lets the csv module see the real line breaks (CRLF, and line
+            # breaks inside quoted fields); `with` closes the file even if the caller
+            # abandons the generator early.
+            with open(path, encoding=self._encoding, newline="") as file:
+                reader = csv.reader(file, delimiter=self._config.delimiter, strict=True)
+                yield from self._records(reader)
+        except UnicodeDecodeError as error:
+            line = _locate_decode_error(path, self._encoding)
+            where = f"line {line}" if line is not None else "somewhere"
+            raise SourceError(
+                f"cannot read CSV file {path}: {where}: bytes that are not valid "
+                f"{self._config.encoding} ({error.reason}); set 'encoding' in the source "
+                "config if the file uses another encoding"
+            ) from None
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise SourceError(f"cannot read CSV file {path}: {reason}") from None
+
+    def _records(self, reader: _Reader) -> Iterator[SourceUser | RecordProblem]:
+        path = self._config.path
+        found = self._read_header(reader)
+        if found is None:
+            return  # an empty file is an empty source; the guard decides what that means
+        header_line, header = found
+        width = len(header)
+        indexes = self._resolve_columns(header, header_line=header_line)
+
+        # Everything that can be decided once is decided here, not per row.
+        label = self.label
+        build = self._mapper.build
+        id_index = indexes[self._mapper.id_field]
+        tag_values = _values_getter([indexes[column] for _, column in self._mapper.tag_fields])
+        from_index = _index_or_none(indexes, self._mapper.active_from_field)
+        to_index = _index_or_none(indexes, self._mapper.active_to_field)
+        enabled_index = _index_or_none(indexes, self._mapper.enabled_field)
+
+        start = reader.line_num + 1  # the line the next record starts on
+        while True:
+            try:
+                for row in reader:
+                    line = start
+                    start = reader.line_num + 1
+                    if len(row) != width:
+                        if _is_blank(row):
+                            continue  # blank lines (and ",,,," rows spreadsheets leave)
+                        yield RecordProblem(
+                            Origin(label, line),
+                            f"expected {width} fields as in the header, found {len(row)}",
+                        )
+                        continue
+                    try:
+                        yield build(
+                            Origin(label, line),
+                            row[id_index],
+                            tag_values(row),
+                            active_from=None if from_index is None else row[from_index],
+                            active_to=None if to_index is None else row[to_index],
+                            enabled=None if enabled_index is None else row[enabled_index],
+                        )
+                    except ValueError as error:
+                        if not _is_blank(row):
+                            yield RecordProblem(Origin(label, line), str(error))
+                return
+            except csv.Error as error:
+                line = start
+                start = reader.line_num + 1
+                message = str(error)
+                if _FIELD_LIMIT_ERROR in message or _END_OF_DATA_ERROR in message:
+                    raise SourceError(_fatal_message(path, line, message)) from None
+                # strict quoting: the parser resumes on the next line, so only this
+                # record is lost, and it is reported.
+                yield RecordProblem(Origin(label, line), f"malformed CSV: {message}")
+
+    def _read_header(self, reader: _Reader) -> tuple[int, list[str]] | None:
+        """The first non-blank record (its line, its cleaned cells); None if there is none."""
+        start = 1
+        try:
+            for row in reader:
+                if not _is_blank(row):
+                    # The BOM is normally removed by utf-8-sig; strip it anyway for a
+                    # file declared as another encoding that still starts with one.
+                    return start, [cell.strip().lstrip("\ufeff").strip() for cell in row]
+                start = reader.line_num + 1
+        except csv.Error as error:
+            raise SourceError(
+                _fatal_message(self._config.path, start, str(error), what="header")
+            ) from None
+        return None
+
+    def _resolve_columns(self, header: list[str], *, header_line: int) -> dict[str, int]:
+        """Map each column the mapping uses to its position, or fail naming what is wrong."""
+        path = self._config.path
+        positions: dict[str, list[int]] = {}
+        for index, name in enumerate(header):
+            positions.setdefault(name, []).append(index)
+        needed = self._mapper.fields()
+        missing = [column for column in needed if column not in positions]
+        if missing:
+            plural = "s" if len(missing) > 1 else ""
+            raise SourceError(
+                f"CSV file {path}: mapped column{plural} {_names(missing)} not found in the "
+                f"header (line {header_line}); the header has {len(header)} "
+                f"column{'s' if len(header) != 1 else ''} with delimiter "
+                f"{self._config.delimiter!r}: {_names(header)}"
+            )
+        repeated = [column for column in needed if len(positions[column]) > 1]
+        if repeated:
+            detail = "; ".join(
+                f"{column!r} at positions {', '.join(str(i + 1) for i in positions[column])}"
+                for column in repeated
+            )
+            raise SourceError(
+                f"CSV file {path}: mapped column names appear more than once in the header "
+                f"(line {header_line}), so the value to use is ambiguous: {detail}"
+            )
+        return {column: positions[column][0] for column in needed}
+
+
+class _Reader(Protocol):
+    """What this module uses of a ``csv.reader``."""
+
+    @property
+    def line_num(self) -> int: ...
+
+    def __iter__(self) -> Iterator[list[str]]: ...
+
+    def __next__(self) -> list[str]: ...
+
+
+def _strip(name: str | None) -> str | None:
+    return None if name is None else name.strip()
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(repr(name) for name in names)
+
+
+def _is_blank(row: Sequence[str]) -> bool:
+    return all(not cell or cell.isspace() for cell in row)
+
+
+def _index_or_none(indexes: dict[str, int], column: str | None) -> int | None:
+    return None if column is None else indexes[column]
+
+
+def _values_getter(positions: Sequence[int]) -> Callable[[list[str]], Sequence[str]]:
+    """A fast ``row -> tuple of the cells at positions`` (itemgetter runs in C)."""
+    if not positions:
+        return lambda row: ()
+    if len(positions) == 1:
+        # itemgetter with one index returns the item itself, not a 1-tuple.
+        (only,) = positions
+        return lambda row: (row[only],)
+    getter: Callable[[list[str]], Sequence[str]] = itemgetter(*positions)
+    return getter
+
+
+def _fatal_message(path: Path, line: int, message: str, *, what: str = "record") -> str:
+    if _FIELD_LIMIT_ERROR in message:
+        return (
+            f"cannot read CSV file {path}: line {line}: a field of the {what} starting here "
+            f"is larger than the limit of {csv.field_size_limit()} characters (is a quote "
+            "left open?)"
+        )
+    if _END_OF_DATA_ERROR in message:
+        return (
+            f"cannot read CSV file {path}: line {line}: the quoted field opened in the {what} "
+            "starting here is never closed (the file ends inside it)"
+        )
+    return f"cannot read CSV file {path}: line {line}: malformed {what}: {message}"
+
+
+def _locate_decode_error(path: Path, encoding: str) -> int | None:
+    """The line holding the first byte invalid in ``encoding``, or None if not found.
+
+    Only runs after a decode error, so it can afford a second pass over the file: the
+    text layer decodes in blocks and fails on a block, not on a line, so its position
+    says little. Lines are counted like the reader counts them (LF, CRLF or lone CR).
+    """
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    breaks = 0
+    pending_cr = False
+
+    def count(text: str) -> None:
+        nonlocal breaks, pending_cr
+        if not text:
+            return
+        crlf = text.count("\r\n") + (1 if pending_cr and text[0] == "\n" else 0)
+        breaks += text.count("\n") + text.count("\r") - crlf
+        pending_cr = text[-1] == "\r"
+
+    try:
+        with open(path, "rb") as file:
+            while block := file.read(1 << 16):
+                state = decoder.getstate()
+                try:
+                    count(decoder.decode(block))
+                    continue
+                except UnicodeDecodeError:
+                    decoder.setstate(state)
+                # Redo the failing block byte by byte to find the line of the bad byte.
+                for offset in range(len(block)):
+                    try:
+                        count(decoder.decode(block[offset : offset + 1]))
+                    except UnicodeDecodeError:
+                        return breaks + 1
+                return breaks + 1  # pragma: no cover - the block failed as a whole
+            try:
+                decoder.decode(b"", final=True)  # a multi-byte sequence cut by the end
+            except UnicodeDecodeError:
+                return breaks + 1
+    except OSError:
+        return None
+    return None
