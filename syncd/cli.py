@@ -23,6 +23,8 @@ from rich.progress import Progress as RichProgress
 from syncd import __version__
 from syncd.app import open_job
 from syncd.config import SyncdConfig, load_config, masked_config
+from syncd.demo import run_demo
+from syncd.emulator.server import PlatformEmulator
 from syncd.errors import ConfigError, SyncdError
 from syncd.guard import Override
 from syncd.logs import configure_logging
@@ -37,6 +39,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
 
 class OutputFormat(StrEnum):
     """How ``plan`` and ``apply`` print their result."""
@@ -114,16 +117,19 @@ def _run_jobs(
     show_progress = apply and output is OutputFormat.TABLE and console.is_terminal
     for job in jobs:
         try:
-            with RichProgress(
-                TextColumn("{task.description:>8}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                disable=not show_progress,
-            ) as bars, open_job(
-                config, job, progress=_RichProgress(bars) if show_progress else None
-            ) as runner:
+            with (
+                RichProgress(
+                    TextColumn("{task.description:>8}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=console,
+                    disable=not show_progress,
+                ) as bars,
+                open_job(
+                    config, job, progress=_RichProgress(bars) if show_progress else None
+                ) as runner,
+            ):
                 planned = runner.plan(override)
                 if output is OutputFormat.TABLE:
                     render_planned(console, planned, limit=limit)
@@ -215,8 +221,6 @@ def emulator(
     ] = None,
 ) -> None:
     """Serve a Nebuly-compatible platform-users API in memory, for tests and demos."""
-    from syncd.emulator.server import PlatformEmulator
-
     key = api_key
     if key is None:
         key = secrets.token_urlsafe(16)
@@ -235,8 +239,6 @@ def emulator(
 @app.command()
 def demo() -> None:
     """Run a complete demo against an in-process emulator; needs no credentials."""
-    from syncd.demo import run_demo
-
     raise typer.Exit(int(run_demo(Console())))
 
 

@@ -201,7 +201,7 @@ class PolicyConfig(_Frozen):
     on_missing: Literal["end_date", "delete", "ignore"] = "end_date"
     purge_after_days: int | None = Field(default=None, ge=0)
     scope: Literal["all", "owned"] = "all"
-    protected: tuple[str, ...] = ()
+    protected: tuple[Annotated[str, Field(min_length=1, pattern=r"\S")], ...] = ()
 
 
 class GuardConfig(_Frozen):

@@ -102,8 +102,7 @@ def check_plan(
     removals = plan.removals
     if limits.max_removals is not None and removals > limits.max_removals:
         removal_reasons.append(
-            f"{removals} removals (end-dates + deletes) exceed max_removals="
-            f"{limits.max_removals}"
+            f"{removals} removals (end-dates + deletes) exceed max_removals={limits.max_removals}"
         )
     if (
         limits.max_removal_ratio is not None

@@ -1,15 +1,18 @@
 """Plain, typed values shared by the pure core (mapping, merge, plan, guard).
 
-Users are stored compactly because a run can hold two million of them: slotted frozen
-dataclasses, tags as sorted tuples shared between users with the same tags, and dates
-as :class:`datetime.date` objects (compared as dates, whatever string the API sent).
+Users are stored compactly because a run can hold two million of them: frozen
+``msgspec.Struct`` values (ten times faster to create than frozen dataclasses, smaller,
+and not tracked by the cyclic garbage collector), tags as sorted tuples shared between
+users with the same tags, and dates as :class:`datetime.date` objects (compared as
+dates, whatever string the API sent).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
+
+import msgspec
 
 Tags = tuple[tuple[str, str], ...]
 """Tag name/value pairs, sorted by name. Hashable, so equal tag sets can be shared."""
@@ -64,8 +67,7 @@ def format_api_date(value: date) -> str:
     return value.isoformat()
 
 
-@dataclass(frozen=True, slots=True)
-class PlatformUser:
+class PlatformUser(msgspec.Struct, frozen=True, gc=False):
     """A user as the platform holds it (or as syncd wants the platform to hold it)."""
 
     end_user: str
@@ -85,8 +87,7 @@ class PlatformUser:
         return body
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(msgspec.Struct, frozen=True, gc=False):
     """Where a source record came from, for error messages: ``users.csv:12``."""
 
     source: str
@@ -96,8 +97,7 @@ class Origin:
         return self.source if self.line is None else f"{self.source}:{self.line}"
 
 
-@dataclass(frozen=True, slots=True)
-class SourceUser:
+class SourceUser(msgspec.Struct, frozen=True, gc=False):
     """A user as the directory describes it, after mapping and normalisation.
 
     ``active_from`` / ``active_to`` are only set when the source maps them; ``enabled``
@@ -112,8 +112,7 @@ class SourceUser:
     enabled: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class RecordProblem:
+class RecordProblem(msgspec.Struct, frozen=True, gc=False):
     """One source record that could not be used, with where it is and why."""
 
     origin: Origin

@@ -27,6 +27,8 @@ from datetime import date, timedelta
 from enum import StrEnum
 from typing import Literal
 
+import msgspec
+
 from syncd.model import PlatformUser, SourceUser
 
 
@@ -49,8 +51,7 @@ class FieldChange:
     after: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(msgspec.Struct, frozen=True, gc=False):
     """One user to write. ``user`` is the target state (for DELETE, the user removed)."""
 
     kind: ChangeKind

@@ -20,6 +20,9 @@ _KIND_STYLE = {
 }
 
 
+_COUNT_COLUMNS = ("insert", "update", "reactivate", "end", "delete", "unchanged")
+
+
 def plan_counts(plan: Plan) -> dict[str, int]:
     """The size of each part of a plan."""
     return {
@@ -131,12 +134,10 @@ def render_planned(console: Console, planned: PlannedRun, *, limit: int = 50) ->
     if plan is not None:
         console.print(f"platform: {planned.current_users} users", highlight=False)
         counts = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-        for name in ("insert", "update", "reactivate", "end", "delete", "unchanged"):
+        for name in _COUNT_COLUMNS:
             counts.add_column(name, justify="right")
         values = plan_counts(plan)
-        counts.add_row(
-            *(str(values[name]) for name in ("insert", "update", "reactivate", "end", "delete", "unchanged"))
-        )
+        counts.add_row(*(str(values[name]) for name in _COUNT_COLUMNS))
         console.print(counts)
         notes = []
         if plan.skipped_disabled:
@@ -170,7 +171,9 @@ def render_planned(console: Console, planned: PlannedRun, *, limit: int = 50) ->
         else:
             console.print("[green]nothing to change[/green]")
     for reason in planned.verdict.overridden:
-        console.print(f"[yellow]guard overridden by the operator:[/yellow] {reason}", highlight=False)
+        console.print(
+            f"[yellow]guard overridden by the operator:[/yellow] {reason}", highlight=False
+        )
     if planned.verdict.held:
         console.print("[bold red]HELD by the guard — nothing will be written:[/bold red]")
         for reason in planned.verdict.reasons:
@@ -185,9 +188,7 @@ def render_result(console: Console, result: RunResult) -> None:
     """Print what a run wrote."""
     status = result.status.value
     style = {"applied": "green", "partial": "yellow"}.get(status, "red")
-    console.print(
-        f"[{style}]{status}[/{style}]: {result.write_calls} write calls", highlight=False
-    )
+    console.print(f"[{style}]{status}[/{style}]: {result.write_calls} write calls", highlight=False)
     for outcome in result.outcomes:
         console.print(
             f"  {outcome.operation.value}: {len(outcome.confirmed)}/{outcome.requested} "
@@ -195,7 +196,9 @@ def render_result(console: Console, result: RunResult) -> None:
             highlight=False,
         )
         for failure in outcome.failures[:20]:
-            console.print(f"    [red]failed[/red] {failure.end_user}: {failure.reason}", highlight=False)
+            console.print(
+                f"    [red]failed[/red] {failure.end_user}: {failure.reason}", highlight=False
+            )
         if len(outcome.failures) > 20:
             console.print(f"    … and {len(outcome.failures) - 20} more failures", highlight=False)
     if result.error:

@@ -199,7 +199,7 @@ class JobRunner:
         self._today = today
         self._progress = progress
 
-    def plan(self, override: Override = Override()) -> PlannedRun:
+    def plan(self, override: Override | None = None) -> PlannedRun:
         """Read every source and the platform, and compute and judge the plan."""
         run_id = uuid.uuid4().hex[:12]
         started_at = datetime.now(UTC)
@@ -234,7 +234,9 @@ class JobRunner:
         clock = time.perf_counter()
         current = self._platform.list_users()
         timings["list_platform"] = time.perf_counter() - clock
-        bound.info("platform.listed", users=len(current), seconds=round(timings["list_platform"], 3))
+        bound.info(
+            "platform.listed", users=len(current), seconds=round(timings["list_platform"], 3)
+        )
 
         clock = time.perf_counter()
         plan = plan_changes(
@@ -246,7 +248,11 @@ class JobRunner:
         )
         timings["plan"] = time.perf_counter() - clock
         verdict = check_plan(
-            plan, desired, current_users=len(current), limits=limits, override=override
+            plan,
+            desired,
+            current_users=len(current),
+            limits=limits,
+            override=override or Override(),
         )
         bound.info(
             "plan.computed",
@@ -349,9 +355,7 @@ class JobRunner:
     def _policy(self) -> PlanPolicy:
         policy = self._job.policy
         lowercase = self._job.identity.lowercase
-        owned = (
-            self._state.owned_users(self._job.name) if policy.scope == "owned" else frozenset()
-        )
+        owned = self._state.owned_users(self._job.name) if policy.scope == "owned" else frozenset()
         return PlanPolicy(
             on_missing=policy.on_missing,
             purge_after_days=policy.purge_after_days,
@@ -378,8 +382,10 @@ class JobRunner:
 
     def _record(self, result: RunResult) -> None:
         planned = result.planned
-        if self._job.policy.scope == "owned" and planned.plan is not None and (
-            result.status in (RunStatus.APPLIED, RunStatus.PARTIAL)
+        if (
+            self._job.policy.scope == "owned"
+            and planned.plan is not None
+            and (result.status in (RunStatus.APPLIED, RunStatus.PARTIAL))
         ):
             # Users in the source are managed by this job from now on: it adopts
             # matching hand-made entries, and a user whose insert was confirmed just

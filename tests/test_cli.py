@@ -296,7 +296,11 @@ def test_syncd_config_env_is_the_default(workspace: Workspace) -> None:
     env |= {"SYNCD_CONFIG": str(workspace.config), "NEBULY_API_KEY": workspace.api_key}
     result = subprocess.run(
         [sys.executable, "-m", "syncd", "plan"],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "insert" in result.stdout
@@ -339,7 +343,12 @@ def test_demo_runs_three_times_and_ends_with_zero_writes(tmp_path: Path) -> None
     env["COLUMNS"] = "200"
     result = subprocess.run(
         [sys.executable, "-m", "syncd", "demo"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -355,10 +364,12 @@ def test_demo_runs_three_times_and_ends_with_zero_writes(tmp_path: Path) -> None
 
 def test_version_and_help() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "syncd", "--help"], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "syncd", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert result.returncode == 0
     for command in ("plan", "apply", "check-config", "emulator", "demo"):
         assert command in result.stdout
-

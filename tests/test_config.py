@@ -25,7 +25,10 @@ jobs:
 
 def parse(text: str, environ: dict[str, str] | None = None, base: Path = Path("/etc/syncd")):  # type: ignore[no-untyped-def]
     return parse_config(
-        text, origin="syncd.yaml", base_dir=base, environ={"NEBULY_API_KEY": "k-123"} | (environ or {})
+        text,
+        origin="syncd.yaml",
+        base_dir=base,
+        environ={"NEBULY_API_KEY": "k-123"} | (environ or {}),
     )
 
 
@@ -70,19 +73,46 @@ def test_double_dollar_is_a_literal_dollar() -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (("id_column: email", "id_column: email\n        colour: red"), "jobs[0].sources[0].colour: Extra inputs are not permitted"),
-        (("region: eu", "region: eu\n      batch_size: 0"), "jobs[0].target.batch_size: Input should be greater than or equal to 1"),
+        (
+            ("id_column: email", "id_column: email\n        colour: red"),
+            "jobs[0].sources[0].colour: Extra inputs are not permitted",
+        ),
+        (
+            ("region: eu", "region: eu\n      batch_size: 0"),
+            "jobs[0].target.batch_size: Input should be greater than or equal to 1",
+        ),
         (("region: eu", "region: mars"), "jobs[0].target.region: Input should be 'us' or 'eu'"),
-        (("region: eu", "region: eu\n      base_url: http://x"), "set exactly one of 'region' (us | eu) or 'base_url'"),
+        (
+            ("region: eu", "region: eu\n      base_url: http://x"),
+            "set exactly one of 'region' (us | eu) or 'base_url'",
+        ),
         (("name: corp", "name: 'bad name!'"), "jobs[0].name: String should match pattern"),
         (("type: csv", "type: ldif"), "jobs[0].sources[0]"),
-        (("    sources:", "    guard: {max_removal_ratio: 2}\n    sources:"), "jobs[0].guard.max_removal_ratio: Input should be less than or equal to 1"),
-        (("    sources:", "    policy: {on_missing: vanish}\n    sources:"), "jobs[0].policy.on_missing: Input should be 'end_date', 'delete' or 'ignore'"),
+        (
+            ("    sources:", "    guard: {max_removal_ratio: 2}\n    sources:"),
+            "jobs[0].guard.max_removal_ratio: Input should be less than or equal to 1",
+        ),
+        (
+            ("    sources:", "    policy: {on_missing: vanish}\n    sources:"),
+            "jobs[0].policy.on_missing: Input should be 'end_date', 'delete' or 'ignore'",
+        ),
         (("    sources:", "    schedule: {every: 15x}\n    sources:"), "invalid duration '15x'"),
-        (("    sources:", "    schedule: {cron: '* * *'}\n    sources:"), "invalid cron expression"),
-        (("    sources:", "    schedule: {every: 5m, cron: '*/5 * * * *'}\n    sources:"), "set exactly one of 'every'"),
-        (("id_column: email", "id_column: email\n        delimiter: ';;'"), "jobs[0].sources[0].delimiter"),
-        (("id_column: email", "id_column: email\n        encoding: klingon"), "unknown encoding 'klingon'"),
+        (
+            ("    sources:", "    schedule: {cron: '* * *'}\n    sources:"),
+            "invalid cron expression",
+        ),
+        (
+            ("    sources:", "    schedule: {every: 5m, cron: '*/5 * * * *'}\n    sources:"),
+            "set exactly one of 'every'",
+        ),
+        (
+            ("id_column: email", "id_column: email\n        delimiter: ';;'"),
+            "jobs[0].sources[0].delimiter",
+        ),
+        (
+            ("id_column: email", "id_column: email\n        encoding: klingon"),
+            "unknown encoding 'klingon'",
+        ),
     ],
 )
 def test_invalid_values_are_reported_with_their_key_path(
@@ -104,7 +134,7 @@ def test_duplicate_job_names_and_source_names_are_errors() -> None:
     with pytest.raises(ConfigError, match="job names must be unique; repeated: corp"):
         parse(twice)
     two_sources = MINIMAL + "      - {type: csv, path: other/users.csv, id_column: email}\n"
-    with pytest.raises(ConfigError, match="sources share the name users.csv"):
+    with pytest.raises(ConfigError, match=r"sources share the name users\.csv"):
         parse(two_sources)
 
 
@@ -115,7 +145,7 @@ def test_api_key_file_is_read_and_missing_file_is_a_config_error(tmp_path: Path)
     config = parse(text, base=tmp_path)
     assert config.jobs[0].target.secret().get_secret_value() == "s3cr3t-from-file"
     secret.unlink()
-    with pytest.raises(ConfigError, match="cannot read secret file .*nebuly.key"):
+    with pytest.raises(ConfigError, match=r"cannot read secret file .*nebuly\.key"):
         parse(text, base=tmp_path)
 
 

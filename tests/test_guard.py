@@ -108,18 +108,27 @@ def test_bad_records_hold_the_plan_and_name_the_line() -> None:
     assert "hr.csv:100: invalid date '2026-13-01'" in verdict.reasons[0]
     assert "left alone" in verdict.reasons[0]
     assert not check_plan(
-        Plan(), desired(problems=2), current_users=5, limits=GuardLimits(),
+        Plan(),
+        desired(problems=2),
+        current_users=5,
+        limits=GuardLimits(),
         override=Override(force=True),
     ).held
     assert check_plan(
-        Plan(), desired(problems=2), current_users=5, limits=GuardLimits(),
+        Plan(),
+        desired(problems=2),
+        current_users=5,
+        limits=GuardLimits(),
         override=Override(allow_removals=100),
     ).held
 
 
 def test_failed_read_is_held_even_when_forced() -> None:
     verdict = check_plan(
-        Plan(), desired(failed=True), current_users=5, limits=GuardLimits(),
+        Plan(),
+        desired(failed=True),
+        current_users=5,
+        limits=GuardLimits(),
         override=Override(force=True),
     )
     assert verdict.held

@@ -62,7 +62,9 @@ def test_new_user_keeps_mapped_active_from() -> None:
 
 
 def test_first_seen_date_never_moves_an_existing_active_from() -> None:
-    plan = plan_changes(desired(src("a")), [plat("a", active_from=date(2020, 1, 1))], PlanPolicy(), TODAY)
+    plan = plan_changes(
+        desired(src("a")), [plat("a", active_from=date(2020, 1, 1))], PlanPolicy(), TODAY
+    )
     assert plan.is_empty
     assert plan.unchanged == 1
 
@@ -141,7 +143,9 @@ def test_disabled_user_never_on_the_platform_is_not_inserted() -> None:
 
 
 def test_returning_user_is_reactivated() -> None:
-    plan = plan_changes(desired(src("a")), [plat("a", active_to=date(2026, 2, 1))], PlanPolicy(), TODAY)
+    plan = plan_changes(
+        desired(src("a")), [plat("a", active_to=date(2026, 2, 1))], PlanPolicy(), TODAY
+    )
     assert [(c.kind, c.user.active_to) for c in plan.reactivations] == [
         (ChangeKind.REACTIVATE, None)
     ]
@@ -165,7 +169,9 @@ def test_dates_compare_as_dates_whatever_the_api_string() -> None:
             "a", make_tags({"department": "eng"}), parse_api_date("2025-01-01T00:00:00Z"), None
         )
     ]
-    plan = plan_changes(desired(src("a", active_from=date(2025, 1, 1))), current, PlanPolicy(), TODAY)
+    plan = plan_changes(
+        desired(src("a", active_from=date(2025, 1, 1))), current, PlanPolicy(), TODAY
+    )
     assert plan.is_empty
 
 
@@ -320,8 +326,12 @@ def test_applying_yields_the_desired_state(state: tuple) -> None:  # type: ignor
             if purge_before is not None:
                 assert result.active_to >= purge_before
     for end_user, user in after.items():
-        assert user.active_to is None or user.active_from <= user.active_to or (
-            before.get(end_user) == user  # untouched platform data is not ours to fix
+        assert (
+            user.active_to is None
+            or user.active_from <= user.active_to
+            or (
+                before.get(end_user) == user  # untouched platform data is not ours to fix
+            )
         )
 
 

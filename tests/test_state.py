@@ -30,9 +30,7 @@ def test_runs_are_recorded_newest_first(tmp_path: Path) -> None:
     store = SqliteStateStore(tmp_path)
     for i in range(3):
         moment = datetime(2026, 11, 22, 10, i, tzinfo=UTC)
-        store.record_run(
-            RunRecord(f"r{i}", "corp", moment, moment, "applied", {"inserts": i})
-        )
+        store.record_run(RunRecord(f"r{i}", "corp", moment, moment, "applied", {"inserts": i}))
     runs = store.runs("corp", limit=2)
     assert [(r.run_id, r.summary["inserts"]) for r in runs] == [("r2", 2), ("r1", 1)]
     assert runs[0].started_at == datetime(2026, 11, 22, 10, 2, tzinfo=UTC)
