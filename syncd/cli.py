@@ -134,13 +134,16 @@ def _run_jobs(
                 if output is OutputFormat.TABLE:
                     render_planned(console, planned, limit=limit)
                 if not apply:
-                    documents.append(planned_to_json(planned))
+                    if output is OutputFormat.JSON:
+                        documents.append(planned_to_json(planned))
                     codes.append(ExitCode.HELD if planned.verdict.held else ExitCode.OK)
                     continue
                 result = runner.apply(planned)
             if output is OutputFormat.TABLE:
                 render_result(console, result)
-            documents.append(result_to_json(result))
+            else:
+                # Built only when asked for: a million changes make a large document.
+                documents.append(result_to_json(result))
             codes.append(result.status.exit_code)
         except ConfigError as error:
             err.print(f"[red]job {job.name}: configuration error:[/red] {error}", highlight=False)

@@ -16,6 +16,7 @@ to force.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from syncd.merge import DesiredUsers
@@ -57,6 +58,13 @@ class Verdict:
 _MAX_LISTED = 10
 
 
+def _listed(what: str, items: Sequence[object]) -> str:
+    """``3 things: a; b; c`` with at most ``_MAX_LISTED`` shown."""
+    listed = "; ".join(str(item) for item in items[:_MAX_LISTED])
+    more = len(items) - _MAX_LISTED
+    return f"{len(items)} {what}: {listed}" + (f"; and {more} more" if more > 0 else "")
+
+
 def check_plan(
     plan: Plan,
     desired: DesiredUsers,
@@ -73,18 +81,10 @@ def check_plan(
         blocking.append(f"source {source.label} could not be read: {source.error}")
     source_problems: list[str] = []
     if desired.problems:
-        listed = "; ".join(str(problem) for problem in desired.problems[:_MAX_LISTED])
-        more = len(desired.problems) - _MAX_LISTED
-        source_problems.append(
-            f"{len(desired.problems)} source record(s) could not be used: {listed}"
-            + (f"; and {more} more" if more > 0 else "")
-        )
+        source_problems.append(_listed("source record(s) could not be used", desired.problems))
     if desired.conflicts:
-        listed = "; ".join(str(conflict) for conflict in desired.conflicts[:_MAX_LISTED])
-        more = len(desired.conflicts) - _MAX_LISTED
         source_problems.append(
-            f"{len(desired.conflicts)} duplicate end_user(s) across source records: {listed}"
-            + (f"; and {more} more" if more > 0 else "")
+            _listed("duplicate end_user(s) across source records", desired.conflicts)
         )
     partial_note = " (users missing from the source are left alone)"
     if source_problems:

@@ -153,6 +153,20 @@ class Plan:
         """True when the plan writes nothing."""
         return self.total_changes == 0
 
+    def counts(self) -> dict[str, int]:
+        """The size of each part of the plan, for logs, history and output."""
+        return {
+            "insert": len(self.inserts),
+            "update": len(self.updates),
+            "reactivate": len(self.reactivations),
+            "end": len(self.ends),
+            "delete": len(self.deletes),
+            "unchanged": self.unchanged,
+            "skipped_disabled": self.skipped_disabled,
+            "untouched_missing": self.untouched_missing,
+            "protected": self.protected,
+        }
+
     def changes(self) -> Iterable[Change]:
         """Every change, inserts first and deletes last."""
         yield from self.inserts
@@ -258,11 +272,8 @@ def plan_changes(
                 ends.append(change)
             continue
         after = _target_state(source, before, today)
-        if (
-            purge_before is not None
-            and after.active_to is not None
-            and after.active_to < purge_before
-        ):
+        if _is_purged(after.active_to, purge_before):
+            assert after.active_to is not None
             deletes.append(
                 Change(ChangeKind.DELETE, before, before, _purge_reason(after.active_to, policy))
             )
@@ -284,11 +295,7 @@ def plan_changes(
             skipped_disabled += 1
             continue
         after = _target_state(source, None, today)
-        if (
-            purge_before is not None
-            and after.active_to is not None
-            and after.active_to < purge_before
-        ):
+        if _is_purged(after.active_to, purge_before):
             # Inserting it would only be purged on the next run.
             skipped_disabled += 1
             continue
@@ -305,6 +312,10 @@ def plan_changes(
         untouched_missing=untouched_missing,
         protected=protected,
     )
+
+
+def _is_purged(active_to: date | None, purge_before: date | None) -> bool:
+    return purge_before is not None and active_to is not None and active_to < purge_before
 
 
 def _in_scope(end_user: str, policy: PlanPolicy) -> bool:
@@ -331,7 +342,8 @@ def _plan_missing(
     if policy.on_missing == "end_date" and (active_to is None or active_to > today):
         # Never before the start, so the range stays valid for future-dated joiners.
         active_to = max(today, before.active_from)
-    if purge_before is not None and active_to is not None and active_to < purge_before:
+    if _is_purged(active_to, purge_before):
+        assert active_to is not None
         return Change(ChangeKind.DELETE, before, before, _purge_reason(active_to, policy))
     if active_to == before.active_to:
         return None

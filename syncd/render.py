@@ -23,21 +23,6 @@ _KIND_STYLE = {
 _COUNT_COLUMNS = ("insert", "update", "reactivate", "end", "delete", "unchanged")
 
 
-def plan_counts(plan: Plan) -> dict[str, int]:
-    """The size of each part of a plan."""
-    return {
-        "insert": len(plan.inserts),
-        "update": len(plan.updates),
-        "reactivate": len(plan.reactivations),
-        "end": len(plan.ends),
-        "delete": len(plan.deletes),
-        "unchanged": plan.unchanged,
-        "skipped_disabled": plan.skipped_disabled,
-        "untouched_missing": plan.untouched_missing,
-        "protected": plan.protected,
-    }
-
-
 def _change_json(change: Change) -> dict[str, Any]:
     return {
         "kind": change.kind.value,
@@ -68,7 +53,7 @@ def planned_to_json(planned: PlannedRun) -> dict[str, Any]:
         "held": planned.verdict.held,
         "held_because": list(planned.verdict.reasons),
         "overridden": list(planned.verdict.overridden),
-        "counts": plan_counts(planned.plan) if planned.plan else None,
+        "counts": planned.plan.counts() if planned.plan else None,
         "changes": [_change_json(c) for c in planned.plan.changes()] if planned.plan else [],
     }
     return data
@@ -136,7 +121,7 @@ def render_planned(console: Console, planned: PlannedRun, *, limit: int = 50) ->
         counts = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         for name in _COUNT_COLUMNS:
             counts.add_column(name, justify="right")
-        values = plan_counts(plan)
+        values = plan.counts()
         counts.add_row(*(str(values[name]) for name in _COUNT_COLUMNS))
         console.print(counts)
         notes = []

@@ -18,14 +18,14 @@ from typing import Protocol, TypeVar
 import structlog
 
 from syncd.config import JobConfig
-from syncd.errors import PlatformUnavailableError, SourceError
+from syncd.errors import PlatformError, PlatformUnavailableError, SourceError
 from syncd.guard import GuardLimits, Override, Verdict, check_plan
 from syncd.mapping import normalize_end_user
 from syncd.merge import DesiredUsers, DesiredUsersBuilder
 from syncd.model import PlatformUser
 from syncd.plan import Plan, PlanPolicy, plan_changes
 from syncd.platform.api import Operation
-from syncd.platform.client import WriteOutcome
+from syncd.platform.client import WriteOutcome, partial_outcome
 from syncd.sources import Source
 from syncd.state import RunRecord, StateStore
 
@@ -158,14 +158,7 @@ class RunResult:
             "failures": self.failures,
         }
         if plan is not None:
-            summary.update(
-                inserts=len(plan.inserts),
-                updates=len(plan.updates),
-                ends=len(plan.ends),
-                reactivations=len(plan.reactivations),
-                deletes=len(plan.deletes),
-                unchanged=plan.unchanged,
-            )
+            summary.update(plan.counts())
         if self.planned.verdict.reasons:
             summary["held_because"] = list(self.planned.verdict.reasons)
         if self.error is not None:
@@ -254,16 +247,7 @@ class JobRunner:
             limits=limits,
             override=override or Override(),
         )
-        bound.info(
-            "plan.computed",
-            inserts=len(plan.inserts),
-            updates=len(plan.updates),
-            ends=len(plan.ends),
-            reactivations=len(plan.reactivations),
-            deletes=len(plan.deletes),
-            unchanged=plan.unchanged,
-            seconds=round(timings["plan"], 3),
-        )
+        bound.info("plan.computed", **plan.counts(), seconds=round(timings["plan"], 3))
         if verdict.overridden:
             bound.warning("guard.overridden", reasons=list(verdict.overridden))
         if verdict.held:
@@ -291,12 +275,15 @@ class JobRunner:
         clock = time.perf_counter()
         try:
             self._write(plan, result)
-        except PlatformUnavailableError as error:
-            partial = getattr(error, "outcome", None)
-            if isinstance(partial, WriteOutcome):
+        except (PlatformError, PlatformUnavailableError) as error:
+            # Keep what the platform confirmed before it failed (run history, owned users);
+            # the next run re-plans from the live list and converges.
+            partial = partial_outcome(error)
+            if partial is not None:
                 result.outcomes.append(partial)
             result.status = RunStatus.FAILED
             result.error = str(error)
+            log.error("apply.failed", error=str(error))
         finally:
             planned.timings["apply"] = time.perf_counter() - clock
             if result.status is RunStatus.APPLIED and result.failures:

@@ -1,0 +1,194 @@
+"""JobRunner against the emulator over HTTP: crash safety, ownership, failed reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from syncd.app import open_job
+from syncd.config import SyncdConfig, parse_config
+from syncd.emulator import EndpointFaults, PlatformEmulator
+from syncd.errors import SourceError
+from syncd.guard import Override
+from syncd.model import Origin, RecordProblem, SourceUser, make_tags
+from syncd.platform.api import Operation, WireUser
+from syncd.runner import JobRunner, RunStatus
+from syncd.state import SqliteStateStore
+
+TODAY = date(2026, 11, 22)
+
+CONFIG = """
+state_dir: ./state
+jobs:
+  - name: corp
+    target:
+      base_url: ${URL}
+      api_key: ${KEY}
+      batch_size: 5
+      concurrency: 1
+      max_retries: 1
+    sources:
+      - {type: csv, path: users.csv, id_column: email, tags: {department: Department}}
+    policy: {scope: SCOPE}
+    guard: {max_removal_ratio: null}
+"""
+
+
+def make_config(
+    tmp_path: Path, emulator: PlatformEmulator, key: str, scope: str = "all"
+) -> SyncdConfig:
+    return parse_config(
+        CONFIG.replace("SCOPE", scope),
+        origin="test",
+        base_dir=tmp_path,
+        environ={"URL": emulator.url, "KEY": key},
+    )
+
+
+def write_users(tmp_path: Path, names: list[str], dept: str = "Eng") -> None:
+    lines = "".join(f"{name},{dept}\n" for name in names)
+    (tmp_path / "users.csv").write_text("email,Department\n" + lines)
+
+
+class FaultAfterFirstBatch:
+    """A progress sink that takes the platform down once the first batch is confirmed."""
+
+    def __init__(self, emulator: PlatformEmulator) -> None:
+        self.emulator = emulator
+        self.batches = 0
+
+    def start(self, operation: Operation, total: int) -> Callable[[int], None]:
+        def advance(count: int) -> None:
+            self.batches += 1
+            if self.batches == 1:
+                self.emulator.set_faults(operation, EndpointFaults(fail_next=100))
+
+        return advance
+
+    def finish(self, operation: Operation) -> None:
+        pass
+
+
+def names(count: int) -> list[str]:
+    return [f"user{i:02d}@example.com" for i in range(count)]
+
+
+def test_run_killed_by_platform_outage_converges_on_the_next_run(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    config = make_config(tmp_path, emulator, emulator_api_key)
+    write_users(tmp_path, names(20))
+    progress = FaultAfterFirstBatch(emulator)
+    with open_job(config, config.jobs[0], progress=progress, today=lambda: TODAY) as runner:
+        result = runner.apply(runner.plan())
+    assert result.status is RunStatus.FAILED
+    assert result.error is not None
+    assert "insert" in result.error
+    (outcome,) = result.outcomes
+    assert len(outcome.confirmed) == 5
+    assert set(outcome.confirmed) == set(emulator.users())
+    (record,) = SqliteStateStore(tmp_path / "state").runs("corp")
+    assert record.status == "failed"
+
+    emulator.clear_faults()
+    emulator.reset_counters()
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        planned = runner.plan()
+        assert planned.plan is not None
+        assert len(planned.plan.inserts) == 15
+        assert runner.apply(planned).status is RunStatus.APPLIED
+    assert set(emulator.users()) == set(names(20))
+    assert emulator.calls()["insert"] == 3
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        final = runner.plan()
+    assert final.plan is not None
+    assert final.plan.is_empty
+
+
+def test_scope_owned_adopts_sourced_users_and_spares_hand_made_ones(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    emulator.seed_users(
+        [
+            WireUser("user00@example.com", {"department": "Eng"}, "2024-01-01"),
+            WireUser("handmade@example.com", {}, "2024-01-01"),
+        ]
+    )
+    config = make_config(tmp_path, emulator, emulator_api_key, scope="owned")
+    write_users(tmp_path, names(3))
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        assert runner.apply(runner.plan()).status is RunStatus.APPLIED
+    owned = SqliteStateStore(tmp_path / "state").owned_users("corp")
+    # user00 was already there, unchanged: adopted all the same.
+    assert owned == frozenset(names(3))
+    write_users(tmp_path, names(3)[1:])
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        planned = runner.plan()
+        assert planned.plan is not None
+        assert [c.user.end_user for c in planned.plan.ends] == ["user00@example.com"]
+        assert planned.plan.untouched_missing == 1
+        runner.apply(planned)
+    users = emulator.users()
+    assert users["user00@example.com"].active_to == TODAY.isoformat()
+    assert users["handmade@example.com"].active_to is None
+
+
+class BrokenSource:
+    """A source that fails half-way, as a directory dropping the connection would."""
+
+    label = "ldap"
+
+    def read(self) -> Iterator[SourceUser | RecordProblem]:
+        yield SourceUser("user00@example.com", make_tags({}), Origin("ldap"))
+        raise SourceError("connection reset by peer after 1 entries")
+
+
+def test_failed_read_is_held_and_the_platform_is_not_even_listed(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    emulator.seed_users([WireUser(name, {}, "2024-01-01") for name in names(4)])
+    config = make_config(tmp_path, emulator, emulator_api_key)
+    with open_job(config, config.jobs[0]) as real:
+        platform = real._platform  # the real HTTP client, with a broken source in front
+        runner = JobRunner(
+            config.jobs[0],
+            sources=[BrokenSource()],
+            platform=platform,
+            state=SqliteStateStore(tmp_path / "state"),
+        )
+        planned = runner.plan(Override(force=True))
+        result = runner.apply(planned)
+    assert planned.plan is None
+    assert result.status is RunStatus.HELD
+    assert planned.verdict.reasons == (
+        "source ldap could not be read: connection reset by peer after 1 entries",
+    )
+    assert emulator.calls()["list"] == 0
+    assert all(user.active_to is None for user in emulator.users().values())
+
+
+@pytest.mark.parametrize("api", ["platform-users", "eligible-users"])
+def test_both_flavours_sync_the_same_state(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str, api: str
+) -> None:
+    config = parse_config(
+        CONFIG.replace("SCOPE", "all").replace("batch_size: 5", f"batch_size: 5\n      api: {api}"),
+        origin="test",
+        base_dir=tmp_path,
+        environ={"URL": emulator.url, "KEY": emulator_api_key},
+    )
+    write_users(tmp_path, names(6))
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        assert runner.apply(runner.plan()).status is RunStatus.APPLIED
+    write_users(tmp_path, names(6), dept="Sales")
+    emulator.reset_counters()
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        result = runner.apply(runner.plan())
+    assert result.status is RunStatus.APPLIED
+    assert {u.tags["department"] for u in emulator.users().values()} == {"Sales"}
+    update_verb, insert_verb = ("PUT", "POST") if api == "eligible-users" else ("POST", "PUT")
+    calls = emulator.calls()
+    assert (calls[update_verb], calls[insert_verb], calls["update"]) == (2, 0, 2)
