@@ -24,7 +24,7 @@ from syncd import __version__
 from syncd.app import open_job
 from syncd.config import SyncdConfig, load_config, masked_config
 from syncd.demo import run_demo
-from syncd.emulator.server import PlatformEmulator
+from syncd.emulator import PlatformEmulator, make_users
 from syncd.errors import ConfigError, SyncdError
 from syncd.guard import Override
 from syncd.logs import configure_logging
@@ -222,21 +222,27 @@ def emulator(
     data: Annotated[
         Path | None, typer.Option(help="JSON file to load at start and save at exit.")
     ] = None,
+    users: Annotated[
+        int, typer.Option(min=0, help="Seed this many synthetic users (benchmarks).")
+    ] = 0,
 ) -> None:
     """Serve a Nebuly-compatible platform-users API in memory, for tests and demos."""
     key = api_key
     if key is None:
         key = secrets.token_urlsafe(16)
         # Printed on purpose: a random key nobody else knows is useless unless shown.
-        print(f"syncd emulator api key: {key}", flush=True)
-    PlatformEmulator(
+        print(f"syncd emulator api key: {key}", file=sys.stderr, flush=True)
+    server = PlatformEmulator(
         api_key=key,
         host=host,
         port=port,
         max_batch_size=max_batch_size,
         page_size=page_size,
         data_file=data,
-    ).serve_forever()
+    )
+    if users:
+        server.seed_users(make_users(users))
+    server.serve_forever()
 
 
 @app.command()

@@ -814,10 +814,10 @@ def test_constructor_validates_arguments() -> None:
 # ------------------------------------------------------------------------ process
 
 
-def test_module_process_prints_url_and_stops_on_sigterm(tmp_path: Path) -> None:
+def test_cli_process_prints_url_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "SYNCD_EMULATOR_API_KEY": KEY}
     with subprocess.Popen(
-        [sys.executable, "-m", "syncd.emulator", "--users", "50"],
+        [sys.executable, "-m", "syncd", "emulator", "--port", "0", "--users", "50"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
