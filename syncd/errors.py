@@ -11,6 +11,9 @@ from __future__ import annotations
 class SyncdError(Exception):
     """Base of every error syncd raises on purpose."""
 
+    outcome: object | None = None
+    """What a write had confirmed before it failed (see ``platform.client.partial_outcome``)."""
+
 
 class ConfigError(SyncdError):
     """The configuration (or a file it names) is wrong; a human must fix it."""

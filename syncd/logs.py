@@ -23,12 +23,28 @@ _LEVELS = {
 LogFormat = Literal["auto", "console", "json"]
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of the write.
+
+    rich's progress bars redirect ``sys.stderr`` while they are live so that log lines
+    print above the bar instead of through it; binding the original stream would skip
+    that redirect.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(
     format: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
 ) -> None:
     """Configure structlog once for the process."""
-    out = stream if stream is not None else sys.stderr
+    out: TextIO = stream if stream is not None else sys.stderr
     use_json = format == "json" or (format == "auto" and not out.isatty())
+    target = stream if stream is not None else _CurrentStderr()
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -44,6 +60,6 @@ def configure_logging(
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.PrintLoggerFactory(file=target),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

@@ -4,11 +4,13 @@ The rules (BRIEF section 4):
 
 * A user in the source and not on the platform is inserted, with ``active_from`` from the
   source or, failing that, today (the day first seen). A disabled user that was never on
-  the platform is not inserted: nobody knows when their access started or ended.
+  the platform is not inserted unless the source gives an end date that has passed:
+  otherwise nobody knows when their access ended.
 * A user on both sides is updated when tags, ``active_from`` or ``active_to`` differ.
   A "first seen" date never moves an ``active_from`` the platform already holds.
 * ``active_to`` comes from a mapped end date, or is the day the user is first seen
-  disabled (an end date already on the platform is kept, so it does not creep forward).
+  disabled (an end date already on the platform is kept, so it does not creep forward;
+  a disabled user's mapped end date that has passed wins over both).
   An enabled user without an end date gets ``active_to`` cleared (reactivation).
 * A user on the platform and not in the source is handled by ``on_missing``: end-dated
   today (``end_date``), deleted (``delete``) or left alone (``ignore``). With
@@ -182,14 +184,15 @@ def _end_date_for_source_user(
     """The ``active_to`` the platform should hold for a user present in the source."""
     if source.enabled:
         return source.active_to
-    # Disabled: ended the day we first saw it disabled; keep an end date the platform
-    # already has (and that has passed), so it does not move forward every run.
-    ended = today
+    if source.active_to is not None and source.active_to <= today:
+        # Disabled, with an end date that has passed: the source knows when it ended.
+        return source.active_to
+    # Disabled, with no end date (or one still ahead): ended the day we first saw it
+    # disabled. Keep an end date the platform already has and that has passed, so it
+    # does not move forward every run.
     if current is not None and current.active_to is not None and current.active_to <= today:
-        ended = current.active_to
-    if source.active_to is not None and source.active_to < ended:
-        ended = source.active_to
-    return ended
+        return current.active_to
+    return today
 
 
 def _target_state(source: SourceUser, before: PlatformUser | None, today: date) -> PlatformUser:
@@ -291,7 +294,8 @@ def plan_changes(
         if end_user in policy.protected:
             protected += 1
             continue
-        if not source.enabled and source.active_to is None:
+        if not source.enabled and (source.active_to is None or source.active_to > today):
+            # Disabled and never synced: nobody knows when its access ended.
             skipped_disabled += 1
             continue
         after = _target_state(source, None, today)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import date, timedelta
 
@@ -286,7 +287,7 @@ def _signature(plan: Plan) -> dict[str, set[tuple[object, ...]]]:
     }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=int(os.environ.get("SYNCD_HYPOTHESIS_EXAMPLES", "300")), deadline=None)
 @given(STATE)
 def test_planning_again_after_applying_is_empty(state: tuple) -> None:  # type: ignore[type-arg]
     sources, current, policy, today = state
@@ -297,7 +298,7 @@ def test_planning_again_after_applying_is_empty(state: tuple) -> None:  # type: 
     assert again.is_empty, again
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=int(os.environ.get("SYNCD_HYPOTHESIS_EXAMPLES", "300")), deadline=None)
 @given(STATE)
 def test_applying_yields_the_desired_state(state: tuple) -> None:  # type: ignore[type-arg]
     sources, current, policy, today = state
@@ -335,7 +336,7 @@ def test_applying_yields_the_desired_state(state: tuple) -> None:  # type: ignor
         )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=int(os.environ.get("SYNCD_HYPOTHESIS_EXAMPLES", "300")), deadline=None)
 @given(STATE)
 def test_nobody_active_in_the_source_is_ended_or_deleted(state: tuple) -> None:  # type: ignore[type-arg]
     sources, current, policy, today = state
@@ -346,7 +347,7 @@ def test_nobody_active_in_the_source_is_ended_or_deleted(state: tuple) -> None: 
     assert not (active & removed)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=int(os.environ.get("SYNCD_HYPOTHESIS_EXAMPLES", "200")), deadline=None)
 @given(STATE, st.randoms(use_true_random=False))
 def test_plan_is_independent_of_input_order(state: tuple, rnd: random.Random) -> None:  # type: ignore[type-arg]
     sources, current, policy, today = state
@@ -366,7 +367,7 @@ def test_plan_is_independent_of_input_order(state: tuple, rnd: random.Random) ->
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=int(os.environ.get("SYNCD_HYPOTHESIS_EXAMPLES", "200")), deadline=None)
 @given(STATE)
 def test_out_of_scope_and_protected_users_are_never_written(state: tuple) -> None:  # type: ignore[type-arg]
     sources, current, policy, today = state
@@ -384,3 +385,23 @@ def test_partial_reads_keep_removals_at_zero_property_example(complete: bool) ->
     current = [plat(f"u{i}") for i in range(5)]
     plan = plan_changes({}, current, PlanPolicy(), TODAY, source_complete=complete)
     assert plan.removals == (5 if complete else 0)
+
+
+def test_purged_disabled_user_with_a_past_end_date_is_not_reinserted() -> None:
+    # Found by hypothesis: the source's past end date must decide both the update and
+    # the insert path, or purge and insert chase each other run after run.
+    policy = PlanPolicy(purge_after_days=0)
+    today = date(2025, 1, 1)
+    user = src("a", enabled=False, active_to=date(2025, 1, 1))
+    current = [plat("a", active_from=date(2024, 1, 1), active_to=date(2024, 1, 1))]
+    first = plan_changes(desired(user), current, policy, today)
+    assert [c.user.active_to for c in first.reactivations] == [date(2025, 1, 1)]
+    again = plan_changes(desired(user), list(apply_plan(current, first).values()), policy, today)
+    assert again.is_empty
+
+
+def test_disabled_user_with_a_future_end_date_is_not_inserted() -> None:
+    user = src("a", enabled=False, active_to=TODAY + timedelta(days=30))
+    plan = plan_changes(desired(user), [], PlanPolicy(), TODAY)
+    assert plan.is_empty
+    assert plan.skipped_disabled == 1

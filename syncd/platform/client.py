@@ -525,7 +525,7 @@ class PlatformClient:
                         progress(result.size)
         if error is not None:
             self._account_unfinished(outcome, names, error)
-            error.outcome = outcome  # type: ignore[attr-defined]  # see partial_outcome()
+            error.outcome = outcome
             raise error
         return outcome
 
