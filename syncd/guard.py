@@ -53,6 +53,8 @@ class Verdict:
     reasons: tuple[str, ...] = ()
     overridden: tuple[str, ...] = ()
     """Reasons that would have held the plan but that the operator accepted."""
+    hint: str = ""
+    """What the operator can do about a hold."""
 
 
 _MAX_LISTED = 10
@@ -77,8 +79,11 @@ def check_plan(
     blocking: list[str] = []
     acceptable: list[str] = []
 
+    hints: list[str] = []
     for source in desired.failed_sources:
         blocking.append(f"source {source.label} could not be read: {source.error}")
+    if desired.failed_sources:
+        hints.append("A source that could not be read cannot be forced: fix it and run again.")
     source_problems: list[str] = []
     if desired.problems:
         source_problems.append(_listed("source record(s) could not be used", desired.problems))
@@ -90,6 +95,11 @@ def check_plan(
     if source_problems:
         reasons = [problem + partial_note for problem in source_problems]
         (acceptable if override.force else blocking).extend(reasons)
+        if not override.force:
+            hints.append(
+                "Fix the records above, or use --force to write the rest "
+                "(nobody missing from the source is removed)."
+            )
 
     removal_reasons: list[str] = []
     if current_users > 0:
@@ -115,5 +125,15 @@ def check_plan(
         )
     if removal_reasons:
         (acceptable if override.accepts(removals) else blocking).extend(removal_reasons)
+        if not override.accepts(removals):
+            hints.append(
+                f"Check the source; to accept these {removals} removals for one run use "
+                f"--allow-removals {removals} (or --force)."
+            )
 
-    return Verdict(held=bool(blocking), reasons=tuple(blocking), overridden=tuple(acceptable))
+    return Verdict(
+        held=bool(blocking),
+        reasons=tuple(blocking),
+        overridden=tuple(acceptable),
+        hint=" ".join(hints) if blocking else "",
+    )

@@ -52,6 +52,7 @@ def planned_to_json(planned: PlannedRun) -> dict[str, Any]:
         "conflicts": [str(conflict) for conflict in desired.conflicts],
         "held": planned.verdict.held,
         "held_because": list(planned.verdict.reasons),
+        "hint": planned.verdict.hint,
         "overridden": list(planned.verdict.overridden),
         "counts": planned.plan.counts() if planned.plan else None,
         "changes": [_change_json(c) for c in planned.plan.changes()] if planned.plan else [],
@@ -163,10 +164,7 @@ def render_planned(console: Console, planned: PlannedRun, *, limit: int = 50) ->
         console.print("[bold red]HELD by the guard — nothing will be written:[/bold red]")
         for reason in planned.verdict.reasons:
             console.print(f"  • {reason}", highlight=False)
-        console.print(
-            "[dim]Check the source; to accept the removals for one run use "
-            "--allow-removals N or --force.[/dim]"
-        )
+        console.print(f"[dim]{planned.verdict.hint}[/dim]", highlight=False)
 
 
 def render_result(console: Console, result: RunResult) -> None:

@@ -184,6 +184,7 @@ def test_mass_removal_is_held_with_exit_3_and_can_be_allowed(workspace: Workspac
     assert held.returncode == 3
     assert "HELD by the guard" in held.stdout
     assert "5 removals (end-dates + deletes) exceed max_removals=3" in held.stdout
+    assert "--allow-removals 5" in held.stdout
     assert workspace.writes() == {"insert": 0, "update": 0, "delete": 0}
     assert workspace.run("plan", "-c", str(workspace.config)).returncode == 3
     too_few = workspace.apply("--allow-removals", "4")
@@ -286,7 +287,14 @@ def test_unknown_column_is_a_clear_error_with_no_write(workspace: Workspace) -> 
     workspace.csv.write_text("mail,Department\nx@example.com,Eng\n")
     result = workspace.apply()
     assert result.returncode == 3
-    assert "email" in result.stdout
+    out = " ".join(result.stdout.split())  # rich wraps long lines
+    assert (
+        "mapped columns 'email', 'Country', 'start_date', 'end_date', 'enabled' "
+        "not found in the header (line 1)"
+    ) in out
+    assert "'mail', 'Department'" in out
+    assert "cannot be forced" in out
+    assert workspace.emulator.calls()["list"] == 0
     assert workspace.writes() == {"insert": 0, "update": 0, "delete": 0}
 
 

@@ -106,6 +106,7 @@ def test_bad_records_hold_the_plan_and_name_the_line() -> None:
     verdict = check_plan(Plan(), desired(problems=2), current_users=5, limits=GuardLimits())
     assert verdict.held
     assert "hr.csv:100: invalid date '2026-13-01'" in verdict.reasons[0]
+    assert "--force to write the rest" in verdict.hint
     assert "left alone" in verdict.reasons[0]
     assert not check_plan(
         Plan(),
@@ -133,3 +134,4 @@ def test_failed_read_is_held_even_when_forced() -> None:
     )
     assert verdict.held
     assert verdict.reasons == ("source hr.csv could not be read: connection reset",)
+    assert "cannot be forced" in verdict.hint
