@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import orjson
+import structlog
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
@@ -31,6 +36,8 @@ from syncd.logs import configure_logging
 from syncd.platform.api import Operation
 from syncd.render import planned_to_json, render_planned, render_result, result_to_json
 from syncd.runner import ExitCode, worst
+
+log = structlog.get_logger(__name__)
 
 app = typer.Typer(
     name="syncd",
@@ -72,6 +79,37 @@ def _load(path: Path | None) -> SyncdConfig:
     config = load_config(path)
     configure_logging(config.log.format, config.log.level)
     return config
+
+
+class _Interrupted(BaseException):
+    """SIGTERM, turned into an exception so that the run in progress is recorded."""
+
+
+@dataclass
+class _Interruption:
+    code: int = 0
+
+
+@contextmanager
+def _interruptible() -> Iterator[_Interruption]:
+    """Ctrl-C exits 130 and SIGTERM (docker stop, a Kubernetes rollout) exits 143, after
+    the run in progress has recorded itself as failed."""
+    state = _Interruption()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise _Interrupted("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield state
+    except KeyboardInterrupt:
+        _err_console().print("[red]interrupted (Ctrl-C)[/red]")
+        state.code = 130
+    except _Interrupted:
+        _err_console().print("[red]stopped by SIGTERM[/red]")
+        state.code = 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _RichProgress:
@@ -151,6 +189,15 @@ def _run_jobs(
         except SyncdError as error:
             err.print(f"[red]job {job.name} failed:[/red] {error}", highlight=False)
             codes.append(ExitCode.FAILED)
+        except Exception as error:
+            # A bug must not stop the other jobs; the traceback goes to the log.
+            log.exception("job.crashed", job=job.name)
+            err.print(
+                f"[red]job {job.name} failed with an unexpected error:[/red] "
+                f"{type(error).__name__}: {error}",
+                highlight=False,
+            )
+            codes.append(ExitCode.FAILED)
     if output is OutputFormat.JSON:
         sys.stdout.buffer.write(orjson.dumps({"jobs": documents}, option=orjson.OPT_INDENT_2))
         sys.stdout.buffer.write(b"\n")
@@ -166,8 +213,9 @@ def plan(
     limit: LimitOption = 50,
 ) -> None:
     """Show what a sync would change on the live platform; write nothing."""
-    code = _run_jobs(config, job, apply=False, output=output, limit=limit, override=Override())
-    raise typer.Exit(int(code))
+    with _interruptible() as interrupted:
+        code = _run_jobs(config, job, apply=False, output=output, limit=limit, override=Override())
+    raise typer.Exit(interrupted.code if interrupted.code else int(code))
 
 
 @app.command()
@@ -186,8 +234,9 @@ def apply(
 ) -> None:
     """Sync: plan, check the guard, and write the changes in batches."""
     override = Override(allow_removals=allow_removals, force=force)
-    code = _run_jobs(config, job, apply=True, output=output, limit=limit, override=override)
-    raise typer.Exit(int(code))
+    with _interruptible() as interrupted:
+        code = _run_jobs(config, job, apply=True, output=output, limit=limit, override=override)
+    raise typer.Exit(interrupted.code if interrupted.code else int(code))
 
 
 @app.command("check-config")

@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from syncd.errors import ConfigError
-from syncd.platform.api import REGION_BASE_URLS, ApiFlavour
+from syncd.platform.api import REGION_BASE_URLS, ApiFlavour, api_key_problem
 
 _VAR_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
@@ -107,6 +107,15 @@ class TargetConfig(_Frozen):
     max_retries: int = Field(default=5, ge=0, le=20)
     concurrency: int = Field(default=4, ge=1, le=32)
 
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = api_key_problem(value.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str | None) -> str | None:
@@ -144,8 +153,9 @@ def read_secret_file(path: Path) -> SecretStr:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as error:
         raise ConfigError(f"cannot read secret file {path}: {error.strerror}") from None
-    if not text:
-        raise ConfigError(f"secret file {path} is empty")
+    problem = api_key_problem(text)
+    if problem is not None:
+        raise ConfigError(f"secret file {path}: {problem}")
     return SecretStr(text)
 
 

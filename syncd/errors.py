@@ -31,6 +31,10 @@ class SourceError(PermanentError):
     """A source could not be read completely; never read as "these users are gone"."""
 
 
+class StateError(PermanentError):
+    """The state database cannot be opened, read or written."""
+
+
 class PlatformError(PermanentError):
     """The platform API answered in a way that fails the run (4xx, bad payload)."""
 

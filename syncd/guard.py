@@ -3,13 +3,14 @@
 A plan is held (nothing written, exit code 3) when:
 
 * a source read failed, was partial (bad records) or had conflicts;
-* a source answered with no users at all while the platform has users in scope;
+* a source answered with no users at all while the platform has active users in scope;
 * its removals (end-dates + deletes) exceed ``max_removals``, or exceed
-  ``max_removal_ratio`` of the users currently on the platform.
+  ``max_removal_ratio`` of the platform users the job manages whose access has not
+  ended (already-ended, protected and out-of-scope users do not dilute the ratio).
 
 An operator can let one run through: ``allow_removals=N`` accepts up to N removals
 (covering the count, ratio and empty-source checks); ``force`` accepts any number. A
-partial read can be forced through too, but the planner never plans removals from a
+partial read can be forced through too, but the planner withholds every removal from a
 partial read, so forcing it only writes inserts and updates. A failed read has no plan
 to force.
 """
@@ -71,7 +72,6 @@ def check_plan(
     plan: Plan,
     desired: DesiredUsers,
     *,
-    current_users: int,
     limits: GuardLimits,
     override: Override = Override(),
 ) -> Verdict:
@@ -102,12 +102,15 @@ def check_plan(
             )
 
     removal_reasons: list[str] = []
-    if current_users > 0:
+    # Measured against the users this job manages whose access has not ended: on a
+    # long-lived project most entries are ended leavers, which would dilute the ratio.
+    active = plan.active_managed
+    if active > 0:
         for source in desired.sources:
             if not source.failed and source.users == 0:
                 removal_reasons.append(
                     f"source {source.label} returned no users while the platform has "
-                    f"{current_users}"
+                    f"{active} active users"
                 )
     removals = plan.removals
     if limits.max_removals is not None and removals > limits.max_removals:
@@ -116,12 +119,13 @@ def check_plan(
         )
     if (
         limits.max_removal_ratio is not None
-        and current_users > 0
-        and removals / current_users > limits.max_removal_ratio
+        and removals > 0
+        and removals > limits.max_removal_ratio * active
     ):
+        share = f"{removals / active:.1%}" if active else "all"
         removal_reasons.append(
-            f"{removals} removals are {removals / current_users:.1%} of the {current_users} "
-            f"platform users, above max_removal_ratio={limits.max_removal_ratio:.0%}"
+            f"{removals} removals are {share} of the {active} active platform users, "
+            f"above max_removal_ratio={limits.max_removal_ratio:.0%}"
         )
     if removal_reasons:
         (acceptable if override.accepts(removals) else blocking).extend(removal_reasons)

@@ -17,13 +17,16 @@ The rules (BRIEF section 4):
   ``scope: owned`` only users this job owns are touched. Protected users never are.
 * ``purge_after_days``: users whose ``active_to`` is older than that are deleted, and
   never inserted again.
-* When the source read was incomplete (a failed source, bad records, conflicts) users
-  missing from the source are left alone: a partial read never turns into removals.
+* When the source read was incomplete (a failed source, bad records, conflicts) the plan
+  ends and deletes nobody: a partial read never turns into removals.
+* Platform names are matched after the same normalisation as source ids (so
+  ``Alice@X.com`` on the platform is ``alice@x.com`` in the source), and written back
+  with the platform's own spelling.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
@@ -128,6 +131,11 @@ class Plan:
     """Users missing from the source that the plan leaves alone (scope, policy, partial read)."""
     protected: int = 0
     """Protected users present on either side (never touched)."""
+    active_managed: int = 0
+    """Platform users this job manages whose access has not ended: what removals are
+    measured against (ended, protected and out-of-scope users would dilute the ratio)."""
+    withheld_removals: int = 0
+    """End-dates and deletes left out because the source read was incomplete."""
 
     @property
     def removals(self) -> int:
@@ -167,6 +175,7 @@ class Plan:
             "skipped_disabled": self.skipped_disabled,
             "untouched_missing": self.untouched_missing,
             "protected": self.protected,
+            "withheld_removals": self.withheld_removals,
         }
 
     def changes(self) -> Iterable[Change]:
@@ -208,7 +217,9 @@ def _target_state(source: SourceUser, before: PlatformUser | None, today: date) 
         # Seen for the first time after it ended (a back-filled leaver), or an end date
         # earlier than the start the platform holds: the range must stay valid.
         active_from = active_to
-    return PlatformUser(source.end_user, source.tags, active_from, active_to)
+    # Writes must name the user exactly as the platform stores it (update matches on it).
+    end_user = before.end_user if before is not None else source.end_user
+    return PlatformUser(end_user, source.tags, active_from, active_to)
 
 
 def _classify(before: PlatformUser, after: PlatformUser) -> ChangeKind:
@@ -235,8 +246,16 @@ def plan_changes(
     today: date,
     *,
     source_complete: bool = True,
+    identity: Callable[[str], str] | None = None,
 ) -> Plan:
-    """Compute the minimal set of writes that makes the platform match the source."""
+    """Compute the minimal set of writes that makes the platform match the source.
+
+    ``desired``, ``policy.protected`` and ``policy.owned`` are keyed by normalised
+    end_user; ``identity`` normalises the platform's names the same way for matching
+    (writes keep the platform's spelling). With ``source_complete=False`` the plan
+    holds no end-date and no delete at all: they are only counted as withheld.
+    """
+    key_of = identity if identity is not None else _same
     purge_before = policy.purge_before(today)
     inserts: list[Change] = []
     updates: list[Change] = []
@@ -248,23 +267,27 @@ def plan_changes(
         ChangeKind.END: ends,
         ChangeKind.REACTIVATE: reactivations,
     }
-    unchanged = untouched_missing = protected = 0
+    unchanged = untouched_missing = protected = active_managed = 0
     seen: set[str] = set()
 
     for before in current:
-        end_user = before.end_user
-        seen.add(end_user)
-        if end_user in policy.protected:
+        key = key_of(before.end_user)
+        seen.add(key)
+        if key in policy.protected:
             protected += 1
             continue
-        source = desired.get(end_user)
+        source = desired.get(key)
+        if (source is not None or _in_scope(key, policy)) and (
+            before.active_to is None or before.active_to > today
+        ):
+            active_managed += 1
         if source is None:
-            change = _plan_missing(before, policy, today, purge_before, source_complete)
+            change = _plan_missing(before, key, policy, today, purge_before, source_complete)
             if change is None:
                 if (
                     policy.on_missing == "ignore"
                     or not source_complete
-                    or not _in_scope(end_user, policy)
+                    or not _in_scope(key, policy)
                 ):
                     untouched_missing += 1
                 else:
@@ -305,6 +328,12 @@ def plan_changes(
             continue
         inserts.append(Change(ChangeKind.INSERT, after, None, f"new in {source.origin}"))
 
+    withheld = 0
+    if not source_complete:
+        # A partial read never turns into removals, not even of users it did read: an
+        # operator who forces it through gets the inserts and updates only.
+        withheld = len(ends) + len(deletes)
+        ends, deletes = [], []
     return Plan(
         inserts=tuple(inserts),
         updates=tuple(updates),
@@ -315,6 +344,8 @@ def plan_changes(
         skipped_disabled=skipped_disabled,
         untouched_missing=untouched_missing,
         protected=protected,
+        active_managed=active_managed,
+        withheld_removals=withheld,
     )
 
 
@@ -330,15 +361,20 @@ def _purge_reason(active_to: date, policy: PlanPolicy) -> str:
     return f"purge: ended {active_to.isoformat()}, more than {policy.purge_after_days} days ago"
 
 
+def _same(name: str) -> str:
+    return name
+
+
 def _plan_missing(
     before: PlatformUser,
+    key: str,
     policy: PlanPolicy,
     today: date,
     purge_before: date | None,
     source_complete: bool,
 ) -> Change | None:
     """The change for a platform user the source no longer has, or None."""
-    if not source_complete or not _in_scope(before.end_user, policy):
+    if not source_complete or not _in_scope(key, policy):
         return None
     if policy.on_missing == "delete":
         return Change(ChangeKind.DELETE, before, before, "missing from the source")

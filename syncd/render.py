@@ -130,6 +130,11 @@ def render_planned(console: Console, planned: PlannedRun, *, limit: int = 50) ->
             notes.append(f"{plan.skipped_disabled} disabled/ended users not inserted")
         if plan.untouched_missing:
             notes.append(f"{plan.untouched_missing} platform users not in the source left alone")
+        if plan.withheld_removals:
+            notes.append(
+                f"{plan.withheld_removals} end-dates/deletes withheld: the source read was "
+                "incomplete"
+            )
         if plan.protected:
             notes.append(f"{plan.protected} protected users left alone")
         for note in notes:

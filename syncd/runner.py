@@ -7,6 +7,7 @@ tests can run a job against the emulator, a temporary state directory and real f
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -167,6 +168,14 @@ class RunResult:
         return summary
 
 
+def platform_identity(end_user: str, *, lowercase: bool) -> str:
+    """A platform end_user, normalised like source ids so the two can be matched."""
+    try:
+        return normalize_end_user(end_user, lowercase=lowercase)
+    except ValueError:
+        return end_user  # an empty name matches no source user; it stays as it is
+
+
 def today_utc() -> date:
     """Today in UTC: the date written as active_from / active_to."""
     return datetime.now(UTC).date()
@@ -191,6 +200,7 @@ class JobRunner:
         self._state = state
         self._today = today
         self._progress = progress
+        self._identity = functools.partial(platform_identity, lowercase=job.identity.lowercase)
 
     def plan(self, override: Override | None = None) -> PlannedRun:
         """Read every source and the platform, and compute and judge the plan."""
@@ -218,7 +228,7 @@ class JobRunner:
         policy = self._policy()
         if desired.failed_sources:
             # No plan from a failed read: what is missing is unknown, not gone.
-            verdict = check_plan(Plan(), desired, current_users=0, limits=limits)
+            verdict = check_plan(Plan(), desired, limits=limits)
             bound.warning("guard.held", reasons=list(verdict.reasons))
             return PlannedRun(
                 self._job.name, run_id, started_at, desired, 0, None, verdict, policy, timings
@@ -238,12 +248,12 @@ class JobRunner:
             policy,
             self._today(),
             source_complete=desired.complete,
+            identity=self._identity,
         )
         timings["plan"] = time.perf_counter() - clock
         verdict = check_plan(
             plan,
             desired,
-            current_users=len(current),
             limits=limits,
             override=override or Override(),
         )
@@ -271,23 +281,29 @@ class JobRunner:
             self._record(result)
             return result
         plan = planned.plan
-        result = RunResult(planned, RunStatus.APPLIED)
+        self._state.ensure_writable()
+        # FAILED until the writes return normally: an interrupted run must never be
+        # recorded as applied.
+        result = RunResult(planned, RunStatus.FAILED)
         clock = time.perf_counter()
         try:
             self._write(plan, result)
+            result.status = RunStatus.PARTIAL if result.failures else RunStatus.APPLIED
         except (PlatformError, PlatformUnavailableError) as error:
             # Keep what the platform confirmed before it failed (run history, owned users);
             # the next run re-plans from the live list and converges.
             partial = partial_outcome(error)
             if partial is not None:
                 result.outcomes.append(partial)
-            result.status = RunStatus.FAILED
             result.error = str(error)
             log.error("apply.failed", error=str(error))
+        except BaseException as error:
+            # Ctrl-C, SIGTERM, a bug: record the run as failed, then let it propagate.
+            result.error = f"interrupted by {type(error).__name__}: {error}".rstrip(": ")
+            log.error("apply.interrupted", error=result.error)
+            raise
         finally:
             planned.timings["apply"] = time.perf_counter() - clock
-            if result.status is RunStatus.APPLIED and result.failures:
-                result.status = RunStatus.PARTIAL
             self._record(result)
         return result
 
@@ -308,7 +324,7 @@ class JobRunner:
             outcome = self._run(Operation.DELETE, end_users, self._platform.delete)
             result.outcomes.append(outcome)
             if self._job.policy.scope == "owned":
-                self._state.remove_owned(job, outcome.confirmed)
+                self._state.remove_owned(job, (self._identity(name) for name in outcome.confirmed))
 
     def _run(
         self,

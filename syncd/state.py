@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from syncd.errors import ConfigError
+from syncd.errors import StateError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS owned_users (
@@ -50,6 +50,10 @@ class RunRecord:
 
 class StateStore(Protocol):
     """Where a job keeps what it must remember between runs."""
+
+    def ensure_writable(self) -> None:
+        """Fail now, with a StateError, if the store cannot record this run."""
+        ...
 
     def owned_users(self, job: str) -> frozenset[str]:
         """The end_users the job created or adopted."""
@@ -90,13 +94,22 @@ class SqliteStateStore:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self._path, timeout=30)
         except (OSError, sqlite3.Error) as error:
-            raise ConfigError(f"cannot open the state database {self._path}: {error}") from None
+            raise StateError(f"cannot open the state database {self._path}: {error}") from None
         try:
             with connection:
                 connection.executescript(_SCHEMA)
                 yield connection
+        except sqlite3.Error as error:
+            raise StateError(f"state database {self._path}: {error}") from None
         finally:
             connection.close()
+
+    def ensure_writable(self) -> None:
+        """Create the database if needed and prove it accepts writes (before any write
+        to the platform, so a broken state store never fails a run half-way)."""
+        with self._connect(create=True) as connection:
+            assert connection is not None
+            connection.execute("PRAGMA user_version = 1")
 
     def owned_users(self, job: str) -> frozenset[str]:
         """The end_users the job created or adopted (empty before the first write)."""

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from syncd.emulator import EndpointFaults, PlatformEmulator
 from syncd.platform.api import Operation, WireUser
+from syncd.state import SqliteStateStore
 
 HEADER = "email,Department,Country,start_date,end_date,enabled\n"
 CONFIG = """
@@ -325,12 +328,62 @@ def test_check_config_masks_the_key(workspace: Workspace) -> None:
 def test_logs_are_json_lines_with_run_id_and_no_secret(workspace: Workspace) -> None:
     workspace.write_users(rows(2))
     result = workspace.apply()
-    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
     finished = [line for line in lines if line["event"] == "run.finished"]
     assert finished
     assert finished[0]["status"] == "applied"
-    assert len({line["run_id"] for line in lines if "run_id" in line}) == 1
+    assert all(line["event"] != "platform call" for line in lines)  # debug is off
+    # Every line of the run, the write threads' included, carries the same run_id.
+    assert {line.get("run_id") for line in lines} == {finished[0]["run_id"]}
     assert workspace.api_key not in result.stderr
+
+
+def test_debug_lines_from_write_threads_carry_the_run_id(workspace: Workspace) -> None:
+    workspace.config.write_text(workspace.config.read_text().replace("level: info", "level: debug"))
+    workspace.write_users(rows(12))
+    result = workspace.apply()
+    assert result.returncode == 0
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    calls = [line for line in lines if line["event"] == "platform call"]
+    assert len(calls) == 1 + 3  # the GET and ceil(12 / 5) inserts
+    assert {line.get("run_id") for line in lines} == {calls[0]["run_id"]}
+
+
+def test_an_unusable_api_key_is_a_config_error(workspace: Workspace) -> None:
+    workspace.write_users(rows(1))
+    for command in ("check-config", "plan"):
+        result = workspace.run(command, "-c", str(workspace.config), key="sk broken\n")
+        assert result.returncode == 2, result.stderr
+        assert "printable ASCII" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_sigterm_during_apply_exits_143_and_records_a_failed_run(
+    workspace: Workspace,
+) -> None:
+    workspace.write_config(batch=1)
+    workspace.write_users(rows(40))
+    workspace.emulator.set_faults(Operation.INSERT, EndpointFaults(latency_ms=100))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+    env["NEBULY_API_KEY"] = workspace.api_key
+    with subprocess.Popen(
+        [sys.executable, "-m", "syncd", "apply", "-c", str(workspace.config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as process:
+        deadline = time.monotonic() + 30
+        while workspace.emulator.calls()["insert"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 143, stderr
+    assert "stopped by SIGTERM" in stderr
+    (record,) = SqliteStateStore(workspace.path / "state").runs("corp")
+    assert record.status == "failed"
+    assert "interrupted" in str(record.summary["error"])
+    assert 0 < len(workspace.emulator.users()) < 40
 
 
 def test_scope_owned_leaves_hand_made_users_alone(workspace: Workspace) -> None:

@@ -183,3 +183,13 @@ def test_example_config_is_valid() -> None:
     example = Path(__file__).parent.parent / "config" / "example.yaml"
     config = load_config(example, environ={"NEBULY_API_KEY": "x"})
     assert config.jobs
+
+
+@pytest.mark.parametrize("key", ["sk secret", "sk-secret\\n", "sk-\u00e9t\u00e9"])
+def test_an_unusable_api_key_is_a_config_error_that_does_not_quote_it(key: str) -> None:
+    actual = key.replace("\\n", "\n")
+    with pytest.raises(ConfigError) as error:
+        parse(MINIMAL, environ={"NEBULY_API_KEY": actual})
+    assert "jobs[0].target.api_key" in str(error.value)
+    assert "printable ASCII" in str(error.value)
+    assert actual.strip() not in str(error.value)

@@ -25,7 +25,7 @@ def desired(users: int = 1, *, problems: int = 0, failed: bool = False) -> Desir
     return builder.build()
 
 
-def plan_with_ends(count: int) -> Plan:
+def plan_with_ends(count: int, *, active: int) -> Plan:
     ends = tuple(
         Change(
             ChangeKind.END,
@@ -35,18 +35,18 @@ def plan_with_ends(count: int) -> Plan:
         )
         for i in range(count)
     )
-    return Plan(ends=ends)
+    return Plan(ends=ends, active_managed=active)
 
 
 def test_small_plan_passes() -> None:
-    verdict = check_plan(plan_with_ends(2), desired(), current_users=100, limits=GuardLimits())
+    verdict = check_plan(plan_with_ends(2, active=100), desired(), limits=GuardLimits())
     assert not verdict.held
     assert verdict.reasons == ()
 
 
 def test_too_many_removals_by_count_is_held() -> None:
     verdict = check_plan(
-        plan_with_ends(6), desired(), current_users=1000, limits=GuardLimits(max_removals=5)
+        plan_with_ends(6, active=1000), desired(), limits=GuardLimits(max_removals=5)
     )
     assert verdict.held
     assert "6 removals (end-dates + deletes) exceed max_removals=5" in verdict.reasons[0]
@@ -54,30 +54,31 @@ def test_too_many_removals_by_count_is_held() -> None:
 
 def test_too_many_removals_by_ratio_is_held() -> None:
     verdict = check_plan(
-        plan_with_ends(11),
+        plan_with_ends(11, active=100),
         desired(),
-        current_users=100,
         limits=GuardLimits(max_removals=None, max_removal_ratio=0.10),
     )
     assert verdict.held
-    assert "11.0% of the 100 platform users" in verdict.reasons[0]
+    assert "11.0% of the 100 active platform users" in verdict.reasons[0]
 
 
 def test_ratio_at_the_limit_passes() -> None:
     verdict = check_plan(
-        plan_with_ends(10), desired(), current_users=100, limits=GuardLimits(max_removal_ratio=0.1)
+        plan_with_ends(10, active=100), desired(), limits=GuardLimits(max_removal_ratio=0.1)
     )
     assert not verdict.held
 
 
 def test_empty_source_with_platform_users_is_held_even_without_removals() -> None:
-    verdict = check_plan(Plan(), desired(users=0), current_users=3, limits=GuardLimits())
+    verdict = check_plan(Plan(active_managed=3), desired(users=0), limits=GuardLimits())
     assert verdict.held
-    assert verdict.reasons == ("source hr.csv returned no users while the platform has 3",)
+    assert verdict.reasons == (
+        "source hr.csv returned no users while the platform has 3 active users",
+    )
 
 
 def test_empty_source_on_empty_platform_passes() -> None:
-    assert not check_plan(Plan(), desired(users=0), current_users=0, limits=GuardLimits()).held
+    assert not check_plan(Plan(active_managed=0), desired(users=0), limits=GuardLimits()).held
 
 
 @pytest.mark.parametrize(
@@ -91,9 +92,8 @@ def test_empty_source_on_empty_platform_passes() -> None:
 )
 def test_operator_override(override: Override, held: bool) -> None:
     verdict = check_plan(
-        plan_with_ends(6),
+        plan_with_ends(6, active=10),
         desired(),
-        current_users=10,
         limits=GuardLimits(max_removals=5),
         override=override,
     )
@@ -103,22 +103,20 @@ def test_operator_override(override: Override, held: bool) -> None:
 
 
 def test_bad_records_hold_the_plan_and_name_the_line() -> None:
-    verdict = check_plan(Plan(), desired(problems=2), current_users=5, limits=GuardLimits())
+    verdict = check_plan(Plan(active_managed=5), desired(problems=2), limits=GuardLimits())
     assert verdict.held
     assert "hr.csv:100: invalid date '2026-13-01'" in verdict.reasons[0]
     assert "--force to write the rest" in verdict.hint
     assert "left alone" in verdict.reasons[0]
     assert not check_plan(
-        Plan(),
+        Plan(active_managed=5),
         desired(problems=2),
-        current_users=5,
         limits=GuardLimits(),
         override=Override(force=True),
     ).held
     assert check_plan(
-        Plan(),
+        Plan(active_managed=5),
         desired(problems=2),
-        current_users=5,
         limits=GuardLimits(),
         override=Override(allow_removals=100),
     ).held
@@ -126,12 +124,29 @@ def test_bad_records_hold_the_plan_and_name_the_line() -> None:
 
 def test_failed_read_is_held_even_when_forced() -> None:
     verdict = check_plan(
-        Plan(),
+        Plan(active_managed=5),
         desired(failed=True),
-        current_users=5,
         limits=GuardLimits(),
         override=Override(force=True),
     )
     assert verdict.held
     assert verdict.reasons == ("source hr.csv could not be read: connection reset",)
     assert "cannot be forced" in verdict.hint
+
+
+def test_ended_users_on_the_platform_do_not_dilute_the_ratio() -> None:
+    # A long-lived project: 9,000 leavers kept with an end date, 1,000 active users, and
+    # an export that suddenly lists only 500 of them.
+    from syncd.plan import PlanPolicy, plan_changes
+
+    ended = [
+        PlatformUser(f"left{i}", make_tags({}), date(2024, 1, 1), date(2025, 1, 1))
+        for i in range(9000)
+    ]
+    active = [PlatformUser(f"u{i}", make_tags({}), date(2024, 1, 1)) for i in range(1000)]
+    source = desired(users=500)
+    plan = plan_changes(source.users, ended + active, PlanPolicy(), TODAY)
+    assert (plan.removals, plan.active_managed) == (500, 1000)
+    verdict = check_plan(plan, source, limits=GuardLimits())
+    assert verdict.held
+    assert "500 removals are 50.0% of the 1000 active platform users" in verdict.reasons[0]

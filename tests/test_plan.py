@@ -222,6 +222,10 @@ def test_incomplete_source_never_removes() -> None:
 # ---- properties ----------------------------------------------------------------------
 
 NAMES = st.sampled_from([f"user{i}@example.com" for i in range(12)])
+# The platform may hold any spelling of a name (hand-made entries, other tools).
+PLATFORM_NAMES = st.sampled_from(
+    [f"user{i}@example.com" for i in range(12)] + [f"User{i}@Example.com" for i in range(12)]
+)
 DATES = st.dates(min_value=date(2024, 1, 1), max_value=date(2027, 12, 31))
 TAGS = st.builds(
     lambda dept, region: make_tags(
@@ -252,7 +256,7 @@ def source_users(draw: st.DrawFn) -> SourceUser:
 def platform_users(draw: st.DrawFn) -> PlatformUser:
     active_from = draw(DATES)
     active_to = draw(st.none() | DATES.filter(lambda d: d >= active_from))
-    return PlatformUser(draw(NAMES), draw(TAGS), active_from, active_to)
+    return PlatformUser(draw(PLATFORM_NAMES), draw(TAGS), active_from, active_to)
 
 
 @st.composite
@@ -292,9 +296,9 @@ def _signature(plan: Plan) -> dict[str, set[tuple[object, ...]]]:
 def test_planning_again_after_applying_is_empty(state: tuple) -> None:  # type: ignore[type-arg]
     sources, current, policy, today = state
     wanted = {u.end_user: u for u in sources}
-    plan = plan_changes(wanted, current, policy, today)
+    plan = plan_changes(wanted, current, policy, today, identity=str.lower)
     after = apply_plan(current, plan)
-    again = plan_changes(wanted, list(after.values()), policy, today)
+    again = plan_changes(wanted, list(after.values()), policy, today, identity=str.lower)
     assert again.is_empty, again
 
 
@@ -304,35 +308,38 @@ def test_applying_yields_the_desired_state(state: tuple) -> None:  # type: ignor
     sources, current, policy, today = state
     wanted = {u.end_user: u for u in sources}
     before = {u.end_user: u for u in current}
-    after = apply_plan(current, plan_changes(wanted, current, policy, today))
+    after = apply_plan(current, plan_changes(wanted, current, policy, today, identity=str.lower))
+    after_by_key: dict[str, list[PlatformUser]] = {}
+    for name, user in after.items():
+        after_by_key.setdefault(name.lower(), []).append(user)
     purge_before = policy.purge_before(today)
     for user in sources:
+        entries = after_by_key.get(user.end_user, [])
         if user.end_user in policy.protected:
-            assert after.get(user.end_user) == before.get(user.end_user)
+            assert all(before.get(entry.end_user) == entry for entry in entries)
             continue
         if user.enabled and user.active_to is None:
-            # Present and active in the source: on the platform, with the source's tags,
-            # no end date, and a start date that only the source can move.
-            result = after[user.end_user]
-            assert result.tags == user.tags
-            assert result.active_to is None
-            expected_from = user.active_from or (
-                before[user.end_user].active_from if user.end_user in before else today
-            )
-            assert result.active_from == expected_from
-        elif user.end_user in after:
-            result = after[user.end_user]
-            assert result.active_to is not None
-            assert result.active_from <= result.active_to
-            if purge_before is not None:
-                assert result.active_to >= purge_before
+            # Present and active in the source: on the platform (in whatever spelling it
+            # has there), with the source's tags, no end date, and a start date that
+            # only the source can move.
+            assert entries
+            for result in entries:
+                assert result.tags == user.tags
+                assert result.active_to is None
+                old = before.get(result.end_user)
+                expected_from = user.active_from or (old.active_from if old else today)
+                assert result.active_from == expected_from
+        else:
+            for result in entries:
+                assert result.active_to is not None
+                assert result.active_from <= result.active_to
+                if purge_before is not None:
+                    assert result.active_to >= purge_before
     for end_user, user in after.items():
         assert (
             user.active_to is None
             or user.active_from <= user.active_to
-            or (
-                before.get(end_user) == user  # untouched platform data is not ours to fix
-            )
+            or before.get(end_user) == user  # untouched platform data is not ours to fix
         )
 
 
@@ -341,9 +348,9 @@ def test_applying_yields_the_desired_state(state: tuple) -> None:  # type: ignor
 def test_nobody_active_in_the_source_is_ended_or_deleted(state: tuple) -> None:  # type: ignore[type-arg]
     sources, current, policy, today = state
     wanted = {u.end_user: u for u in sources}
-    plan = plan_changes(wanted, current, policy, today)
+    plan = plan_changes(wanted, current, policy, today, identity=str.lower)
     active = {u.end_user for u in sources if u.enabled and u.active_to is None}
-    removed = {c.user.end_user for c in (*plan.ends, *plan.deletes)}
+    removed = {c.user.end_user.lower() for c in (*plan.ends, *plan.deletes)}
     assert not (active & removed)
 
 
@@ -355,9 +362,15 @@ def test_plan_is_independent_of_input_order(state: tuple, rnd: random.Random) ->
     shuffled_current = list(current)
     rnd.shuffle(shuffled_sources)
     rnd.shuffle(shuffled_current)
-    first = plan_changes({u.end_user: u for u in sources}, current, policy, today)
+    first = plan_changes(
+        {u.end_user: u for u in sources}, current, policy, today, identity=str.lower
+    )
     second = plan_changes(
-        {u.end_user: u for u in shuffled_sources}, shuffled_current, policy, today
+        {u.end_user: u for u in shuffled_sources},
+        shuffled_current,
+        policy,
+        today,
+        identity=str.lower,
     )
     assert _signature(first) == _signature(second)
     assert (first.unchanged, first.skipped_disabled, first.untouched_missing) == (
@@ -372,9 +385,9 @@ def test_plan_is_independent_of_input_order(state: tuple, rnd: random.Random) ->
 def test_out_of_scope_and_protected_users_are_never_written(state: tuple) -> None:  # type: ignore[type-arg]
     sources, current, policy, today = state
     wanted = {u.end_user: u for u in sources}
-    plan = plan_changes(wanted, current, policy, today)
+    plan = plan_changes(wanted, current, policy, today, identity=str.lower)
     for change in plan.changes():
-        name = change.user.end_user
+        name = change.user.end_user.lower()
         assert name not in policy.protected
         if name not in wanted:
             assert policy.scope == "all" or name in policy.owned
@@ -405,3 +418,73 @@ def test_disabled_user_with_a_future_end_date_is_not_inserted() -> None:
     plan = plan_changes(desired(user), [], PlanPolicy(), TODAY)
     assert plan.is_empty
     assert plan.skipped_disabled == 1
+
+
+# ---- platform spelling, partial reads, the guard's denominator ------------------------
+
+
+def test_platform_names_match_the_source_after_normalisation() -> None:
+    current = [plat("Alice@X.com", "eng")]
+    plan = plan_changes(
+        desired(src("alice@x.com", "sales")), current, PlanPolicy(), TODAY, identity=str.lower
+    )
+    assert plan.inserts == ()
+    assert plan.ends == ()
+    # The update names the user as the platform spells it: update matches on end_user.
+    assert [c.user.end_user for c in plan.updates] == ["Alice@X.com"]
+
+
+def test_protected_and_owned_match_the_platform_spelling() -> None:
+    policy = PlanPolicy(
+        scope="owned", protected=frozenset({"boss@x.com"}), owned=frozenset({"mine@x.com"})
+    )
+    current = [plat("Boss@X.com"), plat("Mine@X.com"), plat("Handmade@X.com")]
+    plan = plan_changes({}, current, policy, TODAY, identity=str.lower)
+    assert [c.user.end_user for c in plan.ends] == ["Mine@X.com"]
+    assert plan.protected == 1
+    assert plan.untouched_missing == 1
+
+
+def test_partial_read_withholds_every_removal_even_of_users_it_read() -> None:
+    policy = PlanPolicy(purge_after_days=30)
+    wanted = desired(
+        src("disabled", enabled=False),
+        src("long-gone", active_to=TODAY - timedelta(days=400)),
+        src("moved", "sales"),
+    )
+    current = [
+        plat("disabled"),
+        plat("long-gone", active_to=TODAY - timedelta(days=400)),
+        plat("moved"),
+    ]
+    plan = plan_changes(wanted, current, policy, TODAY, source_complete=False)
+    assert plan.removals == 0
+    assert plan.withheld_removals == 2
+    assert [c.user.end_user for c in plan.updates] == ["moved"]
+
+
+def test_active_managed_counts_only_active_in_scope_unprotected_users() -> None:
+    policy = PlanPolicy(
+        scope="owned", owned=frozenset({"a", "b", "ended"}), protected=frozenset({"p"})
+    )
+    current = [
+        plat("a"),
+        plat("b", active_to=TODAY + timedelta(days=5)),  # still active
+        plat("ended", active_to=TODAY - timedelta(days=1)),
+        plat("p"),
+        plat("handmade"),
+        plat("sourced"),  # not owned, but in the source: managed
+    ]
+    plan = plan_changes(desired(src("sourced")), current, policy, TODAY)
+    assert plan.active_managed == 3
+
+
+@settings(max_examples=int(os.environ.get("SYNCD_HYPOTHESIS_EXAMPLES", "200")), deadline=None)
+@given(STATE)
+def test_an_incomplete_read_never_removes_anyone(state: tuple) -> None:  # type: ignore[type-arg]
+    sources, current, policy, today = state
+    wanted = {u.end_user: u for u in sources}
+    plan = plan_changes(wanted, current, policy, today, source_complete=False, identity=str.lower)
+    assert plan.removals == 0
+    complete = plan_changes(wanted, current, policy, today, identity=str.lower)
+    assert plan.withheld_removals <= complete.removals

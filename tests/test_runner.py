@@ -11,7 +11,7 @@ import pytest
 from syncd.app import open_job
 from syncd.config import SyncdConfig, parse_config
 from syncd.emulator import EndpointFaults, PlatformEmulator
-from syncd.errors import SourceError
+from syncd.errors import SourceError, StateError
 from syncd.guard import Override
 from syncd.model import Origin, RecordProblem, SourceUser, make_tags
 from syncd.platform.api import Operation, WireUser
@@ -192,3 +192,80 @@ def test_both_flavours_sync_the_same_state(
     update_verb, insert_verb = ("PUT", "POST") if api == "eligible-users" else ("POST", "PUT")
     calls = emulator.calls()
     assert (calls[update_verb], calls[insert_verb], calls["update"]) == (2, 0, 2)
+
+
+class InterruptAfterFirstBatch:
+    """A progress sink that presses Ctrl-C once the first batch is confirmed."""
+
+    def start(self, operation: Operation, total: int) -> Callable[[int], None]:
+        def advance(count: int) -> None:
+            raise KeyboardInterrupt
+
+        return advance
+
+    def finish(self, operation: Operation) -> None:
+        pass
+
+
+def test_an_interrupted_apply_is_recorded_as_failed_not_applied(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    config = make_config(tmp_path, emulator, emulator_api_key, scope="owned")
+    write_users(tmp_path, names(20))
+    with open_job(
+        config, config.jobs[0], progress=InterruptAfterFirstBatch(), today=lambda: TODAY
+    ) as runner:
+        planned = runner.plan()
+        with pytest.raises(KeyboardInterrupt):
+            runner.apply(planned)
+    (record,) = SqliteStateStore(tmp_path / "state").runs("corp")
+    assert record.status == "failed"
+    assert record.summary["error"] == "interrupted by KeyboardInterrupt"
+    # Owned: the users whose insert was attempted (recorded before the call), not every
+    # source user as after a finished run.
+    owned = SqliteStateStore(tmp_path / "state").owned_users("corp")
+    assert owned == frozenset(names(20))
+    assert 0 < len(emulator.users()) < 20
+
+
+def test_a_broken_state_database_stops_the_run_before_any_write(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    config = make_config(tmp_path, emulator, emulator_api_key)
+    write_users(tmp_path, names(3))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "syncd.sqlite3").write_bytes(b"this is not a database" * 100)
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        planned = runner.plan()
+        with pytest.raises(StateError, match=r"syncd\.sqlite3: file is not a database"):
+            runner.apply(planned)
+    assert emulator.users() == {}
+    assert emulator.calls()["insert"] == 0
+
+
+def test_owned_users_are_matched_and_forgotten_whatever_the_platform_spelling(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    emulator.seed_users([WireUser("User00@Example.com", {"department": "Eng"}, "2024-01-01")])
+    config = parse_config(
+        CONFIG.replace("SCOPE", "owned").replace(
+            "policy: {scope: owned}", "policy: {scope: owned, on_missing: delete}"
+        ),
+        origin="test",
+        base_dir=tmp_path,
+        environ={"URL": emulator.url, "KEY": emulator_api_key},
+    )
+    write_users(tmp_path, names(2))
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        planned = runner.plan()
+        assert planned.plan is not None
+        assert [c.user.end_user for c in planned.plan.inserts] == ["user01@example.com"]
+        runner.apply(planned)
+    store = SqliteStateStore(tmp_path / "state")
+    assert store.owned_users("corp") == frozenset(names(2))
+    write_users(tmp_path, names(2)[1:])
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        result = runner.apply(runner.plan())
+    assert result.status is RunStatus.APPLIED
+    assert "User00@Example.com" not in emulator.users()
+    assert store.owned_users("corp") == frozenset({"user01@example.com"})

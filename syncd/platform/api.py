@@ -69,8 +69,25 @@ REGION_BASE_URLS: dict[str, str] = {
 }
 
 
+def api_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be sent as a bearer token, or None if it can.
+
+    httpx/h11 quote an illegal header value in their exception, which would put the key
+    in a traceback; such a key is refused up front, without quoting it.
+    """
+    if not key:
+        return "the API key is empty"
+    if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+        return "the API key must be printable ASCII without spaces or newlines"
+    return None
+
+
 class WireUser(msgspec.Struct, omit_defaults=True, gc=False):
-    """A user object as JSON: ``{"end_user", "tags", "active_from", "active_to"?}``."""
+    """A user object as JSON: ``{"end_user", "tags", "active_from", "active_to"?}``.
+
+    For decoding. Request bodies are encoded by the client with a struct that always
+    sends ``tags`` (``omit_defaults`` here would drop empty tags, and update needs them).
+    """
 
     end_user: str
     tags: dict[str, str] = msgspec.field(default_factory=dict)

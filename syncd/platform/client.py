@@ -23,6 +23,7 @@ typed access through :func:`partial_outcome`), so that the caller records it.
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import math
 import re
@@ -62,6 +63,7 @@ from syncd.platform.api import (
     Operation,
     Pagination,
     WireUser,
+    api_key_problem,
 )
 
 __all__ = [
@@ -329,10 +331,10 @@ class PlatformClient:
         if min(backoff_base_s, backoff_max_s, max_retry_after_s) < 0:
             raise ValueError("backoff_base_s, backoff_max_s and max_retry_after_s must be >= 0")
         key = api_key.get_secret_value()
-        # httpx/h11 echo an illegal header value in their exception, which would put the
-        # key in a traceback; refuse such a key here, without quoting it.
-        if not key or not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
-            raise ValueError("api_key must be non-empty printable ASCII without spaces")
+        problem = api_key_problem(key)
+        if problem is not None:
+            raise ValueError(problem)
+        self._api_key = api_key
         self._base_url = base_url.rstrip("/")
         self._flavour = ApiFlavour(flavour)
         self._spec = FLAVOURS[self._flavour]
@@ -449,7 +451,7 @@ class PlatformClient:
         if not 200 <= status < 300:
             raise PlatformError(
                 f"list: {self._spec.method(Operation.LIST)} {self._spec.path} answered "
-                f"{_failure_reason(response)}",
+                f"{self._failure_reason(response)}",
                 status_code=status,
             )
 
@@ -510,7 +512,12 @@ class PlatformClient:
                     batch = next(batches, None)
                     if batch is None:
                         break
-                    in_flight.add(pool.submit(self._run_batch, operation, batch, encode, key))
+                    # Each batch runs in a copy of the caller's context, so its log lines
+                    # carry the run's job and run_id like every other line.
+                    context = contextvars.copy_context()
+                    in_flight.add(
+                        pool.submit(context.run, self._run_batch, operation, batch, encode, key)
+                    )
                 if not in_flight:
                     break
                 done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -592,7 +599,7 @@ class PlatformClient:
             self._write_batch(operation, batch[:half], encode, key, result)
             self._write_batch(operation, batch[half:], encode, key, result)
             return
-        reason = _failure_reason(response)
+        reason = self._failure_reason(response)
         log.warning(
             "platform refused a batch",
             operation=str(operation),
@@ -630,6 +637,10 @@ class PlatformClient:
             f"HTTP {response.status_code} with an unexpected body ({content_type}): {problem}",
             status_code=response.status_code,
         )
+
+    def _failure_reason(self, response: httpx.Response) -> str:
+        """``HTTP <code>: <detail>`` with the API key masked, should a proxy echo it."""
+        return _failure_reason(response).replace(self._api_key.get_secret_value(), "**********")
 
     def _auth_error(self, status: int) -> AuthenticationError:
         return AuthenticationError(

@@ -557,7 +557,7 @@ def test_a_bad_key_is_an_authentication_error_without_the_key(
 
 @pytest.mark.parametrize("key", ["", "sk-abc\n", "sk abc", "sk-\u00e9t\u00e9"])
 def test_an_unusable_key_is_refused_without_quoting_it(key: str) -> None:
-    with pytest.raises(ValueError, match="api_key") as caught:
+    with pytest.raises(ValueError, match="API key") as caught:
         make_client(MOCK_URL, key)
     if key:
         assert key not in str(caught.value)
