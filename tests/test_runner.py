@@ -269,3 +269,32 @@ def test_owned_users_are_matched_and_forgotten_whatever_the_platform_spelling(
     assert result.status is RunStatus.APPLIED
     assert "User00@Example.com" not in emulator.users()
     assert store.owned_users("corp") == frozenset({"user01@example.com"})
+
+
+def test_purge_deletes_long_ended_users_through_the_api(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    emulator.seed_users(
+        [
+            WireUser("old@example.com", {}, "2020-01-01", "2025-01-01"),  # 690 days ago
+            WireUser("recent@example.com", {}, "2020-01-01", "2026-10-01"),  # 52 days ago
+        ]
+    )
+    config = parse_config(
+        CONFIG.replace("SCOPE", "all").replace(
+            "policy: {scope: all}", "policy: {scope: all, purge_after_days: 365}"
+        ),
+        origin="test",
+        base_dir=tmp_path,
+        environ={"URL": emulator.url, "KEY": emulator_api_key},
+    )
+    write_users(tmp_path, names(1))
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        planned = runner.plan()
+        assert planned.plan is not None
+        assert [c.reason for c in planned.plan.deletes] == [
+            "purge: ended 2025-01-01, more than 365 days ago"
+        ]
+        assert runner.apply(planned).status is RunStatus.APPLIED
+    assert sorted(emulator.users()) == ["recent@example.com", "user00@example.com"]
+    assert emulator.calls()["delete"] == 1

@@ -802,3 +802,23 @@ def test_unknown_fields_in_write_responses_are_ignored() -> None:
 def test_write_outcome_ok_needs_every_user_confirmed() -> None:
     assert WriteOutcome(Operation.DELETE, requested=1, confirmed=["a"]).ok
     assert not WriteOutcome(Operation.DELETE, requested=2, confirmed=["a"]).ok
+
+
+def test_an_error_body_that_echoes_the_key_is_masked() -> None:
+    # A misconfigured proxy or debug endpoint may echo request headers in its error.
+    secret = "sk-echoed-0123456789"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(400, json={"detail": request.headers["Authorization"]})
+        return httpx.Response(422, json={"detail": f"bad: {request.headers['Authorization']}"})
+
+    user = PlatformUser("a@x.com", make_tags({}), date(2026, 1, 1))
+    with make_client(MOCK_URL, secret, transport=httpx.MockTransport(handler)) as client:
+        outcome = client.insert([user])
+        with pytest.raises(PlatformError) as listing:
+            client.list_users()
+    (failure,) = outcome.failures
+    assert failure.reason == "HTTP 422: bad: Bearer **********"
+    assert secret not in str(listing.value)
+    assert "Bearer **********" in str(listing.value)
