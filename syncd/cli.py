@@ -297,7 +297,9 @@ def emulator(
 @app.command()
 def demo() -> None:
     """Run a complete demo against an in-process emulator; needs no credentials."""
-    raise typer.Exit(int(run_demo(Console())))
+    with _interruptible() as interrupted:
+        code = run_demo(Console())
+    raise typer.Exit(interrupted.code if interrupted.code else int(code))
 
 
 @app.command()

@@ -105,27 +105,30 @@ def check_plan(
     # Measured against the users this job manages whose access has not ended: on a
     # long-lived project most entries are ended leavers, which would dilute the ratio.
     active = plan.active_managed
-    if active > 0:
+    removals = plan.removals
+    if active > 0 or removals > 0:
         for source in desired.sources:
             if not source.failed and source.users == 0:
                 removal_reasons.append(
                     f"source {source.label} returned no users while the platform has "
-                    f"{active} active users"
+                    f"{active} active users and the plan removes {removals}"
                 )
-    removals = plan.removals
     if limits.max_removals is not None and removals > limits.max_removals:
         removal_reasons.append(
             f"{removals} removals (end-dates + deletes) exceed max_removals={limits.max_removals}"
         )
+    # The ratio is about access taken away: purging users who left long ago is
+    # bounded by max_removals only.
+    taken = plan.active_removals
     if (
         limits.max_removal_ratio is not None
-        and removals > 0
-        and removals > limits.max_removal_ratio * active
+        and taken > 0
+        and taken > limits.max_removal_ratio * active
     ):
-        share = f"{removals / active:.1%}" if active else "all"
+        share = f"{taken / active:.1%}" if active else "all"
         removal_reasons.append(
-            f"{removals} removals are {share} of the {active} active platform users, "
-            f"above max_removal_ratio={limits.max_removal_ratio:.0%}"
+            f"{taken} removals of active users are {share} of the {active} active "
+            f"platform users, above max_removal_ratio={limits.max_removal_ratio:.0%}"
         )
     if removal_reasons:
         (acceptable if override.accepts(removals) else blocking).extend(removal_reasons)

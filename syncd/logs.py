@@ -56,7 +56,14 @@ def configure_logging(
             structlog.processors.JSONRenderer(),
         ]
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+        processors.append(
+            structlog.dev.ConsoleRenderer(
+                colors=out.isatty(),
+                # Never print local variables in tracebacks: they hold API keys and
+                # Authorization headers (rich's formatter shows them by default).
+                exception_formatter=structlog.dev.plain_traceback,
+            )
+        )
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

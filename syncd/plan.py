@@ -134,8 +134,13 @@ class Plan:
     active_managed: int = 0
     """Platform users this job manages whose access has not ended: what removals are
     measured against (ended, protected and out-of-scope users would dilute the ratio)."""
+    active_removals: int = 0
+    """End-dates and deletes of users whose access had not ended (purges of long-gone
+    users are removals too, but they take nobody's access away)."""
     withheld_removals: int = 0
     """End-dates and deletes left out because the source read was incomplete."""
+    platform_duplicates: int = 0
+    """Platform entries whose normalised name another entry already has."""
 
     @property
     def removals(self) -> int:
@@ -176,6 +181,7 @@ class Plan:
             "untouched_missing": self.untouched_missing,
             "protected": self.protected,
             "withheld_removals": self.withheld_removals,
+            "platform_duplicates": self.platform_duplicates,
         }
 
     def changes(self) -> Iterable[Change]:
@@ -267,19 +273,29 @@ def plan_changes(
         ChangeKind.END: ends,
         ChangeKind.REACTIVATE: reactivations,
     }
-    unchanged = untouched_missing = protected = active_managed = 0
+    unchanged = untouched_missing = protected = active_managed = platform_duplicates = 0
     seen: set[str] = set()
+    counted_active: set[str] = set()
 
     for before in current:
-        key = key_of(before.end_user)
+        # A name found as-is among the (normalised) source ids is already normalised;
+        # only the others pay for normalisation (0.5 s per million names).
+        key = before.end_user if before.end_user in desired else key_of(before.end_user)
+        if key in seen:
+            # Two platform entries for one person (``Alice@X.com`` and ``alice@x.com``):
+            # both follow the source; the guard counts the person once.
+            platform_duplicates += 1
         seen.add(key)
         if key in policy.protected:
             protected += 1
             continue
         source = desired.get(key)
-        if (source is not None or _in_scope(key, policy)) and (
-            before.active_to is None or before.active_to > today
+        if (
+            (source is not None or _in_scope(key, policy))
+            and _is_active(before, today)
+            and key not in counted_active
         ):
+            counted_active.add(key)
             active_managed += 1
         if source is None:
             change = _plan_missing(before, key, policy, today, purge_before, source_complete)
@@ -345,8 +361,16 @@ def plan_changes(
         untouched_missing=untouched_missing,
         protected=protected,
         active_managed=active_managed,
+        active_removals=sum(
+            1 for change in (*ends, *deletes) if change.before and _is_active(change.before, today)
+        ),
         withheld_removals=withheld,
+        platform_duplicates=platform_duplicates,
     )
+
+
+def _is_active(user: PlatformUser, today: date) -> bool:
+    return user.active_to is None or user.active_to > today
 
 
 def _is_purged(active_to: date | None, purge_before: date | None) -> bool:

@@ -135,6 +135,11 @@ def render_planned(console: Console, planned: PlannedRun, *, limit: int = 50) ->
                 f"{plan.withheld_removals} end-dates/deletes withheld: the source read was "
                 "incomplete"
             )
+        if plan.platform_duplicates:
+            notes.append(
+                f"{plan.platform_duplicates} platform entries share their normalised name "
+                "with another entry (both follow the source)"
+            )
         if plan.protected:
             notes.append(f"{plan.protected} protected users left alone")
         for note in notes:

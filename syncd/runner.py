@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 import structlog
 
 from syncd.config import JobConfig
-from syncd.errors import PlatformError, PlatformUnavailableError, SourceError
+from syncd.errors import PlatformError, PlatformUnavailableError, SourceError, StateError
 from syncd.guard import GuardLimits, Override, Verdict, check_plan
 from syncd.mapping import normalize_end_user
 from syncd.merge import DesiredUsers, DesiredUsersBuilder
@@ -299,12 +299,20 @@ class JobRunner:
             log.error("apply.failed", error=str(error))
         except BaseException as error:
             # Ctrl-C, SIGTERM, a bug: record the run as failed, then let it propagate.
+            partial = partial_outcome(error)
+            if partial is not None:
+                result.outcomes.append(partial)
             result.error = f"interrupted by {type(error).__name__}: {error}".rstrip(": ")
             log.error("apply.interrupted", error=result.error)
-            raise
-        finally:
             planned.timings["apply"] = time.perf_counter() - clock
-            self._record(result)
+            try:
+                self._record(result)
+            except StateError as record_error:
+                # Never let a failing record hide the interruption itself.
+                log.error("run.record_failed", error=str(record_error))
+            raise
+        planned.timings["apply"] = time.perf_counter() - clock
+        self._record(result)
         return result
 
     def _write(self, plan: Plan, result: RunResult) -> None:
@@ -393,7 +401,7 @@ class JobRunner:
             # Users in the source are managed by this job from now on: it adopts
             # matching hand-made entries, and a user whose insert was confirmed just
             # before a crash. Owning a user that is not on the platform is harmless.
-            removed = {change.user.end_user for change in planned.plan.deletes}
+            removed = {self._identity(change.user.end_user) for change in planned.plan.deletes}
             already = planned.policy.owned
             self._state.add_owned(
                 self._job.name,

@@ -358,12 +358,16 @@ def test_an_unusable_api_key_is_a_config_error(workspace: Workspace) -> None:
         assert "Traceback" not in result.stderr
 
 
-def test_sigterm_during_apply_exits_143_and_records_a_failed_run(
-    workspace: Workspace,
+@pytest.mark.parametrize(
+    ("signum", "code", "message"),
+    [(signal.SIGTERM, 143, "stopped by SIGTERM"), (signal.SIGINT, 130, "interrupted (Ctrl-C)")],
+)
+def test_a_signal_during_apply_stops_at_once_and_records_what_was_written(
+    workspace: Workspace, signum: int, code: int, message: str
 ) -> None:
     workspace.write_config(batch=1)
     workspace.write_users(rows(40))
-    workspace.emulator.set_faults(Operation.INSERT, EndpointFaults(latency_ms=100))
+    workspace.emulator.set_faults(Operation.INSERT, EndpointFaults(latency_ms=50))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
     env["NEBULY_API_KEY"] = workspace.api_key
     with subprocess.Popen(
@@ -374,16 +378,26 @@ def test_sigterm_during_apply_exits_143_and_records_a_failed_run(
         env=env,
     ) as process:
         deadline = time.monotonic() + 30
-        while workspace.emulator.calls()["insert"] < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
+        while len(workspace.emulator.users()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # The platform now throttles with a long Retry-After: the signal must not wait.
+        workspace.emulator.set_faults(
+            Operation.INSERT, EndpointFaults(throttle_next=1000, retry_after_s=15)
+        )
+        time.sleep(0.3)
+        signalled = time.monotonic()
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 143, stderr
-    assert "stopped by SIGTERM" in stderr
+        stopped_after = time.monotonic() - signalled
+    assert process.returncode == code, stderr
+    assert message in stderr
+    assert stopped_after < 5, stopped_after
+    written = len(workspace.emulator.users())
+    assert 0 < written < 40
     (record,) = SqliteStateStore(workspace.path / "state").runs("corp")
     assert record.status == "failed"
     assert "interrupted" in str(record.summary["error"])
-    assert 0 < len(workspace.emulator.users()) < 40
+    assert record.summary["write_calls"] >= written  # the confirmed batches were kept
 
 
 def test_scope_owned_leaves_hand_made_users_alone(workspace: Workspace) -> None:

@@ -35,7 +35,7 @@ def plan_with_ends(count: int, *, active: int) -> Plan:
         )
         for i in range(count)
     )
-    return Plan(ends=ends, active_managed=active)
+    return Plan(ends=ends, active_managed=active, active_removals=count)
 
 
 def test_small_plan_passes() -> None:
@@ -73,7 +73,8 @@ def test_empty_source_with_platform_users_is_held_even_without_removals() -> Non
     verdict = check_plan(Plan(active_managed=3), desired(users=0), limits=GuardLimits())
     assert verdict.held
     assert verdict.reasons == (
-        "source hr.csv returned no users while the platform has 3 active users",
+        "source hr.csv returned no users while the platform has 3 active users and the "
+        "plan removes 0",
     )
 
 
@@ -149,4 +150,57 @@ def test_ended_users_on_the_platform_do_not_dilute_the_ratio() -> None:
     assert (plan.removals, plan.active_managed) == (500, 1000)
     verdict = check_plan(plan, source, limits=GuardLimits())
     assert verdict.held
-    assert "500 removals are 50.0% of the 1000 active platform users" in verdict.reasons[0]
+    assert (
+        "500 removals of active users are 50.0% of the 1000 active platform users"
+        in verdict.reasons[0]
+    )
+
+
+def _ended(name: str) -> PlatformUser:
+    return PlatformUser(name, make_tags({}), date(2023, 1, 1), date(2024, 1, 1))
+
+
+def test_empty_source_is_held_even_when_every_platform_user_already_ended() -> None:
+    # on_missing: delete, and only leavers left on the platform: an empty export must
+    # not erase the history the activation rate is computed from.
+    from syncd.plan import PlanPolicy, plan_changes
+
+    source = desired(users=0)
+    plan = plan_changes(
+        source.users,
+        [_ended(f"left{i}") for i in range(50)],
+        PlanPolicy(on_missing="delete"),
+        TODAY,
+    )
+    assert (plan.removals, plan.active_managed) == (50, 0)
+    verdict = check_plan(plan, source, limits=GuardLimits(max_removal_ratio=None))
+    assert verdict.held
+    assert (
+        "returned no users while the platform has 0 active users and the plan removes 50"
+        in (verdict.reasons[0])
+    )
+
+
+def test_purging_long_gone_users_is_not_measured_against_active_users() -> None:
+    from syncd.plan import PlanPolicy, plan_changes
+
+    source = desired(users=100)
+    current = [PlatformUser(f"u{i}", make_tags({}), date(2024, 1, 1)) for i in range(100)]
+    current += [_ended(f"left{i}") for i in range(11)]
+    plan = plan_changes(source.users, current, PlanPolicy(purge_after_days=365), TODAY)
+    assert (len(plan.deletes), plan.active_removals, plan.active_managed) == (11, 0, 100)
+    assert not check_plan(plan, source, limits=GuardLimits()).held
+    # ... but a purge is still a deletion: max_removals bounds it.
+    assert check_plan(plan, source, limits=GuardLimits(max_removals=10)).held
+
+
+def test_two_platform_spellings_of_one_person_count_once() -> None:
+    from syncd.plan import PlanPolicy, plan_changes
+
+    source = desired(users=1)  # u0
+    current = [
+        PlatformUser("U0", make_tags({}), date(2024, 1, 1)),
+        PlatformUser("u0", make_tags({}), date(2024, 1, 1)),
+    ]
+    plan = plan_changes(source.users, current, PlanPolicy(), TODAY, identity=str.lower)
+    assert (plan.platform_duplicates, plan.active_managed, plan.removals) == (1, 1, 0)

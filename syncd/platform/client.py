@@ -45,12 +45,14 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_when_event_set,
     wait_random_exponential,
 )
 
 from syncd import __version__
 from syncd.errors import (
     AuthenticationError,
+    ConfigError,
     PlatformError,
     PlatformUnavailableError,
     SyncdError,
@@ -213,9 +215,20 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, seconds)
 
 
-def _detail(response: httpx.Response) -> str:
-    """A short, human-readable reason from an error response body."""
+_MASK = b"**********"
+
+
+def _detail(response: httpx.Response, secret: str = "") -> str:
+    """A short, human-readable reason from an error response body.
+
+    ``secret`` is masked in the whole body before anything is cut, so no part of it can
+    survive truncation (a proxy may echo the Authorization header).
+    """
     content = response.content
+    if secret:
+        raw = secret.encode()
+        escaped = msgspec.json.encode(secret)[1:-1]  # as it appears inside a JSON string
+        content = content.replace(raw, _MASK).replace(escaped, _MASK)
     try:
         body = msgspec.json.decode(content)
     except msgspec.DecodeError:
@@ -230,8 +243,8 @@ def _detail(response: httpx.Response) -> str:
     return text[:_MAX_DETAIL_CHARS]
 
 
-def _failure_reason(response: httpx.Response) -> str:
-    detail = _detail(response)
+def _failure_reason(response: httpx.Response, secret: str = "") -> str:
+    detail = _detail(response, secret)
     return f"HTTP {response.status_code}: {detail}" if detail else f"HTTP {response.status_code}"
 
 
@@ -345,7 +358,27 @@ class PlatformClient:
         # Full jitter (AWS architecture blog): uniform(0, min(cap, base * 2**attempt)),
         # so many clients throttled together do not come back in lockstep.
         self._backoff = wait_random_exponential(multiplier=backoff_base_s, max=backoff_max_s)
-        self._http = httpx.Client(
+        try:
+            self._http = self._make_http_client(key, timeout_s, transport, concurrency)
+        except (httpx.InvalidURL, ValueError, TypeError) as error:
+            # Typically a malformed proxy variable (HTTPS_PROXY ...): a setting to fix.
+            raise ConfigError(
+                f"cannot set up HTTP for {self._base_url}: {type(error).__name__}: {error} "
+                "(check the proxy environment variables)"
+            ) from None
+        self._stop = threading.Event()
+        self._cache_lock = threading.Lock()
+        self._etag: str | None = None
+        self._cached_users: list[PlatformUser] | None = None
+
+    def _make_http_client(
+        self,
+        key: str,
+        timeout_s: float,
+        transport: httpx.BaseTransport | None,
+        concurrency: int,
+    ) -> httpx.Client:
+        return httpx.Client(
             base_url=self._base_url,
             headers={
                 "Authorization": f"Bearer {key}",
@@ -362,9 +395,6 @@ class PlatformClient:
                 max_keepalive_connections=concurrency + 1,
             ),
         )
-        self._cache_lock = threading.Lock()
-        self._etag: str | None = None
-        self._cached_users: list[PlatformUser] | None = None
 
     def __repr__(self) -> str:
         return f"PlatformClient(base_url={self._base_url!r}, flavour={self._flavour.value!r})"
@@ -503,10 +533,20 @@ class PlatformClient:
         batches = (items[start : start + size] for start in range(0, len(items), size))
         error: SyncdError | None = None
         workers = min(self._concurrency, math.ceil(len(items) / size))
-        with ThreadPoolExecutor(workers, thread_name_prefix="syncd-platform") as pool:
+
+        def absorb(result: _BatchResult) -> None:
+            nonlocal error
+            outcome.calls += result.calls
+            outcome.confirmed.extend(result.confirmed)
+            outcome.failures.extend(result.failures)
+            if result.error is not None and error is None:
+                error = result.error
+
+        in_flight: set[Future[_BatchResult]] = set()
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="syncd-platform")
+        try:
             # At most `concurrency` batches are submitted at a time, so after an error
             # no new batch starts and only those in flight run to their end.
-            in_flight: set[Future[_BatchResult]] = set()
             while True:
                 while error is None and len(in_flight) < self._concurrency:
                     batch = next(batches, None)
@@ -523,13 +563,23 @@ class PlatformClient:
                 done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
                     result = future.result()
-                    outcome.calls += result.calls
-                    outcome.confirmed.extend(result.confirmed)
-                    outcome.failures.extend(result.failures)
-                    if result.error is not None and error is None:
-                        error = result.error
+                    absorb(result)
                     if progress is not None:
                         progress(result.size)
+        except BaseException as interrupt:
+            # Ctrl-C / SIGTERM (or a failing progress callback): stop at once. Retry
+            # sleeps wake up and give up, so only requests already on the wire finish
+            # (within timeout_s); what they confirmed is kept for the caller to record.
+            self._stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future in in_flight:
+                if future.done() and not future.cancelled():
+                    absorb(future.result())
+            self._account_unfinished(outcome, names, interrupt)
+            interrupt.outcome = outcome  # type: ignore[attr-defined]  # partial_outcome()
+            raise
+        finally:
+            pool.shutdown(wait=True)
         if error is not None:
             self._account_unfinished(outcome, names, error)
             error.outcome = outcome
@@ -537,7 +587,7 @@ class PlatformClient:
         return outcome
 
     @staticmethod
-    def _account_unfinished(outcome: WriteOutcome, names: list[str], error: SyncdError) -> None:
+    def _account_unfinished(outcome: WriteOutcome, names: list[str], error: BaseException) -> None:
         """Make confirmed + failures cover every requested user after an early stop."""
         finished = set(outcome.confirmed)
         finished.update(failure.end_user for failure in outcome.failures)
@@ -640,7 +690,7 @@ class PlatformClient:
 
     def _failure_reason(self, response: httpx.Response) -> str:
         """``HTTP <code>: <detail>`` with the API key masked, should a proxy echo it."""
-        return _failure_reason(response).replace(self._api_key.get_secret_value(), "**********")
+        return _failure_reason(response, self._api_key.get_secret_value())
 
     def _auth_error(self, status: int) -> AuthenticationError:
         return AuthenticationError(
@@ -672,8 +722,9 @@ class PlatformClient:
         if content is not None:
             request_headers["Content-Type"] = "application/json"
         retrying = Retrying(
-            stop=stop_after_attempt(self._max_retries + 1),
+            stop=stop_after_attempt(self._max_retries + 1) | stop_when_event_set(self._stop),
             wait=self._wait,
+            sleep=self._sleep,
             retry=retry_if_exception_type(_RetryableError),
             before_sleep=lambda state: self._log_retry(operation, method, path, state),
             reraise=True,
@@ -757,6 +808,11 @@ class PlatformClient:
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         return response
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait before a retry, but wake at once when a write is interrupted (SIGTERM
+        must not sit out a five-minute Retry-After)."""
+        self._stop.wait(seconds)
 
     def _wait(self, state: RetryCallState) -> float:
         """Retry-After if the server sent one (capped), else jittered exponential backoff."""

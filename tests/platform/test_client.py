@@ -22,7 +22,12 @@ from structlog.testing import capture_logs
 
 import syncd
 from syncd.emulator import EndpointFaults, PlatformEmulator
-from syncd.errors import AuthenticationError, PlatformError, PlatformUnavailableError
+from syncd.errors import (
+    AuthenticationError,
+    ConfigError,
+    PlatformError,
+    PlatformUnavailableError,
+)
 from syncd.model import PlatformUser, make_tags
 from syncd.platform.api import FLAVOURS, ApiFlavour, Operation, WireUser
 from syncd.platform.client import (
@@ -822,3 +827,29 @@ def test_an_error_body_that_echoes_the_key_is_masked() -> None:
     assert failure.reason == "HTTP 422: bad: Bearer **********"
     assert secret not in str(listing.value)
     assert "Bearer **********" in str(listing.value)
+
+
+def test_a_malformed_proxy_variable_is_a_config_error_without_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "foo://bad:proxy")
+    with pytest.raises(ConfigError, match="check the proxy environment variables") as caught:
+        make_client(MOCK_URL, "sk-proxy-secret-42")
+    assert "sk-proxy-secret-42" not in str(caught.value)
+
+
+def test_masking_happens_before_the_detail_is_cut_short() -> None:
+    secret = "sk-long-secret-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            422, json={"detail": "x" * 280 + " got " + request.headers["Authorization"]}
+        )
+
+    user = PlatformUser("a@x.com", make_tags({}), date(2026, 1, 1))
+    with make_client(MOCK_URL, secret, transport=httpx.MockTransport(handler)) as client:
+        (failure,) = client.insert([user]).failures
+    assert "sk-long" not in failure.reason
+    assert "ABCDEFGH" not in failure.reason
+    # 300 characters are kept: the cut falls inside the mask, never inside the key.
+    assert failure.reason.endswith(" got Bearer ********")
