@@ -30,18 +30,25 @@ jobs:
       batch_size: 5
       concurrency: 1
       max_retries: 1
+      api: API
     sources:
       - {type: csv, path: users.csv, id_column: email, tags: {department: Department}}
-    policy: {scope: SCOPE}
+    policy: {scope: SCOPE, EXTRA}
     guard: {max_removal_ratio: null}
 """
 
 
 def make_config(
-    tmp_path: Path, emulator: PlatformEmulator, key: str, scope: str = "all"
+    tmp_path: Path,
+    emulator: PlatformEmulator,
+    key: str,
+    scope: str = "all",
+    *,
+    api: str = "platform-users",
+    policy: str = "on_missing: end_date",
 ) -> SyncdConfig:
     return parse_config(
-        CONFIG.replace("SCOPE", scope),
+        CONFIG.replace("SCOPE", scope).replace("EXTRA", policy).replace("API", api),
         origin="test",
         base_dir=tmp_path,
         environ={"URL": emulator.url, "KEY": key},
@@ -174,12 +181,7 @@ def test_failed_read_is_held_and_the_platform_is_not_even_listed(
 def test_both_flavours_sync_the_same_state(
     tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str, api: str
 ) -> None:
-    config = parse_config(
-        CONFIG.replace("SCOPE", "all").replace("batch_size: 5", f"batch_size: 5\n      api: {api}"),
-        origin="test",
-        base_dir=tmp_path,
-        environ={"URL": emulator.url, "KEY": emulator_api_key},
-    )
+    config = make_config(tmp_path, emulator, emulator_api_key, api=api)
     write_users(tmp_path, names(6))
     with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
         assert runner.apply(runner.plan()).status is RunStatus.APPLIED
@@ -247,13 +249,8 @@ def test_owned_users_are_matched_and_forgotten_whatever_the_platform_spelling(
     tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
 ) -> None:
     emulator.seed_users([WireUser("User00@Example.com", {"department": "Eng"}, "2024-01-01")])
-    config = parse_config(
-        CONFIG.replace("SCOPE", "owned").replace(
-            "policy: {scope: owned}", "policy: {scope: owned, on_missing: delete}"
-        ),
-        origin="test",
-        base_dir=tmp_path,
-        environ={"URL": emulator.url, "KEY": emulator_api_key},
+    config = make_config(
+        tmp_path, emulator, emulator_api_key, scope="owned", policy="on_missing: delete"
     )
     write_users(tmp_path, names(2))
     with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
@@ -280,14 +277,7 @@ def test_purge_deletes_long_ended_users_through_the_api(
             WireUser("recent@example.com", {}, "2020-01-01", "2026-10-01"),  # 52 days ago
         ]
     )
-    config = parse_config(
-        CONFIG.replace("SCOPE", "all").replace(
-            "policy: {scope: all}", "policy: {scope: all, purge_after_days: 365}"
-        ),
-        origin="test",
-        base_dir=tmp_path,
-        environ={"URL": emulator.url, "KEY": emulator_api_key},
-    )
+    config = make_config(tmp_path, emulator, emulator_api_key, policy="purge_after_days: 365")
     write_users(tmp_path, names(1))
     with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
         planned = runner.plan()
