@@ -42,6 +42,15 @@ def _write(tmp_path: Path, content: str | bytes, *, name: str = "users.csv") -> 
     return path
 
 
+# A mapping that reads nothing but the id column.
+ID_ONLY: dict[str, Any] = {
+    "tags": {},
+    "active_from_column": None,
+    "active_to_column": None,
+    "enabled_column": None,
+}
+
+
 def _read(path: Path, *, lowercase: bool = True, **overrides: Any) -> list[Any]:
     return list(CsvSource(_config(path, **overrides), lowercase=lowercase).read())
 
@@ -102,10 +111,7 @@ def test_lowercase_off_keeps_the_case(tmp_path: Path) -> None:
     users = _read(
         path,
         lowercase=False,
-        tags={},
-        active_from_column=None,
-        active_to_column=None,
-        enabled_column=None,
+        **ID_ONLY,
     )
     assert users == [_user("Anna.Smith@Example.com", 2)]
 
@@ -115,10 +121,7 @@ def test_only_an_id_column(tmp_path: Path) -> None:
     users = _read(
         path,
         id_column="mail",
-        tags={},
-        active_from_column=None,
-        active_to_column=None,
-        enabled_column=None,
+        **ID_ONLY,
     )
     assert users == [_user("a@x.com", 2), _user("b@x.com", 3)]
 
@@ -169,10 +172,7 @@ def test_utf8_alias_with_bom(tmp_path: Path) -> None:
     users = _read(
         path,
         encoding="UTF8",
-        tags={},
-        active_from_column=None,
-        active_to_column=None,
-        enabled_column=None,
+        **ID_ONLY,
     )
     assert users == [_user("a@x.com", 2)]
 
@@ -252,9 +252,7 @@ def test_header_names_are_matched_after_stripping(tmp_path: Path) -> None:
 
 def test_unused_duplicate_header_is_fine(tmp_path: Path) -> None:
     path = _write(tmp_path, "email,note,note\na@x.com,x,y\n")
-    users = _read(
-        path, tags={}, active_from_column=None, active_to_column=None, enabled_column=None
-    )
+    users = _read(path, **ID_ONLY)
     assert users == [_user("a@x.com", 2)]
 
 
@@ -264,10 +262,7 @@ def test_origin_uses_the_configured_name(tmp_path: Path) -> None:
         _config(
             path,
             name="hr-export",
-            tags={},
-            active_from_column=None,
-            active_to_column=None,
-            enabled_column=None,
+            **ID_ONLY,
         ),
         lowercase=True,
     )
@@ -282,9 +277,7 @@ def test_label_defaults_to_the_file_name(tmp_path: Path) -> None:
 
 def test_leading_blank_lines_before_the_header(tmp_path: Path) -> None:
     path = _write(tmp_path, "\n\nemail\na@x.com\n")
-    users = _read(
-        path, tags={}, active_from_column=None, active_to_column=None, enabled_column=None
-    )
+    users = _read(path, **ID_ONLY)
     assert users == [_user("a@x.com", 4)]
 
 
@@ -447,7 +440,7 @@ def test_invalid_utf8_in_a_crlf_file_names_the_line(tmp_path: Path) -> None:
     data = b"email\r\na@x.com\r\n\r\nb\xc3@x.com\r\n"
     path = _write(tmp_path, data)
     with pytest.raises(SourceError, match=": line 4: bytes that are not valid utf-8"):
-        _read(path, tags={}, active_from_column=None, active_to_column=None, enabled_column=None)
+        _read(path, **ID_ONLY)
 
 
 def test_unterminated_quote_fails_the_read(tmp_path: Path) -> None:
@@ -483,7 +476,7 @@ def test_missing_column_message_names_the_header_line(tmp_path: Path) -> None:
     with pytest.raises(
         SourceError, match=r"mapped column 'email' not found in the header \(line 3\)"
     ):
-        _read(path, tags={}, active_from_column=None, active_to_column=None, enabled_column=None)
+        _read(path, **ID_ONLY)
 
 
 def test_malformed_header_fails_the_read(tmp_path: Path) -> None:
