@@ -91,7 +91,7 @@ def check_plan(
         source_problems.append(
             _listed("duplicate end_user(s) across source records", desired.conflicts)
         )
-    partial_note = " (users missing from the source are left alone)"
+    partial_note = " (while the read is incomplete the plan ends and deletes nobody)"
     if source_problems:
         reasons = [problem + partial_note for problem in source_problems]
         (acceptable if override.force else blocking).extend(reasons)

@@ -206,14 +206,14 @@ class JobRunner:
         """Read every source and the platform, and compute and judge the plan."""
         run_id = uuid.uuid4().hex[:12]
         started_at = datetime.now(UTC)
-        bound = log.bind(job=self._job.name, run_id=run_id)
+        # Every log line of the run, the write threads' too, carries job and run_id.
         structlog.contextvars.bind_contextvars(job=self._job.name, run_id=run_id)
         timings: dict[str, float] = {}
 
         clock = time.perf_counter()
         desired = self._read_sources()
         timings["read_sources"] = time.perf_counter() - clock
-        bound.info(
+        log.info(
             "sources.read",
             users=len(desired.users),
             problems=len(desired.problems),
@@ -229,7 +229,7 @@ class JobRunner:
         if desired.failed_sources:
             # No plan from a failed read: what is missing is unknown, not gone.
             verdict = check_plan(Plan(), desired, limits=limits)
-            bound.warning("guard.held", reasons=list(verdict.reasons))
+            log.warning("guard.held", reasons=list(verdict.reasons))
             return PlannedRun(
                 self._job.name, run_id, started_at, desired, 0, None, verdict, policy, timings
             )
@@ -237,9 +237,7 @@ class JobRunner:
         clock = time.perf_counter()
         current = self._platform.list_users()
         timings["list_platform"] = time.perf_counter() - clock
-        bound.info(
-            "platform.listed", users=len(current), seconds=round(timings["list_platform"], 3)
-        )
+        log.info("platform.listed", users=len(current), seconds=round(timings["list_platform"], 3))
 
         clock = time.perf_counter()
         plan = plan_changes(
@@ -257,11 +255,11 @@ class JobRunner:
             limits=limits,
             override=override or Override(),
         )
-        bound.info("plan.computed", **plan.counts(), seconds=round(timings["plan"], 3))
+        log.info("plan.computed", **plan.counts(), seconds=round(timings["plan"], 3))
         if verdict.overridden:
-            bound.warning("guard.overridden", reasons=list(verdict.overridden))
+            log.warning("guard.overridden", reasons=list(verdict.overridden))
         if verdict.held:
-            bound.warning("guard.held", reasons=list(verdict.reasons))
+            log.warning("guard.held", reasons=list(verdict.reasons))
         return PlannedRun(
             self._job.name,
             run_id,

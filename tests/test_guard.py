@@ -108,7 +108,7 @@ def test_bad_records_hold_the_plan_and_name_the_line() -> None:
     assert verdict.held
     assert "hr.csv:100: invalid date '2026-13-01'" in verdict.reasons[0]
     assert "--force to write the rest" in verdict.hint
-    assert "left alone" in verdict.reasons[0]
+    assert "the plan ends and deletes nobody" in verdict.reasons[0]
     assert not check_plan(
         Plan(active_managed=5),
         desired(problems=2),
