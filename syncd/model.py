@@ -75,17 +75,6 @@ class PlatformUser(msgspec.Struct, frozen=True, gc=False):
     active_from: date
     active_to: date | None = None
 
-    def to_api(self) -> dict[str, object]:
-        """The JSON object of the insert/update body."""
-        body: dict[str, object] = {
-            "end_user": self.end_user,
-            "tags": dict(self.tags),
-            "active_from": self.active_from.isoformat(),
-        }
-        if self.active_to is not None:
-            body["active_to"] = self.active_to.isoformat()
-        return body
-
 
 class Origin(msgspec.Struct, frozen=True, gc=False):
     """Where a source record came from, for error messages: ``users.csv:12``."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
 from syncd.plan import Change, ChangeKind, Plan
+from syncd.platform.api import outgoing_user
 from syncd.runner import PlannedRun, RunResult
 
 _KIND_STYLE = {
@@ -28,7 +30,11 @@ def _change_json(change: Change) -> dict[str, Any]:
         "kind": change.kind.value,
         "end_user": change.user.end_user,
         "reason": change.reason,
-        "user": change.user.to_api() if change.kind is not ChangeKind.DELETE else None,
+        "user": (
+            msgspec.to_builtins(outgoing_user(change.user))
+            if change.kind is not ChangeKind.DELETE
+            else None
+        ),
         "fields": [
             {"field": item.name, "before": item.before, "after": item.after}
             for item in change.field_changes()

@@ -170,6 +170,12 @@ def test_plan_writes_nothing_and_prints_json(workspace: Workspace) -> None:
     (job,) = document["jobs"]
     assert job["counts"]["insert"] == 3
     assert job["counts"]["end"] == 1
+    inserted = {c["end_user"]: c["user"] for c in job["changes"] if c["kind"] == "insert"}
+    assert inserted["user0@example.com"] == {
+        "end_user": "user0@example.com",
+        "tags": {"department": "Eng", "region": "DE"},
+        "active_from": "2024-01-01",
+    }
     ended = [c for c in job["changes"] if c["kind"] == "end"]
     assert ended[0]["end_user"] == "old@example.com"
     assert ended[0]["fields"][0]["field"] == "active_to"

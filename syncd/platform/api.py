@@ -10,6 +10,8 @@ from enum import StrEnum
 
 import msgspec
 
+from syncd.model import PlatformUser
+
 
 class ApiFlavour(StrEnum):
     """The two resource names of the same object. Their insert/update verbs are swapped."""
@@ -93,6 +95,35 @@ class WireUser(msgspec.Struct, omit_defaults=True, gc=False):
     tags: dict[str, str] = msgspec.field(default_factory=dict)
     active_from: str | None = None
     active_to: str | None = None
+
+
+class OutgoingUser(msgspec.Struct, omit_defaults=True, gc=False):
+    """A user in an insert/update body, as syncd sends it.
+
+    Not :class:`WireUser`: its ``omit_defaults`` would drop empty tags, and update needs
+    ``tags`` present (BRIEF section 2). Only an absent ``active_to`` is left out.
+    """
+
+    end_user: str
+    tags: dict[str, str]
+    active_from: str
+    active_to: str | None = None
+
+
+class OutgoingBody(msgspec.Struct, gc=False):
+    """Body of insert/update requests as syncd sends them."""
+
+    users: list[OutgoingUser]
+
+
+def outgoing_user(user: PlatformUser) -> OutgoingUser:
+    """The wire form of a user to insert or update (dates as ``YYYY-MM-DD``)."""
+    return OutgoingUser(
+        end_user=user.end_user,
+        tags=dict(user.tags),
+        active_from=user.active_from.isoformat(),
+        active_to=None if user.active_to is None else user.active_to.isoformat(),
+    )
 
 
 class Pagination(msgspec.Struct, omit_defaults=True):

@@ -63,9 +63,11 @@ from syncd.platform.api import (
     ApiFlavour,
     DeleteBody,
     Operation,
+    OutgoingBody,
     Pagination,
     WireUser,
     api_key_problem,
+    outgoing_user,
 )
 
 __all__ = [
@@ -248,34 +250,8 @@ def _failure_reason(response: httpx.Response, secret: str = "") -> str:
     return f"HTTP {response.status_code}: {detail}" if detail else f"HTTP {response.status_code}"
 
 
-class _OutgoingUser(msgspec.Struct, omit_defaults=True, gc=False):
-    """A user in an insert/update body.
-
-    Not :class:`WireUser`: its ``omit_defaults`` would drop empty tags, and update needs
-    ``tags`` present (BRIEF section 2). Only an absent ``active_to`` is left out.
-    """
-
-    end_user: str
-    tags: dict[str, str]
-    active_from: str
-    active_to: str | None = None
-
-
-class _OutgoingBody(msgspec.Struct, gc=False):
-    users: list[_OutgoingUser]
-
-
-def _to_outgoing(user: PlatformUser) -> _OutgoingUser:
-    return _OutgoingUser(
-        end_user=user.end_user,
-        tags=dict(user.tags),
-        active_from=user.active_from.isoformat(),
-        active_to=None if user.active_to is None else user.active_to.isoformat(),
-    )
-
-
 def _encode_users(batch: Sequence[PlatformUser]) -> bytes:
-    return msgspec.json.encode(_OutgoingBody(users=[_to_outgoing(user) for user in batch]))
+    return msgspec.json.encode(OutgoingBody(users=[outgoing_user(user) for user in batch]))
 
 
 def _encode_names(batch: Sequence[str]) -> bytes:

@@ -376,13 +376,7 @@ def test_unknown_mapped_column_fails_before_any_row(tmp_path: Path) -> None:
 def test_wrong_delimiter_is_visible_in_the_message(tmp_path: Path) -> None:
     path = _write(tmp_path, "email;Department\na@x.com;Sales\n")
     with pytest.raises(SourceError) as info:
-        _read(
-            path,
-            tags={"department": "Department"},
-            active_from_column=None,
-            active_to_column=None,
-            enabled_column=None,
-        )
+        _read(path, **(ID_ONLY | {"tags": {"department": "Department"}}))
     assert str(info.value) == (
         f"CSV file {path}: mapped columns 'email', 'Department' not found in the header "
         "(line 1); the header has 1 column with delimiter ',': 'email;Department'"
@@ -392,13 +386,7 @@ def test_wrong_delimiter_is_visible_in_the_message(tmp_path: Path) -> None:
 def test_duplicate_mapped_header_fails(tmp_path: Path) -> None:
     path = _write(tmp_path, "email,Department,email\na@x.com,Sales,b@x.com\n")
     with pytest.raises(SourceError) as info:
-        _read(
-            path,
-            tags={"department": "Department"},
-            active_from_column=None,
-            active_to_column=None,
-            enabled_column=None,
-        )
+        _read(path, **(ID_ONLY | {"tags": {"department": "Department"}}))
     assert str(path) in str(info.value)
     assert "'email' at positions 1, 3" in str(info.value)
 
