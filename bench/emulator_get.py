@@ -6,7 +6,7 @@
 Prints the seed time, the GET wall time (request sent to last byte read by httpx; the
 client's JSON decode is timed separately), the response size in MB and the peak RSS.
 In-process, emulator and client share one process, so its peak RSS is an upper bound;
-``--separate-process`` runs ``syncd emulator`` (the way benchmarks use it) and
+``--separate-process`` runs ``syncd emulator platform`` (the way benchmarks use it) and
 reports the child's own peak RSS (RUSAGE_CHILDREN after it exits).
 """
 
@@ -80,7 +80,10 @@ def in_process(users: int, repeat: int) -> None:
 def separate_process(users: int, repeat: int) -> None:
     """Emulator as a child process, as the benchmarks start it."""
     env = {**os.environ, "SYNCD_EMULATOR_API_KEY": API_KEY}
-    command = [sys.executable, "-m", "syncd", "emulator", "--port", "0", "--users", str(users)]
+    command = [
+        sys.executable, "-m", "syncd", "emulator", "platform", "--port", "0",
+        "--users", str(users),
+    ]  # fmt: skip
     started = time.perf_counter()
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT) as child:
         try:

@@ -74,7 +74,7 @@ class Emulator:
         self.key = secrets.token_urlsafe(16)
         env = os.environ | {"SYNCD_EMULATOR_API_KEY": self.key}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "emulator", "--port", "0",
+            [sys.executable, "-m", "syncd", "emulator", "platform", "--port", "0",
              "--max-batch-size", str(max_batch_size)],
             stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
         )  # fmt: skip

@@ -1,43 +1,38 @@
-"""The ``syncd`` command line (typer + rich).
+"""The ``syncd`` command line (typer + rich): a thin layer over :mod:`syncd.service`.
 
-Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 held by the guard,
-4 completed with per-user failures. With several jobs the most serious code wins.
+Each command parses its options, calls a function that tests can call too, and renders
+the result. Exit codes are in :mod:`syncd.exitcodes`; signals in :mod:`syncd.signals`.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import orjson
-import structlog
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
 from syncd import __version__
-from syncd.app import open_job
 from syncd.config import SyncdConfig, load_config, masked_config
 from syncd.demo import run_demo
 from syncd.emulator import PlatformEmulator, make_users
-from syncd.errors import ConfigError, SyncdError
+from syncd.errors import ConfigError
+from syncd.exitcodes import ExitCode, worst
 from syncd.guard import Override
 from syncd.logs import configure_logging
 from syncd.platform.api import Operation
-from syncd.render import planned_to_json, render_planned, render_result, result_to_json
-from syncd.runner import ExitCode, worst
-
-log = structlog.get_logger(__name__)
+from syncd.render import render_planned, render_result, report_to_json
+from syncd.runner import PlannedRun
+from syncd.service import JobReport, run_job
+from syncd.signals import interruptible
 
 app = typer.Typer(
     name="syncd",
@@ -81,37 +76,6 @@ def _load(path: Path | None) -> SyncdConfig:
     return config
 
 
-class _Interrupted(BaseException):
-    """SIGTERM, turned into an exception so that the run in progress is recorded."""
-
-
-@dataclass
-class _Interruption:
-    code: int = 0
-
-
-@contextmanager
-def _interruptible() -> Iterator[_Interruption]:
-    """Ctrl-C exits 130 and SIGTERM (docker stop, a Kubernetes rollout) exits 143, after
-    the run in progress has recorded itself as failed."""
-    state = _Interruption()
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        raise _Interrupted("SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield state
-    except KeyboardInterrupt:
-        _err_console().print("[red]interrupted (Ctrl-C)[/red]")
-        state.code = 130
-    except _Interrupted:
-        _err_console().print("[red]stopped by SIGTERM[/red]")
-        state.code = 143
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class _RichProgress:
     """Progress bars for each write operation, on a terminal only."""
 
@@ -142,6 +106,7 @@ def _run_jobs(
     limit: int,
     override: Override,
 ) -> ExitCode:
+    """Run the selected jobs in turn through :func:`syncd.service.run_job`; render each."""
     console = Console()
     err = _err_console()
     try:
@@ -150,59 +115,54 @@ def _run_jobs(
     except ConfigError as error:
         err.print(f"[red]configuration error:[/red] {error}", highlight=False)
         return ExitCode.CONFIG
-    codes: list[ExitCode] = []
-    documents = []
+    reports: list[JobReport] = []
     show_progress = apply and output is OutputFormat.TABLE and console.is_terminal
+    show_plan: Callable[[PlannedRun], None] | None = None
+    if output is OutputFormat.TABLE:
+
+        def show_plan(planned: PlannedRun) -> None:
+            render_planned(console, planned, limit=limit)
+
     for job in jobs:
-        try:
-            with (
-                RichProgress(
-                    TextColumn("{task.description:>8}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    console=console,
-                    disable=not show_progress,
-                ) as bars,
-                open_job(
-                    config, job, progress=_RichProgress(bars) if show_progress else None
-                ) as runner,
-            ):
-                planned = runner.plan(override)
-                if output is OutputFormat.TABLE:
-                    render_planned(console, planned, limit=limit)
-                if not apply:
-                    if output is OutputFormat.JSON:
-                        documents.append(planned_to_json(planned))
-                    codes.append(ExitCode.HELD if planned.verdict.held else ExitCode.OK)
-                    continue
-                result = runner.apply(planned)
-            if output is OutputFormat.TABLE:
-                render_result(console, result)
-            else:
-                # Built only when asked for: a million changes make a large document.
-                documents.append(result_to_json(result))
-            codes.append(result.status.exit_code)
-        except ConfigError as error:
-            err.print(f"[red]job {job.name}: configuration error:[/red] {error}", highlight=False)
-            codes.append(ExitCode.CONFIG)
-        except SyncdError as error:
-            err.print(f"[red]job {job.name} failed:[/red] {error}", highlight=False)
-            codes.append(ExitCode.FAILED)
-        except Exception as error:
-            # A bug must not stop the other jobs; the traceback goes to the log.
-            log.exception("job.crashed", job=job.name)
-            err.print(
-                f"[red]job {job.name} failed with an unexpected error:[/red] "
-                f"{type(error).__name__}: {error}",
-                highlight=False,
+        with RichProgress(
+            TextColumn("{task.description:>8}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not show_progress,
+        ) as bars:
+            report = run_job(
+                config,
+                job,
+                apply=apply,
+                override=override,
+                progress=_RichProgress(bars) if show_progress else None,
+                on_planned=show_plan,
             )
-            codes.append(ExitCode.FAILED)
+        reports.append(report)
+        if report.result is not None:
+            if output is OutputFormat.TABLE:
+                render_result(console, report.result)
+        elif report.planned is None:
+            _print_job_error(err, report)
     if output is OutputFormat.JSON:
+        # Built only when asked for: a million changes make a large document.
+        documents = [report_to_json(report) for report in reports]
         sys.stdout.buffer.write(orjson.dumps({"jobs": documents}, option=orjson.OPT_INDENT_2))
         sys.stdout.buffer.write(b"\n")
         sys.stdout.flush()
-    return worst(codes)
+    return worst([report.exit_code for report in reports])
+
+
+def _print_job_error(err: Console, report: JobReport) -> None:
+    if report.exit_code is ExitCode.CONFIG:
+        what = f"job {report.job}: configuration error:"
+    elif report.unexpected:
+        what = f"job {report.job} failed with an unexpected error:"
+    else:
+        what = f"job {report.job} failed:"
+    err.print(f"[red]{what}[/red] {report.error}", highlight=False)
 
 
 @app.command()
@@ -213,7 +173,7 @@ def plan(
     limit: LimitOption = 50,
 ) -> None:
     """Show what a sync would change on the live platform; write nothing."""
-    with _interruptible() as interrupted:
+    with interruptible(_err_console()) as interrupted:
         code = _run_jobs(config, job, apply=False, output=output, limit=limit, override=Override())
     raise typer.Exit(interrupted.code if interrupted.code else int(code))
 
@@ -234,7 +194,7 @@ def apply(
 ) -> None:
     """Sync: plan, check the guard, and write the changes in batches."""
     override = Override(allow_removals=allow_removals, force=force)
-    with _interruptible() as interrupted:
+    with interruptible(_err_console()) as interrupted:
         code = _run_jobs(config, job, apply=True, output=output, limit=limit, override=override)
     raise typer.Exit(interrupted.code if interrupted.code else int(code))
 
@@ -252,8 +212,16 @@ def check_config(config: ConfigOption = None) -> None:
     sys.stdout.flush()
 
 
-@app.command()
-def emulator(
+emulator_app = typer.Typer(
+    name="emulator",
+    help="Serve an emulated API in memory on loopback, for tests, demos and benchmarks.",
+    no_args_is_help=True,
+)
+app.add_typer(emulator_app)
+
+
+@emulator_app.command("platform")
+def emulator_platform(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free).")] = 8080,
     api_key: Annotated[
@@ -275,7 +243,7 @@ def emulator(
         int, typer.Option(min=0, help="Seed this many synthetic users (benchmarks).")
     ] = 0,
 ) -> None:
-    """Serve a Nebuly-compatible platform-users API in memory, for tests and demos."""
+    """The Nebuly platform-users API (both flavours), until SIGINT/SIGTERM."""
     key = api_key
     if key is None:
         key = secrets.token_urlsafe(16)
@@ -297,7 +265,7 @@ def emulator(
 @app.command()
 def demo() -> None:
     """Run a complete demo against an in-process emulator; needs no credentials."""
-    with _interruptible() as interrupted:
+    with interruptible(_err_console()) as interrupted:
         code = run_demo(Console())
     raise typer.Exit(interrupted.code if interrupted.code else int(code))
 

@@ -1,35 +1,56 @@
 """Configuration: YAML parsed once into frozen, validated models.
 
 Strings may reference environment variables as ``${VAR}`` (``$$`` is a literal ``$``);
-an undefined variable is an error naming the key path. Secrets can also come from a
-file (``api_key_file``). Relative paths are resolved against the config file's folder,
-so a config behaves the same whatever the working directory of the daemon.
+an undefined variable is an error naming the key path. Every secret can also come from
+a file (``api_key_file``, a source's ``*_file`` keys). Relative paths are resolved
+against the config file's folder, so a config behaves the same whatever the working
+directory of the daemon.
+
+The ``sources:`` entries are a discriminated union on ``type`` assembled from the
+source registry (:mod:`syncd.sources`): each source module owns its config model.
 """
 
 from __future__ import annotations
 
-import codecs
 import os
 import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
+from syncd.config_base import (
+    FrozenModel,
+    SourceConfigBase,
+    read_secret_file,
+    resolve_paths,
+    resolve_secret,
+    walk_models,
+)
 from syncd.errors import ConfigError
 from syncd.platform.api import REGION_BASE_URLS, ApiFlavour, api_key_problem
+from syncd.sources import source_types
+
+__all__ = [
+    "GuardConfig",
+    "IdentityConfig",
+    "JobConfig",
+    "LogConfig",
+    "PolicyConfig",
+    "ScheduleConfig",
+    "SourceConfig",
+    "SyncdConfig",
+    "TargetConfig",
+    "load_config",
+    "masked_config",
+    "parse_config",
+    "parse_duration",
+    "read_secret_file",
+]
 
 _VAR_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
@@ -37,11 +58,7 @@ _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _JOB_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class LogConfig(_Frozen):
+class LogConfig(FrozenModel):
     """Logging: ``auto`` writes human-readable lines on a TTY and JSON otherwise."""
 
     format: Literal["auto", "console", "json"] = "auto"
@@ -59,7 +76,7 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_DURATION_UNITS[unit]: amount})
 
 
-class ScheduleConfig(_Frozen):
+class ScheduleConfig(FrozenModel):
     """When the daemon runs a job: ``{every: 15m}`` or ``{cron: "*/15 * * * *"}``."""
 
     every: str | None = None
@@ -94,7 +111,7 @@ class ScheduleConfig(_Frozen):
         return None if self.every is None else parse_duration(self.every)
 
 
-class TargetConfig(_Frozen):
+class TargetConfig(FrozenModel):
     """The Nebuly project to write to."""
 
     region: Literal["us", "eu"] | None = None
@@ -141,71 +158,32 @@ class TargetConfig(_Frozen):
 
     def secret(self) -> SecretStr:
         """The API key, read from ``api_key_file`` if that is how it is given."""
-        if self.api_key is not None:
-            return self.api_key
-        assert self.api_key_file is not None
-        return read_secret_file(self.api_key_file)
+        return resolve_secret(self.api_key, self.api_key_file, check=api_key_problem)
+
+    def check_secrets(self) -> None:
+        """Read ``api_key_file`` now, so a missing key is a config error, not a failed run."""
+        self.secret()
 
 
-def read_secret_file(path: Path) -> SecretStr:
-    """Read a secret from a file (Kubernetes/Docker secrets), without its final newline."""
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except OSError as error:
-        raise ConfigError(f"cannot read secret file {path}: {error.strerror}") from None
-    problem = api_key_problem(text)
-    if problem is not None:
-        raise ConfigError(f"secret file {path}: {problem}")
-    return SecretStr(text)
+def _source_config_union() -> Any:
+    """The ``sources:`` entry type: a union of the registered configs, on ``type``."""
+    configs = tuple(source_type.config for source_type in source_types())
+    return Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007
 
 
-class CsvSourceConfig(_Frozen):
-    """A CSV file; one row per user."""
-
-    type: Literal["csv"]
-    name: str | None = None
-    path: Path
-    id_column: str
-    tags: dict[str, str] = Field(default_factory=dict)
-    active_from_column: str | None = None
-    active_to_column: str | None = None
-    enabled_column: str | None = None
-    delimiter: str = Field(default=",", min_length=1, max_length=1)
-    encoding: str = "utf-8"
-
-    @field_validator("tags")
-    @classmethod
-    def _check_tags(cls, value: dict[str, str]) -> dict[str, str]:
-        for tag, column in value.items():
-            if not tag.strip() or not column.strip():
-                raise ValueError("tag names and column names must not be empty")
-        return value
-
-    @field_validator("encoding")
-    @classmethod
-    def _check_encoding(cls, value: str) -> str:
-        try:
-            codecs.lookup(value)
-        except LookupError:
-            raise ValueError(f"unknown encoding {value!r}") from None
-        return value
-
-    @property
-    def label(self) -> str:
-        """How errors name this source."""
-        return self.name or self.path.name
+if TYPE_CHECKING:
+    SourceConfig = SourceConfigBase
+else:
+    SourceConfig = _source_config_union()
 
 
-SourceConfig = Annotated[CsvSourceConfig, Field(discriminator="type")]
-
-
-class IdentityConfig(_Frozen):
+class IdentityConfig(FrozenModel):
     """How ``end_user`` is normalised: always trimmed and NFC; lower-cased by default."""
 
     lowercase: bool = True
 
 
-class PolicyConfig(_Frozen):
+class PolicyConfig(FrozenModel):
     """What the job does to users it no longer finds, and which users it owns."""
 
     on_missing: Literal["end_date", "delete", "ignore"] = "end_date"
@@ -214,14 +192,14 @@ class PolicyConfig(_Frozen):
     protected: tuple[Annotated[str, Field(min_length=1, pattern=r"\S")], ...] = ()
 
 
-class GuardConfig(_Frozen):
+class GuardConfig(FrozenModel):
     """Thresholds above which a plan is held instead of applied."""
 
     max_removals: int | None = Field(default=500, ge=0)
     max_removal_ratio: float | None = Field(default=0.10, ge=0, le=1)
 
 
-class JobConfig(_Frozen):
+class JobConfig(FrozenModel):
     """One source-to-project synchronisation."""
 
     name: str = Field(pattern=_JOB_NAME_PATTERN)
@@ -243,7 +221,7 @@ class JobConfig(_Frozen):
         return self
 
 
-class SyncdConfig(_Frozen):
+class SyncdConfig(FrozenModel):
     """The whole configuration file."""
 
     state_dir: Path = Path("./state")
@@ -301,7 +279,7 @@ def _format_location(location: tuple[int | str, ...]) -> str:
     for part in location:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part == "csv":
+        elif part in _source_type_names() and text.endswith("]"):
             # pydantic adds the discriminator tag to the path; users never wrote it.
             continue
         else:
@@ -309,20 +287,8 @@ def _format_location(location: tuple[int | str, ...]) -> str:
     return text or "<root>"
 
 
-def _resolve_paths(config: SyncdConfig, base: Path) -> SyncdConfig:
-    def absolute(path: Path) -> Path:
-        return path if path.is_absolute() else base / path
-
-    jobs = []
-    for job in config.jobs:
-        sources = tuple(
-            source.model_copy(update={"path": absolute(source.path)}) for source in job.sources
-        )
-        target = job.target
-        if target.api_key_file is not None:
-            target = target.model_copy(update={"api_key_file": absolute(target.api_key_file)})
-        jobs.append(job.model_copy(update={"sources": sources, "target": target}))
-    return config.model_copy(update={"state_dir": absolute(config.state_dir), "jobs": tuple(jobs)})
+def _source_type_names() -> frozenset[str]:
+    return frozenset(source_type.name for source_type in source_types())
 
 
 def parse_config(
@@ -359,11 +325,11 @@ def parse_config(
             )
         ]
         raise ConfigError(f"{origin}: invalid configuration:\n" + "\n".join(problems)) from None
-    config = _resolve_paths(config, base_dir)
-    for job in config.jobs:
-        if job.target.api_key_file is not None:
-            # Read now so that a missing secret is a config error, not a failed run.
-            job.target.secret()
+    config = resolve_paths(config, base_dir)
+    for model in walk_models(config):
+        # Secret files are read now, so a missing one is a config error, not a failed run.
+        if isinstance(model, FrozenModel):
+            model.check_secrets()
     return config
 
 
@@ -377,9 +343,10 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> SyncdCo
 
 
 def masked_config(config: SyncdConfig) -> dict[str, Any]:
-    """The resolved config as plain data, secrets replaced by ``'**********'``."""
+    """The resolved config as plain data, every secret replaced by ``'**********'``.
+
+    Every secret field is a ``SecretStr`` (a test checks that for every model, the
+    registered sources' included), and pydantic dumps those masked.
+    """
     data: dict[str, Any] = config.model_dump(mode="json")
-    for job in data["jobs"]:
-        if job["target"].get("api_key") is not None:
-            job["target"]["api_key"] = "**********"
     return data

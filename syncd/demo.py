@@ -16,13 +16,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from syncd.app import open_job
 from syncd.config import parse_config
-from syncd.emulator.server import PlatformEmulator
-from syncd.guard import Override
+from syncd.emulator import PlatformEmulator
+from syncd.exitcodes import ExitCode, worst
 from syncd.logs import configure_logging
 from syncd.render import render_planned, render_result
-from syncd.runner import ExitCode, RunResult, today_utc, worst
+from syncd.runner import PlannedRun, today_utc
+from syncd.service import run_job
 
 DEMO_CONFIG = """
 state_dir: ./state
@@ -116,23 +116,27 @@ def run_demo(console: Console) -> ExitCode:
             "Run 2 — HR changed the file: a leaver, a joiner and a department change",
             "Run 3 — nothing changed: the plan is empty and no write call is made",
         ]
+
+        def show(planned: PlannedRun) -> None:
+            render_planned(console, planned)
+
         for number, title in enumerate(steps, start=1):
             if number == 2:
                 _edit_employees(employees, today)
             console.rule(f"[bold cyan]{title}[/bold cyan]")
             emulator.reset_counters()
-            with open_job(config, job) as runner:
-                planned = runner.plan(Override())
-                render_planned(console, planned)
-                result: RunResult = runner.apply(planned)
-            render_result(console, result)
+            report = run_job(config, job, apply=True, on_planned=show)
+            if report.result is not None:
+                render_result(console, report.result)
+            else:
+                console.print(f"[red]run failed:[/red] {report.error}", highlight=False)
             calls = emulator.calls()
             console.print(
                 "emulator saw write calls: "
                 + ", ".join(f"{name}={calls[name]}" for name in _WRITES),
                 highlight=False,
             )
-            codes.append(result.status.exit_code)
+            codes.append(report.exit_code)
             console.print()
         console.print(_platform_table(emulator))
     outcome = worst(codes)

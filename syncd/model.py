@@ -30,11 +30,6 @@ def make_tags(pairs: Mapping[str, str] | Iterable[tuple[str, str]]) -> Tags:
     return _TAGS_CACHE.setdefault(tags, tags)
 
 
-def tags_dict(tags: Tags) -> dict[str, str]:
-    """Tags as the JSON object the API expects."""
-    return dict(tags)
-
-
 def parse_api_date(value: str) -> date:
     """Parse a date the platform or a source gave: ``2026-01-01`` or a full ISO-8601 time.
 
@@ -60,11 +55,6 @@ def parse_api_date(value: str) -> date:
     if len(_DATE_CACHE) < 100_000:
         _DATE_CACHE[value] = parsed
     return parsed
-
-
-def format_api_date(value: date) -> str:
-    """The date format the platform documents (``2026-01-01``)."""
-    return value.isoformat()
 
 
 class PlatformUser(msgspec.Struct, frozen=True, gc=False):

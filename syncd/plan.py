@@ -1,6 +1,6 @@
 """The plan engine: desired users x current users x policy x today -> changes (pure).
 
-The rules (BRIEF section 4):
+The rules (the README's "Semantics" section says the same for operators):
 
 * A user in the source and not on the platform is inserted, with ``active_from`` from the
   source or, failing that, today (the day first seen). A disabled user that was never on

@@ -9,9 +9,11 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from syncd.exitcodes import exit_code_for
 from syncd.plan import Change, ChangeKind, Plan
 from syncd.platform.api import outgoing_user
 from syncd.runner import PlannedRun, RunResult
+from syncd.service import JobReport
 
 _KIND_STYLE = {
     ChangeKind.INSERT: "green",
@@ -70,7 +72,7 @@ def result_to_json(result: RunResult) -> dict[str, Any]:
     """A finished run as JSON-ready data."""
     data = planned_to_json(result.planned)
     data["status"] = result.status.value
-    data["exit_code"] = int(result.status.exit_code)
+    data["exit_code"] = int(exit_code_for(result.status))
     data["write_calls"] = result.write_calls
     data["error"] = result.error
     data["written"] = {
@@ -87,6 +89,21 @@ def result_to_json(result: RunResult) -> dict[str, Any]:
         for f in outcome.failures
     ]
     return data
+
+
+def report_to_json(report: JobReport) -> dict[str, Any]:
+    """One job as JSON-ready data: its run if it got that far, else its status and error."""
+    if report.result is not None:
+        return result_to_json(report.result)
+    if report.planned is not None:
+        return planned_to_json(report.planned)
+    return {
+        "job": report.job,
+        "run_id": report.run_id,
+        "status": report.status.value,
+        "exit_code": int(report.exit_code),
+        "error": report.error,
+    }
 
 
 def _describe(change: Change) -> str:

@@ -1,8 +1,10 @@
 """One run of one job: read sources -> list platform -> plan -> guard -> apply -> record.
 
 This is the only place that wires the pure core (merge, plan, guard) to the adapters
-(sources, platform client, state store). Adapters come in through the constructor so
-tests can run a job against the emulator, a temporary state directory and real files.
+(sources, platform client, state store). Adapters come in through the constructor, as
+the ports of :mod:`syncd.ports`, so tests can run a job against the emulator, a
+temporary state directory and real files. A runner lives for one run; what lives
+longer (HTTP clients, open sources) belongs to :mod:`syncd.service`.
 """
 
 from __future__ import annotations
@@ -13,46 +15,53 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import Protocol, TypeVar
 
 import structlog
 
 from syncd.config import JobConfig
-from syncd.errors import PlatformError, PlatformUnavailableError, SourceError, StateError
+from syncd.errors import PlatformError, SourceError, StateError
 from syncd.guard import GuardLimits, Override, Verdict, check_plan
 from syncd.mapping import normalize_end_user
 from syncd.merge import DesiredUsers, DesiredUsersBuilder
 from syncd.model import PlatformUser
 from syncd.plan import Plan, PlanPolicy, plan_changes
 from syncd.platform.api import Operation
-from syncd.platform.client import WriteOutcome, partial_outcome
-from syncd.sources import Source
-from syncd.state import RunRecord, StateStore
+from syncd.ports import (
+    PlatformPort,
+    Progress,
+    ProgressCallback,
+    RunRecord,
+    Source,
+    StateStore,
+    WriteOutcome,
+)
 
 log = structlog.get_logger(__name__)
 
 _Item = TypeVar("_Item", PlatformUser, str)
 
 
-class ExitCode(IntEnum):
-    """The process exit codes of ``syncd plan`` / ``syncd apply``."""
-
-    OK = 0
-    FAILED = 1
-    CONFIG = 2
-    HELD = 3
-    PARTIAL = 4
+_Items_contra = TypeVar("_Items_contra", contravariant=True)
 
 
-# Severity order when several jobs end differently: a config error beats a failure,
-# which beats a hold, which beats per-user failures.
-_SEVERITY = [ExitCode.OK, ExitCode.PARTIAL, ExitCode.HELD, ExitCode.FAILED, ExitCode.CONFIG]
+class _WriteCall(Protocol[_Items_contra]):
+    """The shape of ``PlatformPort.insert`` / ``update`` / ``delete``."""
+
+    def __call__(
+        self,
+        items: Sequence[_Items_contra],
+        progress: ProgressCallback | None = None,
+        /,
+        *,
+        outcome: WriteOutcome | None = None,
+    ) -> WriteOutcome: ...
 
 
-def worst(codes: Sequence[ExitCode]) -> ExitCode:
-    """The most serious of several exit codes (OK for none)."""
-    return max(codes, key=_SEVERITY.index, default=ExitCode.OK)
+def new_run_id() -> str:
+    """A short random id shared by every log line and record of one run."""
+    return uuid.uuid4().hex[:12]
 
 
 class RunStatus(StrEnum):
@@ -63,55 +72,6 @@ class RunStatus(StrEnum):
     HELD = "held"
     PARTIAL = "partial"
     FAILED = "failed"
-
-    @property
-    def exit_code(self) -> ExitCode:
-        """The exit code for a run that ended this way."""
-        return {
-            RunStatus.PLANNED: ExitCode.OK,
-            RunStatus.APPLIED: ExitCode.OK,
-            RunStatus.HELD: ExitCode.HELD,
-            RunStatus.PARTIAL: ExitCode.PARTIAL,
-            RunStatus.FAILED: ExitCode.FAILED,
-        }[self]
-
-
-class PlatformPort(Protocol):
-    """What a run needs from the platform (the client implements it)."""
-
-    def list_users(self) -> list[PlatformUser]:
-        """Every user of the project."""
-        ...
-
-    def insert(
-        self, users: Sequence[PlatformUser], progress: Callable[[int], None] | None = None
-    ) -> WriteOutcome:
-        """Insert users in batches."""
-        ...
-
-    def update(
-        self, users: Sequence[PlatformUser], progress: Callable[[int], None] | None = None
-    ) -> WriteOutcome:
-        """Update users in batches."""
-        ...
-
-    def delete(
-        self, end_users: Sequence[str], progress: Callable[[int], None] | None = None
-    ) -> WriteOutcome:
-        """Delete users in batches."""
-        ...
-
-
-class Progress(Protocol):
-    """Receives progress while a plan is applied (a rich progress bar on a TTY)."""
-
-    def start(self, operation: Operation, total: int) -> Callable[[int], None]:
-        """Begin an operation of ``total`` users; return the per-batch advance callback."""
-        ...
-
-    def finish(self, operation: Operation) -> None:
-        """The operation is done."""
-        ...
 
 
 @dataclass(slots=True)
@@ -202,12 +162,13 @@ class JobRunner:
         self._progress = progress
         self._identity = functools.partial(platform_identity, lowercase=job.identity.lowercase)
 
-    def plan(self, override: Override | None = None) -> PlannedRun:
-        """Read every source and the platform, and compute and judge the plan."""
-        run_id = uuid.uuid4().hex[:12]
+    def plan(self, override: Override | None = None, *, run_id: str | None = None) -> PlannedRun:
+        """Read every source and the platform, and compute and judge the plan.
+
+        The caller binds the run's log context (see :func:`syncd.service.run_job`).
+        """
+        run_id = run_id or new_run_id()
         started_at = datetime.now(UTC)
-        # Every log line of the run, the write threads' too, carries job and run_id.
-        structlog.contextvars.bind_contextvars(job=self._job.name, run_id=run_id)
         timings: dict[str, float] = {}
 
         clock = time.perf_counter()
@@ -287,19 +248,13 @@ class JobRunner:
         try:
             self._write(plan, result)
             result.status = RunStatus.PARTIAL if result.failures else RunStatus.APPLIED
-        except (PlatformError, PlatformUnavailableError) as error:
-            # Keep what the platform confirmed before it failed (run history, owned users);
-            # the next run re-plans from the live list and converges.
-            partial = partial_outcome(error)
-            if partial is not None:
-                result.outcomes.append(partial)
+        except PlatformError as error:
+            # result.outcomes keeps what the platform confirmed before it failed (run
+            # history, owned users); the next run re-plans from the live list.
             result.error = str(error)
             log.error("apply.failed", error=str(error))
         except BaseException as error:
             # Ctrl-C, SIGTERM, a bug: record the run as failed, then let it propagate.
-            partial = partial_outcome(error)
-            if partial is not None:
-                result.outcomes.append(partial)
             result.error = f"interrupted by {type(error).__name__}: {error}".rstrip(": ")
             log.error("apply.interrupted", error=result.error)
             planned.timings["apply"] = time.perf_counter() - clock
@@ -321,14 +276,13 @@ class JobRunner:
                 # harmless, while losing track of one that was inserted is not.
                 self._state.add_owned(job, (change.user.end_user for change in plan.inserts))
             users = [change.user for change in plan.inserts]
-            result.outcomes.append(self._run(Operation.INSERT, users, self._platform.insert))
+            self._run(Operation.INSERT, users, self._platform.insert, result)
         updates = list(plan.update_calls_users)
         if updates:
-            result.outcomes.append(self._run(Operation.UPDATE, updates, self._platform.update))
+            self._run(Operation.UPDATE, updates, self._platform.update, result)
         if plan.deletes:
             end_users = [change.user.end_user for change in plan.deletes]
-            outcome = self._run(Operation.DELETE, end_users, self._platform.delete)
-            result.outcomes.append(outcome)
+            outcome = self._run(Operation.DELETE, end_users, self._platform.delete, result)
             if self._job.policy.scope == "owned":
                 self._state.remove_owned(job, (self._identity(name) for name in outcome.confirmed))
 
@@ -336,11 +290,16 @@ class JobRunner:
         self,
         operation: Operation,
         items: list[_Item],
-        call: Callable[[list[_Item], Callable[[int], None] | None], WriteOutcome],
+        call: _WriteCall[_Item],
+        result: RunResult,
     ) -> WriteOutcome:
+        # The run owns the outcome before the call starts, so whatever was confirmed
+        # survives an error or an interruption half-way.
+        outcome = WriteOutcome(operation=operation, requested=len(items))
+        result.outcomes.append(outcome)
         advance = self._progress.start(operation, len(items)) if self._progress else None
         try:
-            outcome = call(items, advance)
+            call(items, advance, outcome=outcome)
         finally:
             if self._progress:
                 self._progress.finish(operation)

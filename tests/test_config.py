@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, get_args
 
 import pytest
+from pydantic import BaseModel, SecretStr
 
-from syncd.config import load_config, masked_config, parse_config, parse_duration
+from syncd.config import (
+    SyncdConfig,
+    load_config,
+    masked_config,
+    parse_config,
+    parse_duration,
+    read_secret_file,
+)
 from syncd.errors import ConfigError
 from syncd.platform.api import ApiFlavour
+from syncd.sources.csv import CsvSourceConfig
 
 MINIMAL = """
 jobs:
@@ -193,3 +206,68 @@ def test_an_unusable_api_key_is_a_config_error_that_does_not_quote_it(key: str) 
     assert "jobs[0].target.api_key" in str(error.value)
     assert "printable ASCII" in str(error.value)
     assert actual.strip() not in str(error.value)
+
+
+# Field names that hold a secret; each must be a SecretStr (or name a file with *_file).
+_SECRET_NAME = re.compile(r"(key|password|secret|token|credential)s?$", re.IGNORECASE)
+
+
+def _model_classes(root: type[BaseModel]) -> Iterator[type[BaseModel]]:
+    """``root`` and every model class its fields can hold (unions and tuples unpacked)."""
+    seen: set[type[BaseModel]] = set()
+    pending: list[Any] = [root]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            if item in seen:
+                continue
+            seen.add(item)
+            yield item
+            pending.extend(field.annotation for field in item.model_fields.values())
+        else:
+            pending.extend(get_args(item))
+
+
+def test_every_secret_field_is_a_secret_type() -> None:
+    classes = list(_model_classes(SyncdConfig))
+    assert CsvSourceConfig in classes  # the registered sources are walked too
+    secret_fields = []
+    for model in classes:
+        for name, field in model.model_fields.items():
+            if _SECRET_NAME.search(name):
+                secret_fields.append(f"{model.__name__}.{name}")
+                assert SecretStr in get_args(field.annotation) or field.annotation is SecretStr, (
+                    f"{model.__name__}.{name} holds a secret but is not a SecretStr"
+                )
+    assert "TargetConfig.api_key" in secret_fields
+
+
+def test_check_config_masks_every_secret(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("k-from-file-77\n")
+    inline = parse(MINIMAL, base=tmp_path)
+    from_file = parse(
+        MINIMAL.replace("api_key: ${NEBULY_API_KEY}", "api_key_file: key"), base=tmp_path
+    )
+    for config, secret in ((inline, "k-123"), (from_file, "k-from-file-77")):
+        shown = json.dumps(masked_config(config)) + repr(config) + str(config)
+        assert secret not in shown
+    assert masked_config(inline)["jobs"][0]["target"]["api_key"] == "**********"
+
+
+def test_a_secret_file_keeps_inner_spaces_and_drops_only_the_line_break(tmp_path: Path) -> None:
+    path = tmp_path / "password"
+    path.write_text(" pass word \n")
+    assert read_secret_file(path).get_secret_value() == " pass word "
+    path.write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        read_secret_file(path)
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not valid UTF-8"):
+        read_secret_file(path)
+
+
+def test_a_bad_source_type_names_the_entry() -> None:
+    with pytest.raises(ConfigError, match=r"jobs\[0\]\.sources\[0\]"):
+        parse(MINIMAL.replace("type: csv", "type: nosuch"))
+    with pytest.raises(ConfigError, match=r"jobs\[0\]\.sources\[0\]\.id_column: Field required"):
+        parse(MINIMAL.replace("        id_column: email\n", ""))

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from syncd.app import open_job
 from syncd.config import SyncdConfig, parse_config
 from syncd.emulator import EndpointFaults, PlatformEmulator
 from syncd.errors import SourceError, StateError
@@ -16,6 +15,7 @@ from syncd.guard import Override
 from syncd.model import Origin, RecordProblem, SourceUser, make_tags
 from syncd.platform.api import Operation, WireUser
 from syncd.runner import JobRunner, RunStatus
+from syncd.service import open_job
 from syncd.state import SqliteStateStore
 
 TODAY = date(2026, 11, 22)

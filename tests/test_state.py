@@ -1,11 +1,21 @@
-"""The SQLite state store: lazily created, owned users, run history."""
+"""The SQLite state store: lazily created, versioned migrations, WAL, owned users, runs."""
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from syncd.state import RunRecord, SqliteStateStore
+import pytest
+
+from syncd.errors import StateError
+from syncd.state import MIGRATIONS, SCHEMA_VERSION, Migration, RunRecord, SqliteStateStore
 
 
 def test_reading_never_creates_the_database(tmp_path: Path) -> None:
@@ -34,3 +44,364 @@ def test_runs_are_recorded_newest_first(tmp_path: Path) -> None:
     runs = store.runs("corp", limit=2)
     assert [(r.run_id, r.summary["inserts"]) for r in runs] == [("r2", 2), ("r1", 1)]
     assert runs[0].started_at == datetime(2026, 11, 22, 10, 2, tzinfo=UTC)
+
+
+# --------------------------------------------------------------------- helpers
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection to the store's file (autocommit), closed afterwards."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def pragma(path: Path, name: str) -> object:
+    with raw(path) as connection:
+        return connection.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def tables(path: Path) -> set[str]:
+    with raw(path) as connection:
+        rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {row[0] for row in rows}
+
+
+def run(run_id: str, job: str, minute: int, status: str = "applied") -> RunRecord:
+    moment = datetime(2026, 11, 22, 10, minute, tzinfo=UTC)
+    return RunRecord(run_id, job, moment, moment, status, {"inserts": minute})
+
+
+def database_of_the_first_releases(state_dir: Path, user_version: int) -> Path:
+    """The fixture dump (schema 1 as the pre-migration code wrote it) at ``user_version``."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "syncd.sqlite3"
+    with raw(path) as connection:
+        connection.executescript((FIXTURES / "state_schema_v1.sql").read_text())
+        connection.execute(f"PRAGMA user_version = {user_version}")
+    return path
+
+
+def counting(calls: list[int], then: Migration = MIGRATIONS[0]) -> Migration:
+    """Step 1 as a function that also counts its runs in ``calls``."""
+
+    def step(connection: sqlite3.Connection) -> None:
+        calls.append(1)
+        then.apply(connection)
+
+    return Migration(1, then.description, step)
+
+
+# ------------------------------------------------------------------ migrations
+
+
+def test_a_fresh_database_is_at_the_latest_version_in_wal_mode(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path / "state")
+    store.ensure_writable()
+    assert store.path == tmp_path / "state" / "syncd.sqlite3"
+    assert pragma(store.path, "user_version") == SCHEMA_VERSION == len(MIGRATIONS)
+    assert pragma(store.path, "journal_mode") == "wal"
+    assert {"owned_users", "runs"} <= tables(store.path)
+
+
+def test_a_first_write_without_ensure_writable_also_migrates(tmp_path: Path) -> None:
+    # The old code's gap: a held run is recorded without ensure_writable().
+    store = SqliteStateStore(tmp_path)
+    store.record_run(run("r1", "corp", 0, "held"))
+    assert pragma(store.path, "user_version") == SCHEMA_VERSION
+    assert pragma(store.path, "journal_mode") == "wal"
+
+
+@pytest.mark.parametrize(
+    ("user_version", "drop"),
+    [(0, None), (1, None), (0, "runs")],
+    ids=["v0-with-tables", "v1", "v0-missing-a-table"],
+)
+def test_a_database_of_the_first_releases_is_upgraded_keeping_its_data(
+    tmp_path: Path, user_version: int, drop: str | None
+) -> None:
+    path = database_of_the_first_releases(tmp_path, user_version)
+    if drop is not None:
+        # The old code created its tables one autocommitted statement at a time, so a
+        # crash could leave some of them.
+        with raw(path) as connection:
+            connection.execute(f"DROP TABLE {drop}")
+    store = SqliteStateStore(tmp_path)
+    assert store.owned_users("corp") == frozenset({"alice@example.com", "bob@example.com"})
+    assert store.owned_users("hr") == frozenset({"carol@example.com"})
+    assert pragma(path, "user_version") == SCHEMA_VERSION
+    assert pragma(path, "journal_mode") == "wal"
+    if drop is None:
+        assert [r.run_id for r in store.runs("corp")] == ["run-2", "run-1"]
+        last = store.last_run("hr")
+        assert last is not None
+        assert (last.run_id, last.status, last.summary) == (
+            "run-3",
+            "partial",
+            {"deletes": 0, "inserts": 2},
+        )
+        assert last.finished_at == datetime(2026, 11, 22, 9, 1, 30, tzinfo=UTC)
+    else:
+        assert store.runs("corp") == []
+    # And the upgraded database takes writes.
+    store.ensure_writable()
+    store.add_owned("corp", ["dave@example.com"])
+    store.record_run(run("run-4", "corp", 59))
+    assert "dave@example.com" in SqliteStateStore(tmp_path).owned_users("corp")
+    assert SqliteStateStore(tmp_path).runs("corp")[0].run_id == "run-4"
+
+
+def test_a_failed_migration_of_a_fresh_database_leaves_nothing_half_applied(
+    tmp_path: Path,
+) -> None:
+    broken = Migration(2, "audit log", "CREATE TABLE audit (x); INSERT INTO nowhere VALUES (1);")
+    store = SqliteStateStore(tmp_path, migrations=(MIGRATIONS[0], broken))
+    with pytest.raises(StateError, match=r"syncd\.sqlite3: migration to schema 2 \(audit log\)"):
+        store.add_owned("corp", ["a"])
+    # Step 1 ran in the same transaction as the failed step 2, so it is gone too.
+    path = tmp_path / "syncd.sqlite3"
+    assert pragma(path, "user_version") == 0
+    assert tables(path) == set()
+    # The code that knows only step 1 still works on that file.
+    SqliteStateStore(tmp_path).add_owned("corp", ["a"])
+    assert pragma(path, "user_version") == 1
+
+
+def _sql_failure(connection: sqlite3.Connection) -> None:
+    connection.execute("UPDATE owned_users SET end_user = end_user || '-mangled'")
+    connection.execute("INSERT INTO nowhere VALUES (1)")
+
+
+def _bug(connection: sqlite3.Connection) -> None:
+    connection.execute("UPDATE owned_users SET end_user = end_user || '-mangled'")
+    raise RuntimeError("a bug in a migration")
+
+
+@pytest.mark.parametrize(
+    ("failing_step", "error"),
+    [
+        ("DELETE FROM runs; INSERT INTO nowhere VALUES (1)", StateError),
+        (_sql_failure, StateError),
+        (_bug, RuntimeError),
+    ],
+    ids=["sql", "function-sqlite-error", "function-bug"],
+)
+def test_a_failed_migration_leaves_the_database_at_its_old_version(
+    tmp_path: Path,
+    failing_step: str | Callable[[sqlite3.Connection], None],
+    error: type[Exception],
+) -> None:
+    path = database_of_the_first_releases(tmp_path, 1)
+    migrations = (
+        MIGRATIONS[0],
+        Migration(2, "audit log", "CREATE TABLE audit (at TEXT NOT NULL, what TEXT NOT NULL)"),
+        Migration(3, "broken", failing_step),
+    )
+    with pytest.raises(error):
+        SqliteStateStore(tmp_path, migrations=migrations).owned_users("corp")
+    assert pragma(path, "user_version") == 1
+    assert "audit" not in tables(path)
+    store = SqliteStateStore(tmp_path)
+    assert store.owned_users("corp") == frozenset({"alice@example.com", "bob@example.com"})
+    assert len(store.runs("corp")) == 2
+
+
+def test_a_step_may_hold_several_statements_with_semicolons_inside(tmp_path: Path) -> None:
+    audit = Migration(
+        2,
+        "audit log",
+        """
+        CREATE TABLE audit (what TEXT NOT NULL);
+        INSERT INTO audit VALUES ('created; with a semicolon');
+        -- a trigger body holds statements of its own; it stays one statement
+        CREATE TRIGGER audit_owned AFTER INSERT ON owned_users BEGIN
+            INSERT INTO audit VALUES ('owned ' || NEW.end_user);
+        END;
+        """,
+    )
+    store = SqliteStateStore(tmp_path, migrations=(MIGRATIONS[0], audit))
+    store.add_owned("corp", ["a"])
+    with raw(store.path) as connection:
+        rows = connection.execute("SELECT what FROM audit ORDER BY rowid").fetchall()
+    assert rows == [("created; with a semicolon",), ("owned a",)]
+    assert pragma(store.path, "user_version") == 2
+
+
+def test_migrations_run_once_but_again_after_the_file_is_deleted(tmp_path: Path) -> None:
+    calls: list[int] = []
+    store = SqliteStateStore(tmp_path, migrations=(counting(calls),))
+    store.ensure_writable()
+    store.add_owned("corp", ["a"])
+    store.record_run(run("r1", "corp", 0))
+    assert store.owned_users("corp") == frozenset({"a"})
+    assert store.last_run("corp") is not None
+    SqliteStateStore(tmp_path, migrations=(counting(calls),)).owned_users("corp")
+    assert len(calls) == 1
+    store.path.unlink()
+    store.add_owned("corp", ["b"])
+    assert len(calls) == 2
+    assert store.owned_users("corp") == frozenset({"b"})
+
+
+def test_two_stores_migrating_at_once_migrate_once(tmp_path: Path) -> None:
+    # A daemon and a manual `syncd apply` opening a new database at the same moment.
+    calls: list[int] = []
+    migrating = threading.Event()
+
+    def slow_step(connection: sqlite3.Connection) -> None:
+        calls.append(1)
+        migrating.set()
+        time.sleep(0.3)  # the other store arrives while this step holds the write lock
+        MIGRATIONS[0].apply(connection)
+
+    steps = (Migration(1, "owned users and run history", slow_step),)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(SqliteStateStore(tmp_path, migrations=steps).add_owned, "corp", ["a"])
+        assert migrating.wait(timeout=10)
+        SqliteStateStore(tmp_path, migrations=steps).add_owned("corp", ["b"])
+        first.result(timeout=10)
+    assert len(calls) == 1
+    assert SqliteStateStore(tmp_path).owned_users("corp") == frozenset({"a", "b"})
+
+
+def test_a_database_of_a_newer_syncd_is_refused_not_downgraded(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    store.add_owned("corp", ["a"])
+    with raw(store.path) as connection:
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    message = (
+        rf"syncd\.sqlite3 was created by a newer syncd \(schema {SCHEMA_VERSION + 1}, this "
+        rf"version knows up to {SCHEMA_VERSION}\); upgrade syncd or point state_dir elsewhere"
+    )
+    for fresh in (store, SqliteStateStore(tmp_path)):
+        with pytest.raises(StateError, match=message):
+            fresh.owned_users("corp")
+        with pytest.raises(StateError, match=message):
+            fresh.ensure_writable()
+        with pytest.raises(StateError, match=message):
+            fresh.record_run(run("r1", "corp", 0))
+    assert pragma(store.path, "user_version") == SCHEMA_VERSION + 1
+
+
+def test_a_file_that_is_not_a_database_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.sqlite3"
+    garbage = b"this is not a database" * 100
+    path.write_bytes(garbage)
+    store = SqliteStateStore(tmp_path)
+    calls: list[Callable[[], object]] = [
+        lambda: store.owned_users("corp"),
+        lambda: store.runs("corp"),
+        lambda: store.last_run("corp"),
+        lambda: store.remove_owned("corp", ["a"]),
+        lambda: store.add_owned("corp", ["a"]),
+        lambda: store.record_run(run("r1", "corp", 0)),
+        store.ensure_writable,
+    ]
+    for call in calls:
+        with pytest.raises(StateError, match="file is not a database") as raised:
+            call()
+        assert str(path) in str(raised.value)
+    assert path.read_bytes() == garbage
+
+
+def test_migrations_must_be_numbered_from_one_in_order(tmp_path: Path) -> None:
+    step = MIGRATIONS[0]
+    for numbered in [(), (Migration(2, "x", "SELECT 1"),), (step, step)]:
+        with pytest.raises(ValueError, match=r"numbered 1, 2, 3"):
+            SqliteStateStore(tmp_path, migrations=numbered)
+
+
+# ------------------------------------------------------------------ concurrency
+
+
+def test_a_reader_reads_while_another_connection_holds_a_write_transaction(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStateStore(tmp_path, busy_timeout=0.2)
+    store.add_owned("corp", ["a"])
+    with raw(store.path) as writer:
+        # EXCLUSIVE: without WAL this locks readers out too (they would time out).
+        writer.execute("BEGIN EXCLUSIVE")
+        writer.execute("INSERT INTO owned_users VALUES ('corp', 'b')")
+        assert store.owned_users("corp") == frozenset({"a"})
+        assert store.last_run("corp") is None
+        writer.execute("COMMIT")
+    assert store.owned_users("corp") == frozenset({"a", "b"})
+
+
+def test_a_writer_commits_while_another_connection_holds_a_read_transaction(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStateStore(tmp_path, busy_timeout=0.2)
+    store.add_owned("corp", ["a"])
+    with raw(store.path) as reader:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM owned_users").fetchone() == (1,)
+        store.add_owned("corp", ["b"])
+        store.record_run(run("r1", "corp", 0))
+        # The reader keeps its snapshot until its transaction ends.
+        assert reader.execute("SELECT count(*) FROM owned_users").fetchone() == (1,)
+        reader.execute("COMMIT")
+    assert store.owned_users("corp") == frozenset({"a", "b"})
+
+
+# ----------------------------------------------------------- reads and lifecycle
+
+
+def test_last_run_is_the_newest_run_and_none_before_any(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    assert store.last_run("corp") is None
+    store.record_run(run("r1", "corp", 0))
+    store.record_run(run("r3", "corp", 2))
+    store.record_run(run("r2", "corp", 1))
+    store.record_run(run("h1", "hr", 30, "held"))
+    newest = store.last_run("corp")
+    assert newest is not None
+    assert (newest.run_id, newest.summary) == ("r3", {"inserts": 2})
+    held = store.last_run("hr")
+    assert held is not None
+    assert held.status == "held"
+    assert store.last_run("other") is None
+    # Two runs started in the same instant: the one recorded last is the newer.
+    store.record_run(run("r4", "corp", 2))
+    newest = store.last_run("corp")
+    assert newest is not None
+    assert newest.run_id == "r4"
+
+
+def test_plan_style_reads_in_an_empty_state_dir_create_nothing(tmp_path: Path) -> None:
+    # The directory exists (a fresh install, or the database was removed): a plain
+    # sqlite3.connect would create the file here.
+    store = SqliteStateStore(tmp_path)
+    assert store.owned_users("corp") == frozenset()
+    assert store.runs("corp") == []
+    assert store.last_run("corp") is None
+    store.remove_owned("corp", ["a"])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("remove", ["file", "directory"])
+def test_the_store_survives_its_database_being_deleted(tmp_path: Path, remove: str) -> None:
+    state_dir = tmp_path / "state"
+    store = SqliteStateStore(state_dir)
+    store.ensure_writable()
+    store.add_owned("corp", ["a"])
+    store.record_run(run("r1", "corp", 0))
+    if remove == "file":
+        store.path.unlink()
+    else:
+        shutil.rmtree(state_dir)
+    assert store.owned_users("corp") == frozenset()
+    assert store.last_run("corp") is None
+    assert not store.path.exists()
+    store.record_run(run("r2", "corp", 1, "held"))
+    store.add_owned("corp", ["b"])
+    assert store.owned_users("corp") == frozenset({"b"})
+    assert [r.run_id for r in store.runs("corp")] == ["r2"]
+    assert pragma(store.path, "user_version") == SCHEMA_VERSION
+    assert pragma(store.path, "journal_mode") == "wal"

@@ -1,4 +1,4 @@
-"""What the Nebuly platform-users API looks like on the wire (BRIEF section 2).
+"""What the Nebuly platform-users API looks like on the wire (see ``docs/nebuly-api.md``).
 
 Shared by the client and the emulator so that both agree on paths, verbs and payloads.
 """
@@ -10,6 +10,7 @@ from enum import StrEnum
 
 import msgspec
 
+from syncd.http.auth import bearer_token_problem
 from syncd.model import PlatformUser
 
 
@@ -74,14 +75,10 @@ REGION_BASE_URLS: dict[str, str] = {
 def api_key_problem(key: str) -> str | None:
     """Why ``key`` cannot be sent as a bearer token, or None if it can.
 
-    httpx/h11 quote an illegal header value in their exception, which would put the key
-    in a traceback; such a key is refused up front, without quoting it.
+    The same check :class:`~syncd.http.BearerAuth` makes, for the configuration to run
+    at load time; the message never quotes the key.
     """
-    if not key:
-        return "the API key is empty"
-    if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
-        return "the API key must be printable ASCII without spaces or newlines"
-    return None
+    return bearer_token_problem(key, name="the API key")
 
 
 class WireUser(msgspec.Struct, omit_defaults=True, gc=False):
@@ -100,8 +97,9 @@ class WireUser(msgspec.Struct, omit_defaults=True, gc=False):
 class OutgoingUser(msgspec.Struct, omit_defaults=True, gc=False):
     """A user in an insert/update body, as syncd sends it.
 
-    Not :class:`WireUser`: its ``omit_defaults`` would drop empty tags, and update needs
-    ``tags`` present (BRIEF section 2). Only an absent ``active_to`` is left out.
+    Not :class:`WireUser`: its ``omit_defaults`` would drop empty tags, and an update
+    needs ``tags`` present, even when empty (``docs/nebuly-api.md``). Only an absent
+    ``active_to`` is left out.
     """
 
     end_user: str
@@ -137,12 +135,6 @@ class UsersResponse(msgspec.Struct, omit_defaults=True):
 
     users: list[WireUser]
     pagination: Pagination | None = None
-
-
-class UsersBody(msgspec.Struct):
-    """Body of insert/update requests."""
-
-    users: list[WireUser]
 
 
 class DeleteBody(msgspec.Struct):

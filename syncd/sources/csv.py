@@ -23,15 +23,55 @@ import csv
 from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
-from typing import Protocol
+from types import TracebackType
+from typing import Literal, Protocol, Self
 
-from syncd.config import CsvSourceConfig
+from pydantic import Field, field_validator
+
+from syncd.config_base import SourceConfigBase
 from syncd.errors import SourceError
 from syncd.mapping import RecordMapper
 from syncd.model import Origin, RecordProblem, SourceUser
+from syncd.sources import SourceContext, SourceType
 
 _FIELD_LIMIT_ERROR = "field larger than field limit"
 _END_OF_DATA_ERROR = "unexpected end of data"
+
+
+class CsvSourceConfig(SourceConfigBase):
+    """A CSV file; one row per user."""
+
+    type: Literal["csv"]
+    path: Path
+    id_column: str
+    tags: dict[str, str] = Field(default_factory=dict)
+    active_from_column: str | None = None
+    active_to_column: str | None = None
+    enabled_column: str | None = None
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    encoding: str = "utf-8"
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for tag, column in value.items():
+            if not tag.strip() or not column.strip():
+                raise ValueError("tag names and column names must not be empty")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _check_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        return value
+
+    @property
+    def label(self) -> str:
+        """How errors name this source: its ``name``, else the file name."""
+        return self.name or self.path.name
 
 
 class CsvSource:
@@ -59,10 +99,26 @@ class CsvSource:
         encoding = config.encoding
         self._encoding = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
+    def __repr__(self) -> str:
+        return f"CsvSource({str(self._config.path)!r})"
+
     @property
     def label(self) -> str:
         """The configured source name, or the file name."""
         return self._config.label
+
+    def __enter__(self) -> Self:
+        """Nothing to open: the file is opened by each :meth:`read`, so a daemon sees
+        every new export."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Nothing to close."""
 
     def read(self) -> Iterator[SourceUser | RecordProblem]:
         """Stream a :class:`SourceUser` per good row and a :class:`RecordProblem` per bad one.
@@ -287,3 +343,11 @@ def _locate_decode_error(path: Path, encoding: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def _build(config: CsvSourceConfig, context: SourceContext) -> CsvSource:
+    return CsvSource(config, lowercase=context.lowercase)
+
+
+SOURCE_TYPE = SourceType(name="csv", config=CsvSourceConfig, build=_build)
+"""The ``type: csv`` entry of the source registry."""

@@ -1,843 +1,480 @@
-"""The platform emulator over real HTTP on loopback (httpx -> ThreadingHTTPServer)."""
+"""The reusable emulator server, proven with a tiny emulated API defined here.
+
+``NotesEmulator`` is a store plus routes, the way every emulator plugs into
+:class:`EmulatorServer`: the base must bring auth, counters, faults, the control
+endpoints, the lifecycle and the mock transport without knowing anything about notes.
+"""
 
 from __future__ import annotations
 
-import http.client
-import json
+import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
+import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from enum import StrEnum
 
 import httpx
+import msgspec
 import pytest
 
-from syncd.emulator import EndpointFaults, PlatformEmulator, make_users
-from syncd.platform.api import FLAVOURS, ApiFlavour, Operation, WireUser
+from syncd.emulator import EmulatorServer, EndpointFaults
+from syncd.emulator.server import (
+    LISTENING_PREFIX,
+    Call,
+    Response,
+    Route,
+    detail_response,
+    json_response,
+)
 
-KEY = "sk-test-Zq8v3N1xSECRET"
+KEY = "sk-test-notes-7Hq2SECRET"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-PU = FLAVOURS[ApiFlavour.PLATFORM_USERS]
-EU = FLAVOURS[ApiFlavour.ELIGIBLE_USERS]
-MAX_BATCH = 5
+ALL_VERBS = ("GET", "PUT", "POST", "PATCH", "DELETE")
 
 
-def user(end_user: str, active_from: str = "2026-01-01", **tags: str) -> dict[str, object]:
-    return {"end_user": end_user, "tags": tags, "active_from": active_from}
+class NoteOp(StrEnum):
+    LIST = "list"
+    CREATE = "create"
+    READ = "read"
+    DELETE = "delete"
 
 
-def wire(end_user: str, active_from: str = "2026-01-01", **tags: str) -> WireUser:
-    return WireUser(end_user=end_user, tags=tags, active_from=active_from)
+class Note(msgspec.Struct):
+    id: str
+    text: str
+
+
+class NotesBody(msgspec.Struct):
+    notes: list[Note]
+
+
+class NotesEmulator(EmulatorServer[NoteOp]):
+    """A notes API: ``/notes`` (GET list, POST create) and ``/notes/{id}`` (GET, DELETE)."""
+
+    def __init__(
+        self, *, api_key: str = KEY, seed: int = 0, counted_verbs: tuple[str, ...] = ALL_VERBS
+    ) -> None:
+        super().__init__(api_key=api_key, operations=NoteOp, seed=seed, counted_verbs=counted_verbs)
+        self.notes: dict[str, str] = {}
+        self.stops = 0
+
+    def route(self, path: str) -> Route[NoteOp] | None:
+        if path == "/notes":
+            return Route({"GET": NoteOp.LIST, "POST": NoteOp.CREATE})
+        note_id = path.removeprefix("/notes/")
+        if note_id != path and "/" not in note_id:
+            return Route({"GET": NoteOp.READ, "DELETE": NoteOp.DELETE}, {"id": note_id})
+        return None
+
+    def handle(self, call: Call[NoteOp]) -> Response:
+        if call.operation is NoteOp.LIST:
+            return json_response(200, {"ids": sorted(self.notes)})
+        if call.operation is NoteOp.CREATE:
+            body = msgspec.json.decode(call.request.body, type=NotesBody)
+            created = [note.id for note in body.notes if note.id not in call.refused]
+            self.notes.update((n.id, n.text) for n in body.notes if n.id in created)
+            return json_response(201, {"created": created})
+        note_id = call.params["id"]
+        if note_id not in self.notes:
+            return detail_response(404, "no such note")
+        if call.operation is NoteOp.DELETE:
+            del self.notes[note_id]
+            return Response(204, content_type=None)
+        return json_response(200, {"id": note_id, "text": self.notes[note_id]})
+
+    def extra_stats(self) -> dict[str, object]:
+        return {"notes": len(self.notes)}
+
+    def after_stop(self) -> None:
+        self.stops += 1
 
 
 @pytest.fixture
-def emulator() -> Iterator[PlatformEmulator]:
-    with PlatformEmulator(api_key=KEY, max_batch_size=MAX_BATCH) as emu:
+def notes() -> Iterator[NotesEmulator]:
+    with NotesEmulator() as emu:
         yield emu
 
 
 @pytest.fixture
-def client(emulator: PlatformEmulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emulator.url, headers=AUTH, timeout=10) as http:
+def client(notes: NotesEmulator) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=notes.url, headers=AUTH, timeout=10) as http:
         yield http
 
 
-def call(client: httpx.Client, flavour: ApiFlavour, op: Operation, body: object) -> httpx.Response:
-    """Send ``body`` as JSON with the verb ``flavour`` uses for ``op``."""
-    spec = FLAVOURS[flavour]
-    return client.request(spec.method(op), spec.path, json=body)
+def create(http: httpx.Client, *ids: str) -> httpx.Response:
+    return http.post("/notes", json={"notes": [{"id": i, "text": f"text {i}"} for i in ids]})
 
 
-# --------------------------------------------------------------------------- verbs
+def zero_calls(**counts: int) -> dict[str, int]:
+    return {**dict.fromkeys([*(op.value for op in NoteOp), *ALL_VERBS], 0), **counts}
 
 
-@pytest.mark.parametrize("flavour", list(ApiFlavour))
-def test_each_flavour_inserts_and_updates_with_its_own_verbs(
-    emulator: PlatformEmulator, client: httpx.Client, flavour: ApiFlavour
+# ------------------------------------------------------------------ routes, auth
+
+
+def test_routes_with_path_parameters_reach_the_store(
+    notes: NotesEmulator, client: httpx.Client
 ) -> None:
-    spec = FLAVOURS[flavour]
-    inserted = client.request(spec.insert_method, spec.path, json={"users": [user("a", team="x")]})
-    assert inserted.status_code == 200
-    assert inserted.json() == {"users": [user("a", team="x")]}
-    assert emulator.users()["a"].tags == {"team": "x"}
-
-    updated = client.request(spec.update_method, spec.path, json={"users": [user("a", team="y")]})
-    assert updated.status_code == 200
-    assert updated.json() == {"users": [user("a", team="y")]}
-    assert emulator.users()["a"].tags == {"team": "y"}
-
-    calls = emulator.calls()
-    assert calls["insert"] == 1
-    assert calls["update"] == 1
-    assert calls[spec.insert_method] == 1
-    assert calls[spec.update_method] == 1
-
-
-def test_swapped_verb_does_the_other_operation(
-    emulator: PlatformEmulator, client: httpx.Client
-) -> None:
-    # POST means update on platform-users: a new user is not inserted by it.
-    response = client.post(PU.path, json={"users": [user("new")]})
-    assert response.status_code == 200
-    assert response.json() == {"users": []}
-    assert "new" not in emulator.users()
-    # ...but POST inserts on eligible-users, and both flavours share one store.
-    assert client.post(EU.path, json={"users": [user("new")]}).json()["users"] == [user("new")]
-    # PUT means insert on platform-users: inserting an existing user changes nothing.
-    assert client.put(PU.path, json={"users": [user("new", t="1")]}).json() == {"users": []}
-    # PUT means update on eligible-users.
-    assert client.put(EU.path, json={"users": [user("new", t="2")]}).json()["users"] == [
-        user("new", t="2")
-    ]
-    assert emulator.users()["new"].tags == {"t": "2"}
-    assert emulator.calls() == {
-        "list": 0,
-        "insert": 2,
-        "update": 2,
-        "delete": 0,
-        "GET": 0,
-        "PUT": 2,
-        "POST": 2,
-        "DELETE": 0,
-    }
-
-
-# ---------------------------------------------------------------------------- auth
+    assert create(client, "a", "b").json() == {"created": ["a", "b"]}
+    assert client.get("/notes/a").json() == {"id": "a", "text": "text a"}
+    assert client.get("/notes/").json() == {"ids": ["a", "b"]}  # trailing slash ignored
+    assert client.delete("/notes/a").status_code == 204
+    missing = client.get("/notes/a")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "no such note"}
+    assert notes.notes == {"b": "text b"}
 
 
 @pytest.mark.parametrize(
     "headers",
     [
         {},
-        {"Authorization": "Bearer wrong-key"},
+        {"Authorization": "Bearer nope"},
         {"Authorization": f"Basic {KEY}"},
-        {"Authorization": f"Bearer {KEY}x"},
-        {"Authorization": "Bearer"},
+        {"Authorization": ""},
     ],
 )
-@pytest.mark.parametrize("path", [PU.path, EU.path, "/_emulator/stats"])
-def test_missing_or_wrong_key_is_401_and_never_echoed(
-    emulator: PlatformEmulator, headers: dict[str, str], path: str
+@pytest.mark.parametrize("path", ["/notes", "/notes/a", "/_emulator/stats", "/_emulator/faults"])
+def test_bad_key_is_401_before_counting_and_never_echoed(
+    notes: NotesEmulator, headers: dict[str, str], path: str
 ) -> None:
-    with httpx.Client(base_url=emulator.url, timeout=10) as anonymous:
+    with httpx.Client(base_url=notes.url, timeout=10) as anonymous:
         response = anonymous.get(path, headers=headers)
     assert response.status_code == 401
     assert response.json() == {"detail": "Invalid or missing API key"}
+    assert response.headers["www-authenticate"] == 'Bearer realm="api"'
     assert KEY not in response.text
-    assert "wrong-key" not in response.text
-    assert all(KEY not in value for value in response.headers.values())
-    assert emulator.calls()["list"] == 0  # refused before it counts
+    assert notes.calls() == zero_calls()
 
 
-def test_key_is_not_in_repr_or_responses(emulator: PlatformEmulator, client: httpx.Client) -> None:
-    assert KEY not in repr(emulator)
-    assert KEY not in str(emulator)
-    assert "***" in repr(emulator)
-    for response in (
-        client.get(PU.path),
-        client.get("/_emulator/stats"),
-        client.post(PU.path, content=b"{"),
-        client.get("/nowhere"),
-    ):
-        assert KEY not in response.text
+def test_unknown_path_is_404_even_without_a_key(notes: NotesEmulator) -> None:
+    with httpx.Client(base_url=notes.url, timeout=10) as anonymous:
+        for path in ("/", "/nowhere", "/notes/a/b", "/_emulator"):
+            assert anonymous.get(path).status_code == 404, path
+    assert notes.calls() == zero_calls()
 
 
-# ------------------------------------------------------------------ insert/update
-
-
-def test_insert_of_existing_user_is_left_out(
-    emulator: PlatformEmulator, client: httpx.Client
+def test_unrouted_verb_is_405_with_the_route_verbs(
+    notes: NotesEmulator, client: httpx.Client
 ) -> None:
-    emulator.seed_users([wire("a", team="old")])
-    response = client.post(EU.path, json={"users": [user("a", team="new"), user("b")]})
-    assert response.status_code == 200
-    assert [u["end_user"] for u in response.json()["users"]] == ["b"]
-    assert emulator.users()["a"].tags == {"team": "old"}
+    for method, path, allow in [
+        ("PUT", "/notes", "GET, POST"),
+        ("HEAD", "/notes", "GET, POST"),
+        ("PATCH", "/notes/a", "GET, DELETE"),
+        ("POST", "/_emulator/stats", "GET"),
+        ("GET", "/_emulator/reset-counters", "POST"),
+        ("GET", "/_emulator/faults", "POST, DELETE"),
+    ]:
+        response = client.request(method, path)
+        assert response.status_code == 405, (method, path)
+        assert response.headers["allow"] == allow
+    assert notes.calls() == zero_calls()
 
 
-def test_duplicate_in_one_insert_batch_is_inserted_once(
-    emulator: PlatformEmulator, client: httpx.Client
+def test_repr_masks_the_key(notes: NotesEmulator) -> None:
+    text = repr(notes)
+    assert KEY not in text
+    assert text == f"NotesEmulator({notes.url}, api_key='***')"
+
+
+def test_constructor_refuses_an_empty_key() -> None:
+    with pytest.raises(ValueError, match="api_key"):
+        NotesEmulator(api_key="")
+
+
+# ---------------------------------------------------------------------- counters
+
+
+def test_counters_per_operation_and_verb(notes: NotesEmulator, client: httpx.Client) -> None:
+    create(client, "a")
+    client.get("/notes")
+    client.get("/notes/a")
+    client.get("/notes/zzz")  # a 404 of the API itself is still a call
+    client.delete("/notes/a")
+    client.get("/_emulator/stats")  # control calls are not counted
+    expected = zero_calls(list=1, create=1, read=2, delete=1, GET=3, POST=1, DELETE=1)
+    assert notes.calls() == expected
+    notes.reset_counters()
+    assert notes.calls() == zero_calls()
+
+
+def test_counted_verbs_are_listed_at_zero_and_others_counted_when_used() -> None:
+    emu = NotesEmulator(counted_verbs=("GET",))
+    assert emu.calls() == {"list": 0, "create": 0, "read": 0, "delete": 0, "GET": 0}
+    with httpx.Client(transport=emu.mock_transport(), base_url="http://notes", headers=AUTH) as h:
+        create(h, "a")
+    assert emu.calls()["POST"] == 1
+
+
+# ------------------------------------------------------------------------ faults
+
+
+def test_throttle_then_fail_then_recover_only_on_that_operation(
+    notes: NotesEmulator, client: httpx.Client
 ) -> None:
-    response = client.post(EU.path, json={"users": [user("a", n="1"), user("a", n="2")]})
-    assert response.json() == {"users": [user("a", n="1")]}
-    assert emulator.users()["a"].tags == {"n": "1"}
-
-
-def test_update_of_missing_user_is_left_out(
-    emulator: PlatformEmulator, client: httpx.Client
-) -> None:
-    emulator.seed_users([wire("a")])
-    response = client.put(EU.path, json={"users": [user("a", t="1"), user("ghost", t="1")]})
-    assert [u["end_user"] for u in response.json()["users"]] == ["a"]
-    assert set(emulator.users()) == {"a"}
-
-
-def test_update_replaces_everything_and_absent_active_to_clears_it(
-    emulator: PlatformEmulator, client: httpx.Client
-) -> None:
-    emulator.seed_users(
-        [
-            WireUser(
-                "a", tags={"k": "v", "old": "x"}, active_from="2025-01-01", active_to="2026-06-30"
-            )
-        ]
-    )
-    response = client.put(EU.path, json={"users": [user("a", "2026-02-01", k="w")]})
-    assert response.json()["users"] == [user("a", "2026-02-01", k="w")]
-    stored = emulator.users()["a"]
-    assert stored.active_to is None
-    assert stored.tags == {"k": "w"}
-    assert stored.active_from == "2026-02-01"
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"end_user": "", "tags": {}, "active_from": "2026-01-01"},
-        {"end_user": "   ", "tags": {}, "active_from": "2026-01-01"},
-        {"end_user": "x", "tags": {}},
-        {"end_user": "x", "active_from": "2026-01-01"},
-        {"end_user": "x", "tags": {}, "active_from": "not a date"},
-        {"end_user": "x", "tags": {}, "active_from": "2026-02-30"},
-        {"end_user": "x", "tags": {}, "active_from": "2026-01-01", "active_to": "soon"},
-    ],
-)
-def test_invalid_users_are_left_out_not_stored(
-    emulator: PlatformEmulator, client: httpx.Client, bad: dict[str, object]
-) -> None:
-    response = client.post(EU.path, json={"users": [bad, user("ok")]})
-    assert response.status_code == 200
-    assert [u["end_user"] for u in response.json()["users"]] == ["ok"]
-    assert set(emulator.users()) == {"ok"}
-
-
-def test_iso_timestamps_are_accepted(emulator: PlatformEmulator, client: httpx.Client) -> None:
-    body = {
-        "users": [
-            {
-                "end_user": "a",
-                "tags": {},
-                "active_from": "2026-01-01T08:30:00Z",
-                "active_to": "2026-12-31T23:59:59+02:00",
-            }
-        ]
-    }
-    assert client.post(EU.path, json=body).json()["users"][0]["end_user"] == "a"
-    assert emulator.users()["a"].active_to == "2026-12-31T23:59:59+02:00"
-
-
-# -------------------------------------------------------------------------- delete
-
-
-@pytest.mark.parametrize("flavour", list(ApiFlavour))
-def test_delete_removes_and_ignores_missing(
-    emulator: PlatformEmulator, client: httpx.Client, flavour: ApiFlavour
-) -> None:
-    emulator.seed_users([wire("a"), wire("b"), wire("c")])
-    response = call(client, flavour, Operation.DELETE, {"users": ["a", "c", "ghost"]})
-    assert response.status_code == 200
-    assert response.json() == {"message": "Deleted 2 users"}
-    assert set(emulator.users()) == {"b"}
-    assert emulator.calls()["DELETE"] == 1
-
-
-# -------------------------------------------------------------- 413 / 422 / 404 / 405
-
-
-@pytest.mark.parametrize(
-    ("method", "payload"),
-    [
-        ("POST", {"users": [user(f"u{i}") for i in range(MAX_BATCH + 1)]}),
-        ("PUT", {"users": [user(f"u{i}") for i in range(MAX_BATCH + 1)]}),
-        ("DELETE", {"users": [f"u{i}" for i in range(MAX_BATCH + 1)]}),
-    ],
-)
-def test_batch_above_maximum_is_413_and_changes_nothing(
-    emulator: PlatformEmulator, client: httpx.Client, method: str, payload: dict[str, object]
-) -> None:
-    emulator.seed_users([wire("u0"), wire("u1")])
-    before = emulator.users()
-    response = client.request(method, EU.path, json=payload)
-    assert response.status_code == 413
-    assert response.json() == {
-        "detail": f"batch of {MAX_BATCH + 1} users exceeds the maximum of {MAX_BATCH}"
-    }
-    assert emulator.users() == before
-
-
-def test_batch_at_maximum_is_accepted(emulator: PlatformEmulator, client: httpx.Client) -> None:
-    response = client.post(EU.path, json={"users": [user(f"u{i}") for i in range(MAX_BATCH)]})
-    assert response.status_code == 200
-    assert len(emulator.users()) == MAX_BATCH
-
-
-@pytest.mark.parametrize(
-    ("content", "expected"),
-    [
-        (b"{", "malformed JSON"),
-        (b"", "malformed JSON"),
-        (b"[1, 2]", "invalid request body"),
-        (b'{"people": []}', "users"),
-        (b'{"users": [{"end_user": 7}]}', "end_user"),
-        (b'{"users": [{"end_user": "a", "tags": {"k": 1}, "active_from": "2026-01-01"}]}', "tags"),
-        (b'{"users": "a"}', "users"),
-    ],
-)
-def test_malformed_or_wrong_shape_body_is_422_with_detail(
-    emulator: PlatformEmulator, client: httpx.Client, content: bytes, expected: str
-) -> None:
-    response = client.post(EU.path, content=content)
-    assert response.status_code == 422
-    assert expected in response.json()["detail"]
-    assert emulator.users() == {}
-
-
-def test_delete_body_must_be_a_list_of_strings(
-    emulator: PlatformEmulator, client: httpx.Client
-) -> None:
-    emulator.seed_users([wire("a")])
-    response = client.request("DELETE", EU.path, json={"users": [{"end_user": "a"}]})
-    assert response.status_code == 422
-    assert "a" in emulator.users()
-
-
-def test_unknown_path_is_404_and_wrong_verb_405(
-    emulator: PlatformEmulator, client: httpx.Client
-) -> None:
-    assert client.get("/api/external/other-users").status_code == 404
-    assert client.get("/").status_code == 404
-    response = client.patch(EU.path, json={"users": []})
-    assert response.status_code == 405
-    assert set(response.headers["allow"].split(", ")) == {"GET", "PUT", "POST", "DELETE"}
-    assert client.request("HEAD", PU.path).status_code == 405
-    assert client.put("/_emulator/stats").status_code == 405
-    assert client.get("/_emulator/faults").status_code == 405
-    assert client.get("/_emulator/reset-counters").status_code == 405
-    assert emulator.calls()["list"] == 0
-
-
-# ---------------------------------------------------------------------------- list
-
-
-def test_list_returns_every_user(emulator: PlatformEmulator, client: httpx.Client) -> None:
-    emulator.seed_users(make_users(2500))
-    body = client.get(PU.path).json()
-    assert "pagination" not in body
-    assert len(body["users"]) == 2500
-    assert body["users"][0] == {
-        "end_user": "user0000000@example.com",
-        "tags": {"department": "engineering", "region": "emea"},
-        "active_from": "2026-01-01",
-    }
-
-
-def test_users_without_tags_are_sent_with_empty_tags(
-    emulator: PlatformEmulator, client: httpx.Client
-) -> None:
-    client.post(EU.path, json={"users": [user("a")]})
-    emulator.seed_users([WireUser("b", active_from="2026-01-01")])
-    assert client.get(EU.path).json() == {"users": [user("a"), user("b")]}
-
-
-def test_etag_and_if_none_match(emulator: PlatformEmulator, client: httpx.Client) -> None:
-    emulator.seed_users([wire("a")])
-    first = client.get(EU.path)
-    etag = first.headers["etag"]
-    assert etag.startswith('"')
-    assert etag.endswith('"')
-
-    same = client.get(EU.path, headers={"If-None-Match": etag})
-    assert same.status_code == 304
-    assert same.content == b""
-    assert same.headers["etag"] == etag
-    # Both flavours share the store, so they share the ETag.
-    assert client.get(PU.path, headers={"If-None-Match": etag}).status_code == 304
-    assert client.get(EU.path, headers={"If-None-Match": '"0"'}).status_code == 200
-
-    client.post(EU.path, json={"users": [user("b")]})
-    changed = client.get(EU.path, headers={"If-None-Match": etag})
-    assert changed.status_code == 200
-    assert changed.headers["etag"] != etag
-    assert {u["end_user"] for u in changed.json()["users"]} == {"a", "b"}
-
-
-def test_write_that_changes_nothing_keeps_the_etag(
-    emulator: PlatformEmulator, client: httpx.Client
-) -> None:
-    emulator.seed_users([wire("a")])
-    etag = client.get(EU.path).headers["etag"]
-    client.post(EU.path, json={"users": [user("a")]})  # already exists
-    client.request("DELETE", EU.path, json={"users": ["ghost"]})
-    assert client.get(EU.path, headers={"If-None-Match": etag}).status_code == 304
-    client.request("DELETE", EU.path, json={"users": ["a"]})
-    assert client.get(EU.path, headers={"If-None-Match": etag}).status_code == 200
-
-
-def test_cached_list_is_invalidated_by_writes(
-    emulator: PlatformEmulator, client: httpx.Client
-) -> None:
-    emulator.seed_users([wire("a")])
-    assert len(client.get(EU.path).json()["users"]) == 1
-    assert len(client.get(EU.path).json()["users"]) == 1
-    client.post(EU.path, json={"users": [user("b")]})
-    assert len(client.get(EU.path).json()["users"]) == 2
-    emulator.seed_users([wire("c")])
-    assert len(client.get(EU.path).json()["users"]) == 3
-
-
-def test_cursor_without_pagination_is_400(client: httpx.Client) -> None:
-    response = client.get(EU.path, params={"page_cursor": "abc"})
-    assert response.status_code == 400
-
-
-@pytest.fixture
-def paged() -> Iterator[tuple[PlatformEmulator, httpx.Client]]:
-    with (
-        PlatformEmulator(api_key=KEY, page_size=3) as emu,
-        httpx.Client(base_url=emu.url, headers=AUTH, timeout=10) as http,
-    ):
-        yield emu, http
-
-
-def walk(http: httpx.Client) -> list[str]:
-    seen: list[str] = []
-    cursor: str | None = None
-    pages = 0
-    while True:
-        params = {"page_cursor": cursor} if cursor else {}
-        response = http.get(PU.path, params=params)
-        assert response.status_code == 200
-        body = response.json()
-        assert len(body["users"]) <= 3
-        seen.extend(u["end_user"] for u in body["users"])
-        cursor = body["pagination"]["next_page_cursor"]
-        pages += 1
-        assert pages < 100
-        if cursor is None:
-            return seen
-
-
-def test_pagination_walks_every_user_exactly_once(
-    paged: tuple[PlatformEmulator, httpx.Client],
-) -> None:
-    emu, http = paged
-    emu.seed_users(make_users(10))
-    seen = walk(http)
-    assert len(seen) == 10
-    assert set(seen) == set(emu.users())
-
-
-def test_pagination_last_page_says_null(paged: tuple[PlatformEmulator, httpx.Client]) -> None:
-    emu, http = paged
-    emu.seed_users(make_users(2))
-    response = http.get(PU.path)
-    assert response.json()["pagination"] == {"next_page_cursor": None}
-    assert '"next_page_cursor":null' in response.text
-
-
-def test_pagination_is_a_snapshot_despite_writes_mid_walk(
-    paged: tuple[PlatformEmulator, httpx.Client],
-) -> None:
-    emu, http = paged
-    emu.seed_users(make_users(7))
-    first = http.get(PU.path).json()
-    cursor = first["pagination"]["next_page_cursor"]
-    http.post(EU.path, json={"users": [user("late")]})
-    http.request("DELETE", EU.path, json={"users": [first["users"][0]["end_user"]]})
-    rest: list[str] = []
-    while cursor:
-        body = http.get(PU.path, params={"page_cursor": cursor}).json()
-        rest.extend(u["end_user"] for u in body["users"])
-        cursor = body["pagination"]["next_page_cursor"]
-    seen = [u["end_user"] for u in first["users"]] + rest
-    assert sorted(seen) == sorted(u.end_user for u in make_users(7))
-
-
-def test_pagination_cursor_can_be_retried(paged: tuple[PlatformEmulator, httpx.Client]) -> None:
-    emu, http = paged
-    emu.seed_users(make_users(5))
-    cursor = http.get(PU.path).json()["pagination"]["next_page_cursor"]
-    again = [http.get(PU.path, params={"page_cursor": cursor}).json() for _ in range(2)]
-    assert again[0] == again[1]
-    assert len(again[0]["users"]) == 2
-
-
-@pytest.mark.parametrize("cursor", ["nonsense", "", "deadbeef.3", "x.y"])
-def test_pagination_bad_cursor_is_400(
-    paged: tuple[PlatformEmulator, httpx.Client], cursor: str
-) -> None:
-    emu, http = paged
-    emu.seed_users(make_users(5))
-    response = http.get(PU.path, params={"page_cursor": cursor})
-    assert response.status_code == 400
-    assert "page_cursor" in response.json()["detail"]
-
-
-def test_pagination_cursor_offset_out_of_range_is_400(
-    paged: tuple[PlatformEmulator, httpx.Client],
-) -> None:
-    emu, http = paged
-    emu.seed_users(make_users(5))
-    cursor = http.get(PU.path).json()["pagination"]["next_page_cursor"]
-    walk_id = cursor.split(".")[0]
-    assert http.get(PU.path, params={"page_cursor": f"{walk_id}.99"}).status_code == 400
-    assert http.get(PU.path, params={"page_cursor": f"{walk_id}.0"}).status_code == 400
-
-
-# -------------------------------------------------------------------------- faults
-
-
-def test_fail_next_answers_503_then_recovers(
-    emulator: PlatformEmulator, client: httpx.Client
-) -> None:
-    emulator.set_faults(Operation.INSERT, EndpointFaults(fail_next=2))
-    payload = {"users": [user("a")]}
-    assert client.post(EU.path, json=payload).status_code == 503
-    assert client.put(PU.path, json=payload).status_code == 503
-    assert "a" not in emulator.users()
-    assert client.post(EU.path, json=payload).status_code == 200
-    assert "a" in emulator.users()
-    # Other operations are not affected; faulted calls are counted.
-    assert client.get(EU.path).status_code == 200
-    assert emulator.calls()["insert"] == 3
-    assert emulator.faults(Operation.INSERT).fail_next == 0
-
-
-@pytest.mark.parametrize(("retry_after", "header"), [(2.0, "2"), (0.5, "0.5"), (1, "1")])
-def test_throttle_next_answers_429_with_retry_after(
-    emulator: PlatformEmulator, client: httpx.Client, retry_after: float, header: str
-) -> None:
-    emulator.set_faults(Operation.LIST, EndpointFaults(throttle_next=1, retry_after_s=retry_after))
-    throttled = client.get(EU.path)
+    notes.set_faults(NoteOp.LIST, EndpointFaults(fail_next=1, throttle_next=2, retry_after_s=2))
+    throttled = client.get("/notes")
     assert throttled.status_code == 429
-    assert throttled.headers["retry-after"] == header
-    assert client.get(EU.path).status_code == 200
+    assert throttled.headers["retry-after"] == "2"
+    assert notes.faults(NoteOp.LIST).throttle_next == 1
+    assert client.get("/notes").status_code == 429
+    failed = client.get("/notes")
+    assert failed.status_code == 503
+    assert failed.json() == {"detail": "Service Unavailable (emulated fault)"}
+    assert client.get("/notes").status_code == 200
+    assert create(client, "a").status_code == 201  # other operations are not affected
+    assert notes.calls()["list"] == 4  # faulted calls are counted
 
 
-def test_throttle_comes_before_fail(emulator: PlatformEmulator, client: httpx.Client) -> None:
-    emulator.set_faults(Operation.LIST, EndpointFaults(fail_next=1, throttle_next=1))
-    assert [client.get(EU.path).status_code for _ in range(3)] == [429, 503, 200]
+@pytest.mark.parametrize(("seconds", "header"), [(0.5, "0.5"), (3, "3"), (0, "0")])
+def test_retry_after_header_format(
+    notes: NotesEmulator, client: httpx.Client, seconds: float, header: str
+) -> None:
+    notes.set_faults(NoteOp.READ, EndpointFaults(throttle_next=1, retry_after_s=seconds))
+    assert client.get("/notes/a").headers["retry-after"] == header
 
 
-def test_latency_is_added(emulator: PlatformEmulator, client: httpx.Client) -> None:
-    client.get(EU.path)  # warm the connection
-    emulator.set_faults(Operation.LIST, EndpointFaults(latency_ms=250))
+def test_latency_is_added_to_that_operation_only(
+    notes: NotesEmulator, client: httpx.Client
+) -> None:
+    client.get("/notes")  # warm the connection
+    notes.set_faults(NoteOp.LIST, EndpointFaults(latency_ms=250))
     started = time.perf_counter()
-    assert client.get(EU.path).status_code == 200
+    assert client.get("/notes").status_code == 200
     assert time.perf_counter() - started >= 0.25
     started = time.perf_counter()
-    client.request("DELETE", EU.path, json={"users": []})  # other operations: no latency
+    assert client.get("/notes/a").status_code == 404
     assert time.perf_counter() - started < 0.25
 
 
-def test_error_rate_one_always_fails_and_zero_never(
-    emulator: PlatformEmulator, client: httpx.Client
-) -> None:
-    emulator.set_faults(Operation.LIST, EndpointFaults(error_rate=1.0))
-    assert {client.get(EU.path).status_code for _ in range(5)} == {503}
-    emulator.set_faults(Operation.LIST, EndpointFaults(error_rate=0.0))
-    assert {client.get(EU.path).status_code for _ in range(5)} == {200}
-
-
-def test_error_rate_is_reproducible_with_a_seed() -> None:
+def test_error_rate_is_seeded() -> None:
     def statuses(seed: int) -> list[int]:
-        with (
-            PlatformEmulator(api_key=KEY, seed=seed) as emu,
-            httpx.Client(base_url=emu.url, headers=AUTH, timeout=10) as http,
-        ):
-            emu.set_faults(Operation.LIST, EndpointFaults(error_rate=0.5))
-            return [http.get(EU.path).status_code for _ in range(30)]
+        emu = NotesEmulator(seed=seed)
+        emu.set_faults(NoteOp.LIST, EndpointFaults(error_rate=0.5))
+        with httpx.Client(transport=emu.mock_transport(), base_url="http://n", headers=AUTH) as h:
+            return [h.get("/notes").status_code for _ in range(40)]
 
-    first = statuses(7)
-    assert first == statuses(7)
+    first = statuses(3)
+    assert first == statuses(3)
+    assert first != statuses(4)
     assert set(first) == {200, 503}
 
 
-@pytest.mark.parametrize("op", [Operation.INSERT, Operation.UPDATE])
-def test_refuse_users_gives_partial_success(
-    emulator: PlatformEmulator, client: httpx.Client, op: Operation
+def test_refuse_users_reaches_the_handler(notes: NotesEmulator, client: httpx.Client) -> None:
+    notes.set_faults(NoteOp.CREATE, EndpointFaults(refuse_users=frozenset({"b"})))
+    assert create(client, "a", "b", "c").json() == {"created": ["a", "c"]}
+    assert set(notes.notes) == {"a", "c"}
+
+
+def test_set_faults_copies_validates_and_clears(notes: NotesEmulator) -> None:
+    faults = EndpointFaults(fail_next=2)
+    notes.set_faults(NoteOp.READ, faults)
+    faults.fail_next = 7
+    assert notes.faults(NoteOp.READ) == EndpointFaults(fail_next=2)
+    assert notes.faults(NoteOp.LIST) == EndpointFaults()
+    for bad, field in [
+        (EndpointFaults(throttle_next=-1), "throttle_next"),
+        (EndpointFaults(latency_ms=-1), "latency_ms"),
+        (EndpointFaults(error_rate=-0.1), "error_rate"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            notes.set_faults(NoteOp.READ, bad)
+    notes.clear_faults()
+    assert notes.faults(NoteOp.READ) == EndpointFaults()
+
+
+# ------------------------------------------------------------- control endpoints
+
+
+def test_control_endpoints_speak_the_api_operations(
+    notes: NotesEmulator, client: httpx.Client
 ) -> None:
-    if op is Operation.UPDATE:
-        emulator.seed_users([wire("a"), wire("b")])
-    emulator.set_faults(op, EndpointFaults(refuse_users=frozenset({"b"})))
-    response = call(
-        client, ApiFlavour.ELIGIBLE_USERS, op, {"users": [user("a", t="1"), user("b", t="1")]}
-    )
-    assert response.status_code == 200
-    assert [u["end_user"] for u in response.json()["users"]] == ["a"]
-    stored = emulator.users()
-    assert stored["a"].tags == {"t": "1"}
-    assert "b" not in stored or stored["b"].tags == {}
-
-
-def test_clear_faults(emulator: PlatformEmulator, client: httpx.Client) -> None:
-    emulator.set_faults(Operation.LIST, EndpointFaults(fail_next=5))
-    emulator.clear_faults()
-    assert client.get(EU.path).status_code == 200
-
-
-def test_set_faults_stores_a_copy_and_validates(emulator: PlatformEmulator) -> None:
-    faults = EndpointFaults(fail_next=1)
-    emulator.set_faults(Operation.LIST, faults)
-    faults.fail_next = 9
-    assert emulator.faults(Operation.LIST).fail_next == 1
-    with pytest.raises(ValueError, match="error_rate"):
-        emulator.set_faults(Operation.LIST, EndpointFaults(error_rate=1.5))
-    with pytest.raises(ValueError, match="fail_next"):
-        emulator.set_faults(Operation.LIST, EndpointFaults(fail_next=-1))
-
-
-# ------------------------------------------------------------------------ counters
-
-
-def test_counters_by_operation_and_verb(emulator: PlatformEmulator, client: httpx.Client) -> None:
-    client.get(PU.path)
-    client.get(EU.path)
-    client.put(PU.path, json={"users": [user("a")]})  # insert
-    client.post(EU.path, json={"users": [user("b")]})  # insert
-    client.post(PU.path, json={"users": [user("a", t="1")]})  # update
-    client.request("DELETE", EU.path, json={"users": ["a"]})
-    client.post(EU.path, content=b"{")  # a 422 is still a call
-    client.get("/_emulator/stats")  # control calls are not counted
-    client.get("/elsewhere")
-    assert emulator.calls() == {
-        "list": 2,
-        "insert": 3,
-        "update": 1,
-        "delete": 1,
-        "GET": 2,
-        "PUT": 1,
-        "POST": 3,
-        "DELETE": 1,
+    create(client, "a")
+    assert client.get("/_emulator/stats").json() == {
+        "calls": zero_calls(create=1, POST=1),
+        "notes": 1,
     }
-    emulator.reset_counters()
-    assert set(emulator.calls().values()) == {0}
+    assert client.post("/_emulator/reset-counters").json() == {"message": "counters reset"}
+    assert notes.calls() == zero_calls()
 
-
-# ------------------------------------------------------------------ control paths
-
-
-def test_control_endpoints_over_http(emulator: PlatformEmulator, client: httpx.Client) -> None:
-    emulator.seed_users([wire("a"), wire("b")])
-    client.get(EU.path)
-    stats = client.get("/_emulator/stats").json()
-    assert stats["users"] == 2
-    assert stats["calls"]["list"] == 1
-    assert stats["calls"]["GET"] == 1
-
-    assert client.post("/_emulator/reset-counters").status_code == 200
-    assert client.get("/_emulator/stats").json()["calls"]["list"] == 0
-
-    set_faults = client.post(
+    answer = client.post(
         "/_emulator/faults",
-        json={
-            "operation": "insert",
-            "fail_next": 1,
-            "throttle_next": 1,
-            "retry_after_s": 3,
-            "refuse_users": ["x"],
-        },
+        json={"operation": "read", "throttle_next": 1, "retry_after_s": 4, "refuse_users": ["z"]},
     )
-    assert set_faults.status_code == 200
-    assert set_faults.json()["refuse_users"] == ["x"]
-    assert emulator.faults(Operation.INSERT) == EndpointFaults(
-        fail_next=1, throttle_next=1, retry_after_s=3, refuse_users=frozenset({"x"})
+    assert answer.status_code == 200
+    assert answer.json()["operation"] == "read"
+    assert answer.json()["refuse_users"] == ["z"]
+    assert notes.faults(NoteOp.READ) == EndpointFaults(
+        throttle_next=1, retry_after_s=4, refuse_users=frozenset({"z"})
     )
-    throttled = client.post(EU.path, json={"users": [user("c")]})
-    assert throttled.status_code == 429
-    assert throttled.headers["retry-after"] == "3"
-    assert client.post(EU.path, json={"users": [user("c")]}).status_code == 503
-    partial = client.post(EU.path, json={"users": [user("c"), user("x")]})
-    assert [u["end_user"] for u in partial.json()["users"]] == ["c"]
+    assert client.get("/notes/a").headers["retry-after"] == "4"
 
-    client.post("/_emulator/faults", json={"operation": "list", "fail_next": 3})
-    assert client.delete("/_emulator/faults").status_code == 200
-    assert client.get(EU.path).status_code == 200
-    assert emulator.faults(Operation.INSERT) == EndpointFaults()
+    # An operation of another API (the platform's "insert") is not one of this API's.
+    refused = client.post("/_emulator/faults", json={"operation": "insert", "fail_next": 1})
+    assert refused.status_code == 422
+    assert refused.json()["detail"].startswith("invalid faults body")
 
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        {"operation": "upsert"},
-        {"fail_next": 1},
-        {"operation": "list", "fail_nxt": 1},
-        {"operation": "list", "error_rate": 2},
-        {"operation": "list", "fail_next": -1},
-        {"operation": "list", "refuse_users": "a"},
-    ],
-)
-def test_bad_faults_body_is_422(
-    emulator: PlatformEmulator, client: httpx.Client, payload: dict[str, object]
-) -> None:
-    response = client.post("/_emulator/faults", json=payload)
-    assert response.status_code == 422
-    assert response.json()["detail"].startswith("invalid faults body")
-    assert emulator.faults(Operation.LIST) == EndpointFaults()
+    client.post("/_emulator/faults", json={"operation": "list", "fail_next": 1})
+    assert client.delete("/_emulator/faults").json() == {"message": "faults cleared"}
+    assert client.get("/notes").status_code == 200
 
 
-# -------------------------------------------------------------------- persistence
+# --------------------------------------------------------------------- lifecycle
 
 
-def test_data_file_persists_across_stop_and_start(tmp_path: Path) -> None:
-    data_file = tmp_path / "state" / "users.json"
-    with (
-        PlatformEmulator(api_key=KEY, data_file=data_file) as emu,
-        httpx.Client(base_url=emu.url, headers=AUTH, timeout=10) as http,
-    ):
-        http.post(EU.path, json={"users": [user("a", t="1"), user("b")]})
-        http.request("DELETE", EU.path, json={"users": ["b"]})
-    assert json.loads(data_file.read_text()) == {"users": [user("a", t="1")]}
-    assert [p.name for p in data_file.parent.iterdir()] == ["users.json"]  # no temp left
-
-    with (
-        PlatformEmulator(api_key=KEY, data_file=data_file) as again,
-        httpx.Client(base_url=again.url, headers=AUTH, timeout=10) as http,
-    ):
-        assert http.get(EU.path).json() == {"users": [user("a", t="1")]}
-
-
-def test_restart_of_the_same_instance_keeps_url_and_users(tmp_path: Path) -> None:
-    emu = PlatformEmulator(api_key=KEY, data_file=tmp_path / "u.json").start()
+def test_url_running_and_idempotent_start_stop() -> None:
+    emu = NotesEmulator()
+    assert not emu.running
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = emu.url
+    assert repr(emu) == "NotesEmulator(stopped, api_key='***')"
     try:
+        assert emu.start() is emu
         url = emu.url
-        emu.seed_users([wire("a")])
-        emu.stop()
-        assert not emu.running
-        with pytest.raises(RuntimeError):
-            _ = emu.url
+        assert url.startswith("http://127.0.0.1:")
         emu.start()
         assert emu.url == url
-        with httpx.Client(base_url=emu.url, headers=AUTH, timeout=10) as http:
-            assert [u["end_user"] for u in http.get(EU.path).json()["users"]] == ["a"]
     finally:
         emu.stop()
-    assert (tmp_path / "u.json").exists()
+    emu.stop()
+    assert not emu.running
+    assert emu.stops == 1
 
 
-def test_corrupt_data_file_is_a_clear_error(tmp_path: Path) -> None:
-    data_file = tmp_path / "u.json"
-    data_file.write_text('{"users": [')
-    with pytest.raises(ValueError, match="cannot load emulator data file"):
-        PlatformEmulator(api_key=KEY, data_file=data_file)
-
-
-# ---------------------------------------------------------------------- robustness
-
-
-def test_handler_exception_is_500_and_server_keeps_running(
-    emulator: PlatformEmulator, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def boom(*args: object) -> object:
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(emulator, "_delete", boom)
-    response = client.request("DELETE", EU.path, json={"users": ["a"]})
-    assert response.status_code == 500
-    assert response.json() == {"detail": "Internal emulator error"}
-    monkeypatch.undo()
-    assert client.get(EU.path).status_code == 200
-
-
-def test_client_disconnecting_mid_body_does_not_hurt(
-    emulator: PlatformEmulator, client: httpx.Client
-) -> None:
-    host, port = emulator.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as raw:
-        raw.sendall(
-            f"POST {EU.path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
-            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-            '{"users": ['.encode()
-        )
-    with socket.create_connection((host, int(port)), timeout=5) as raw:
-        raw.sendall(
-            f"GET {EU.path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode()
-        )
-        # Hang up before reading a large response.
-    assert client.post(EU.path, json={"users": [user("a")]}).status_code == 200
-    assert set(emulator.users()) == {"a"}
-
-
-def test_keep_alive_serves_many_requests_on_one_connection(emulator: PlatformEmulator) -> None:
-    host, port = emulator.url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+def test_restart_keeps_the_port_and_the_store() -> None:
+    emu = NotesEmulator()
     try:
-        sockets = set()
-        for index in range(3):
-            body = json.dumps({"users": [user(f"u{index}")]})
-            connection.request("POST", EU.path, body=body, headers=AUTH)
-            response = connection.getresponse()
-            assert response.status == 200
-            response.read()
-            sockets.add(id(connection.sock))
-        assert len(sockets) == 1
+        url = emu.start().url
+        with httpx.Client(base_url=url, headers=AUTH, timeout=10) as http:
+            create(http, "a")
+        emu.stop()
+        assert emu.stops == 1
+        assert emu.start().url == url
+        with httpx.Client(base_url=url, headers=AUTH, timeout=10) as http:
+            assert http.get("/notes").json() == {"ids": ["a"]}
     finally:
-        connection.close()
-    assert len(emulator.users()) == 3
-
-
-def test_chunked_request_body_is_read(emulator: PlatformEmulator, client: httpx.Client) -> None:
-    def chunks() -> Iterator[bytes]:
-        yield b'{"users": ['
-        yield json.dumps(user("a")).encode()
-        yield b"]}"
-
-    response = client.post(EU.path, content=chunks())
-    assert response.status_code == 200
-    assert "a" in emulator.users()
+        emu.stop()
+    assert emu.stops == 2
 
 
 def test_stop_closes_idle_keep_alive_connections() -> None:
-    emu = PlatformEmulator(api_key=KEY).start()
-    with httpx.Client(base_url=emu.url, headers=AUTH, timeout=5) as http:
-        assert http.get(EU.path).status_code == 200
-        started = time.perf_counter()
+    emu = NotesEmulator().start()
+    try:
+        with httpx.Client(base_url=emu.url, headers=AUTH, timeout=5) as http:
+            assert http.get("/notes").status_code == 200
+            started = time.perf_counter()
+            emu.stop()
+            assert time.perf_counter() - started < 3
+            with pytest.raises(httpx.TransportError):
+                http.get("/notes")
+    finally:
         emu.stop()
-        assert time.perf_counter() - started < 3
-        with pytest.raises(httpx.TransportError):
-            http.get(EU.path)
 
 
-def test_constructor_validates_arguments() -> None:
-    with pytest.raises(ValueError, match="api_key"):
-        PlatformEmulator(api_key="")
-    with pytest.raises(ValueError, match="max_batch_size"):
-        PlatformEmulator(api_key=KEY, max_batch_size=0)
-    with pytest.raises(ValueError, match="page_size"):
-        PlatformEmulator(api_key=KEY, page_size=0)
+def test_handler_exception_is_500_logged_and_the_server_survives(
+    notes: NotesEmulator,
+    client: httpx.Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A body that does not decode makes the notes handler raise (it does no validation).
+    with caplog.at_level(logging.ERROR, logger="syncd.emulator"):
+        broken = client.post("/notes", content=b"not json")
+    assert broken.status_code == 500
+    assert broken.json() == {"detail": "Internal emulator error"}
+    assert "emulator handler failed on POST /notes" in caplog.text
+    assert create(client, "a").status_code == 201
 
 
-# ------------------------------------------------------------------------ process
+def test_unreadable_content_length_is_400_and_closes_the_connection(notes: NotesEmulator) -> None:
+    host, port = notes.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        raw.sendall(
+            f"POST /notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            "Content-Length: twelve\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := raw.recv(4096):  # the server closes: recv returns b"" at the end
+            answer += chunk
+    head = answer.decode("latin-1")
+    assert head.startswith("HTTP/1.1 400 ")
+    assert "Connection: close" in head
+    assert head.endswith('{"detail":"invalid Content-Length"}')
+    assert notes.calls() == zero_calls()
 
 
-def test_cli_process_prints_url_and_stops_on_sigterm(tmp_path: Path) -> None:
-    env = {**os.environ, "SYNCD_EMULATOR_API_KEY": KEY}
-    with subprocess.Popen(
-        [sys.executable, "-m", "syncd", "emulator", "--port", "0", "--users", "50"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    ) as process:
-        try:
-            assert process.stdout is not None
-            line = process.stdout.readline().strip()
-            prefix = "syncd emulator listening on "
-            assert line.startswith(prefix), line
-            url = line.removeprefix(prefix)
-            assert url.startswith("http://127.0.0.1:")
-            with httpx.Client(base_url=url, headers=AUTH, timeout=10) as http:
-                assert len(http.get(EU.path).json()["users"]) == 50
-            process.send_signal(signal.SIGTERM)
-            _, stderr = process.communicate(timeout=10)
-            assert process.returncode == 0, stderr
-            assert KEY not in stderr
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+def test_serve_forever_prints_the_url_once_and_stops_on_sigterm(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    emu = NotesEmulator()
+    before = signal.getsignal(signal.SIGTERM)
+
+    def send_sigterm_once_serving() -> None:
+        deadline = time.monotonic() + 10
+        while not emu.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # serve_forever installs its handler before start(), so this never kills pytest.
+        if emu.running:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=send_sigterm_once_serving)
+    sender.start()
+    try:
+        emu.serve_forever()
+    finally:
+        sender.join()
+        emu.stop()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{LISTENING_PREFIX}http://127.0.0.1:")
+    assert not emu.running
+    assert emu.stops == 1
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+# ---------------------------------------------------------------- mock transport
+
+
+@pytest.fixture
+def mock(notes: NotesEmulator) -> Iterator[httpx.Client]:
+    with httpx.Client(transport=notes.mock_transport(), base_url="http://notes", headers=AUTH) as h:
+        yield h
+
+
+def test_mock_transport_answers_like_http(
+    notes: NotesEmulator, client: httpx.Client, mock: httpx.Client
+) -> None:
+    def exchange(http: httpx.Client) -> list[tuple[int, bytes, str | None, str | None]]:
+        responses = [
+            create(http, "m"),
+            http.get("/notes/m"),
+            http.get("/notes/none"),
+            http.put("/notes"),
+            http.get("/notes", headers={"Authorization": "Bearer wrong"}),
+            http.get("/nowhere"),
+            http.delete("/notes/m"),
+        ]
+        return [
+            (r.status_code, r.content, r.headers.get("content-type"), r.headers.get("allow"))
+            for r in responses
+        ]
+
+    over_mock = exchange(mock)
+    assert over_mock == exchange(client)
+    assert [status for status, *_ in over_mock] == [201, 200, 404, 405, 401, 404, 204]
+    assert notes.calls() == zero_calls(create=2, read=4, delete=2, GET=4, POST=2, DELETE=2)
+
+
+def test_mock_transport_applies_faults_and_control_without_a_socket() -> None:
+    emu = NotesEmulator()
+    emu.set_faults(NoteOp.CREATE, EndpointFaults(throttle_next=1, retry_after_s=0.5))
+    with httpx.Client(transport=emu.mock_transport(), base_url="http://n", headers=AUTH) as h:
+        throttled = create(h, "a")
+        assert throttled.status_code == 429
+        assert throttled.headers["retry-after"] == "0.5"
+        assert create(h, "a").status_code == 201
+        assert h.get("/_emulator/stats").json()["notes"] == 1
+    assert not emu.running
+    assert emu.calls()["create"] == 2

@@ -30,13 +30,8 @@ from syncd.errors import (
 )
 from syncd.model import PlatformUser, make_tags
 from syncd.platform.api import FLAVOURS, ApiFlavour, Operation, WireUser
-from syncd.platform.client import (
-    PlatformClient,
-    WriteFailure,
-    WriteOutcome,
-    parse_retry_after,
-    partial_outcome,
-)
+from syncd.platform.client import PlatformClient, WriteFailure, WriteOutcome
+from syncd.ports import PlatformPort
 
 BOTH_FLAVOURS = pytest.mark.parametrize("flavour", list(ApiFlavour), ids=lambda f: f.value)
 MOCK_URL = "https://platform.test"
@@ -154,7 +149,9 @@ def test_list_users_follows_page_cursors(flavour: ApiFlavour, emulator_api_key: 
     transport = RecordingTransport()
     with PlatformEmulator(api_key=emulator_api_key, page_size=3) as emulator:
         emulator.seed_users(wire(user) for user in expected)
-        with make_client(emulator.url, emulator_api_key, flavour, transport=transport) as client:
+        with make_client(
+            emulator.url, emulator_api_key, flavour, transport=transport, cache_list=True
+        ) as client:
             first = client.list_users()
             second = client.list_users()
 
@@ -172,7 +169,9 @@ def test_list_users_follows_page_cursors(flavour: ApiFlavour, emulator_api_key: 
 def test_list_users_uses_etag_and_304(emulator: PlatformEmulator, emulator_api_key: str) -> None:
     emulator.seed_users(wire(user) for user in platform_users(5))
     transport = RecordingTransport()
-    with make_client(emulator.url, emulator_api_key, transport=transport) as client:
+    with make_client(
+        emulator.url, emulator_api_key, transport=transport, cache_list=True
+    ) as client:
         first = client.list_users()
         second = client.list_users()
         first.clear()  # the caller's list is its own: the cache must not be affected
@@ -484,15 +483,14 @@ def test_exhausted_retries_raise_with_the_partial_outcome(
     def break_after_first_batch(done: int) -> None:
         emulator.set_faults(Operation.INSERT, EndpointFaults(fail_next=100))
 
+    outcome = WriteOutcome(Operation.INSERT, requested=len(users))
     with pytest.raises(PlatformUnavailableError) as caught:
-        client.insert(users, progress=break_after_first_batch)
+        client.insert(users, progress=break_after_first_batch, outcome=outcome)
 
     message = str(caught.value)
     for part in ("insert", FLAVOURS[ApiFlavour.ELIGIBLE_USERS].path, "HTTP 503", "3 attempts"):
         assert part in message
-    outcome = partial_outcome(caught.value)
-    assert outcome is not None
-    assert outcome is caught.value.outcome  # type: ignore[attr-defined]
+    assert not hasattr(caught.value, "outcome")  # the caller's outcome holds it, not the error
     assert outcome.confirmed == [users[0].end_user, users[1].end_user]
     assert {f.end_user for f in outcome.failures} == {u.end_user for u in users[2:]}
     assert outcome.calls == 1 + 3  # batch 1, then batch 2 three times; batch 3 never sent
@@ -509,11 +507,10 @@ def test_in_flight_batches_finish_before_the_error_is_raised(
     client = client_for(batch_size=1, concurrency=3, max_retries=0)
     users = platform_users(3)
 
-    with pytest.raises(PlatformUnavailableError) as caught:
-        client.insert(users)
+    outcome = WriteOutcome(Operation.INSERT, requested=len(users))
+    with pytest.raises(PlatformUnavailableError):
+        client.insert(users, outcome=outcome)
 
-    outcome = partial_outcome(caught.value)
-    assert outcome is not None
     assert len(outcome.confirmed) == 2
     assert len(outcome.failures) == 1
     assert set(outcome.confirmed) == set(emulator.users())
@@ -524,12 +521,11 @@ def test_connection_refused_raises_platform_unavailable(unused_port: int) -> Non
     with make_client(f"http://127.0.0.1:{unused_port}", "k", max_retries=2) as client:
         with pytest.raises(PlatformUnavailableError) as listing:
             client.list_users()
-        with pytest.raises(PlatformUnavailableError) as writing:
-            client.delete(["a@example.com", "b@example.com"])
+        outcome = WriteOutcome(Operation.DELETE, requested=2)
+        with pytest.raises(PlatformUnavailableError):
+            client.delete(["a@example.com", "b@example.com"], outcome=outcome)
     assert "ConnectError" in str(listing.value)
     assert "3 attempts" in str(listing.value)
-    outcome = partial_outcome(writing.value)
-    assert outcome is not None
     assert outcome.confirmed == []
     assert [f.end_user for f in outcome.failures] == ["a@example.com", "b@example.com"]
     assert outcome.calls == 3
@@ -539,19 +535,18 @@ def test_a_bad_key_is_an_authentication_error_without_the_key(
     emulator: PlatformEmulator,
 ) -> None:
     secret = "sk-live-DO-NOT-LEAK-42"
+    outcome = WriteOutcome(Operation.INSERT, requested=3)
     with capture_logs() as logs, make_client(emulator.url, secret, max_retries=3) as client:
         with pytest.raises(AuthenticationError) as listing:
             client.list_users()
         with pytest.raises(AuthenticationError) as writing:
-            client.insert(platform_users(3))
+            client.insert(platform_users(3), outcome=outcome)
         text = repr(client)
 
     assert str(listing.value) == f"the platform rejected the API key (HTTP 401) for {emulator.url}"
     assert listing.value.status_code == 401
     # One call each: a 401 is not retried.
     assert [e["status"] for e in logs if e["event"] == "platform call"] == [401, 401]
-    outcome = partial_outcome(writing.value)
-    assert outcome is not None
     assert outcome.confirmed == []
     assert len(outcome.failures) == 3
     assert text == f"PlatformClient(base_url={emulator.url!r}, flavour='eligible-users')"
@@ -601,6 +596,109 @@ def test_duplicate_end_users_in_a_write_are_refused(
     assert emulator.calls()["insert"] == 0
 
 
+def test_the_list_is_not_cached_by_default(
+    emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    emulator.seed_users(wire(user) for user in platform_users(3))
+    transport = RecordingTransport()
+    with make_client(emulator.url, emulator_api_key, transport=transport) as client:
+        first = client.list_users()
+        second = client.list_users()
+    assert [status for _, status in transport.exchanges] == [200, 200]
+    assert all("If-None-Match" not in request.headers for request, _ in transport.exchanges)
+    assert first == second
+    assert len(first) == 3
+
+
+def test_a_write_fills_and_returns_the_callers_outcome(
+    client_for: Callable[..., PlatformClient],
+) -> None:
+    users = platform_users(5)
+    outcome = WriteOutcome(Operation.INSERT, requested=5)
+    returned = client_for(batch_size=2).insert(users, outcome=outcome)
+    assert returned is outcome
+    assert (sorted(outcome.confirmed), outcome.calls, outcome.ok) == (
+        [u.end_user for u in users],
+        3,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (WriteOutcome(Operation.UPDATE, requested=2), "is for update of 2 users, not insert"),
+        (WriteOutcome(Operation.INSERT, requested=3), "is for insert of 3 users, not insert of 2"),
+        (WriteOutcome(Operation.INSERT, requested=2, calls=1), "already filled"),
+    ],
+)
+def test_an_outcome_that_is_not_for_this_write_is_refused(
+    given: WriteOutcome,
+    message: str,
+    client_for: Callable[..., PlatformClient],
+    emulator: PlatformEmulator,
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        client_for().insert(platform_users(2), outcome=given)
+    assert emulator.calls()["insert"] == 0
+
+
+def test_an_interrupted_write_fills_the_callers_outcome(
+    emulator: PlatformEmulator, client_for: Callable[..., PlatformClient]
+) -> None:
+    users = platform_users(6)
+    client = client_for(batch_size=2, concurrency=1)
+
+    def interrupt(done: int) -> None:
+        raise KeyboardInterrupt
+
+    outcome = WriteOutcome(Operation.INSERT, requested=6)
+    with pytest.raises(KeyboardInterrupt):
+        client.insert(users, progress=interrupt, outcome=outcome)
+
+    assert outcome.confirmed == [users[0].end_user, users[1].end_user]
+    assert outcome.failures == [
+        WriteFailure(u.end_user, "not written: the operation stopped (KeyboardInterrupt)")
+        for u in users[2:]
+    ]
+    assert set(emulator.users()) == set(outcome.confirmed)
+    # The client is not left unable to retry: a daemon keeps it for its next run.
+    emulator.set_faults(Operation.LIST, EndpointFaults(fail_next=1))
+    assert len(client.list_users()) == 2
+    assert emulator.calls()["list"] == 2
+
+
+def test_an_interruption_cuts_a_batch_retry_sleep_short(
+    emulator: PlatformEmulator, client_for: Callable[..., PlatformClient]
+) -> None:
+    # The first batch to arrive is throttled for a minute; the other one succeeds, and
+    # the interruption raised from its progress must not wait out that minute.
+    emulator.set_faults(Operation.INSERT, EndpointFaults(throttle_next=1, retry_after_s=60))
+    users = platform_users(4)
+    client = client_for(batch_size=2, concurrency=2, max_retry_after_s=60)
+
+    def interrupt(done: int) -> None:
+        raise KeyboardInterrupt
+
+    outcome = WriteOutcome(Operation.INSERT, requested=4)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        client.insert(users, progress=interrupt, outcome=outcome)
+
+    assert time.monotonic() - started < 10
+    assert emulator.calls()["insert"] == 2  # the throttled batch was not sent again
+    assert len(outcome.confirmed) == 2
+    assert {f.end_user for f in outcome.failures} == {u.end_user for u in users} - set(
+        outcome.confirmed
+    )
+    assert outcome.calls == 2
+
+
+def test_the_client_is_a_platform_port(client_for: Callable[..., PlatformClient]) -> None:
+    port: PlatformPort = client_for()  # checked by mypy: the runner's view of the client
+    assert port.list_users() == []
+
+
 # ---------------------------------------------- answers the emulator cannot give
 
 
@@ -619,12 +717,11 @@ def test_a_2xx_body_that_is_not_json_is_a_platform_error() -> None:
     with mock_client(handler) as client:
         with pytest.raises(PlatformError, match=r"^list: .*not valid JSON"):
             client.list_users()
-        with pytest.raises(PlatformError, match=r"^insert: POST .* HTTP 200 .*text/html") as caught:
-            client.insert(platform_users(2))
+        outcome = WriteOutcome(Operation.INSERT, requested=2)
+        with pytest.raises(PlatformError, match=r"^insert: POST .* HTTP 200 .*text/html"):
+            client.insert(platform_users(2), outcome=outcome)
         with pytest.raises(PlatformError, match=r"^delete: "):
             client.delete(["a"])
-    outcome = partial_outcome(caught.value)
-    assert outcome is not None
     assert outcome.confirmed == []
     assert len(outcome.failures) == 2
 
@@ -687,25 +784,6 @@ def test_an_http_date_retry_after_is_honoured_and_capped() -> None:
         elapsed = time.monotonic() - started
     # The jittered backoff alone would wait at most 0.02 s; the date said an hour.
     assert 0.29 <= elapsed < 2
-
-
-@pytest.mark.parametrize(
-    ("header", "expected"),
-    [
-        (None, None),
-        ("3", 3.0),
-        ("0.25", 0.25),
-        ("-5", 0.0),
-        ("soon", None),
-        ("inf", None),
-        ("nan", None),
-        ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),
-        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # in the past
-    ],
-)
-def test_parse_retry_after(header: str | None, expected: float | None) -> None:
-    now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
-    assert parse_retry_after(header, now=now) == expected
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])

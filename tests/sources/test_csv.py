@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from syncd.config import CsvSourceConfig
 from syncd.errors import SourceError
 from syncd.model import Origin, RecordProblem, SourceUser
-from syncd.sources import Source
-from syncd.sources.csv import CsvSource
+from syncd.ports import Source
+from syncd.sources.csv import CsvSource, CsvSourceConfig
 
 HEADER = "email,first_name,Department,Country,start_date,end_date,enabled"
 

@@ -1,0 +1,310 @@
+"""One HTTP request with retries: :class:`RetryingCaller`.
+
+The retry loop is tenacity's rather than a hand-written one: stop, wait (jitter or
+``Retry-After``) and the before-sleep log are small, separately testable policies, and
+tenacity gets the attempt bookkeeping right. What the loop retries, and which syncd
+errors come out of it, is the :class:`~syncd.http.policy.ApiPolicy` of the API.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import httpx
+import structlog
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_when_event_set,
+    wait_random_exponential,
+)
+
+from syncd.errors import SyncdError
+from syncd.http.policy import ApiPolicy
+from syncd.http.responses import failure_reason
+
+__all__ = ["CallTally", "RetrySettings", "RetryingCaller", "parse_retry_after"]
+
+log = structlog.get_logger(__name__)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or HTTP-date).
+
+    Returns None when the header is absent or unreadable (the caller then uses its own
+    backoff); a date in the past means 0.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """How hard to retry: ``max_retries`` after the first attempt, then give up.
+
+    Backoff is full jitter (AWS architecture blog): uniform(0, min(backoff_max_s,
+    backoff_base_s * 2**attempt)), so many clients throttled together do not come back
+    in lockstep. A server's ``Retry-After`` replaces it, capped at ``max_retry_after_s``.
+    """
+
+    max_retries: int = 5
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    max_retry_after_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if min(self.backoff_base_s, self.backoff_max_s, self.max_retry_after_s) < 0:
+            raise ValueError("backoff_base_s, backoff_max_s and max_retry_after_s must be >= 0")
+
+    @property
+    def attempts(self) -> int:
+        """The most attempts one call makes."""
+        return self.max_retries + 1
+
+
+class CallTally(Protocol):
+    """Counts HTTP calls: ``calls`` grows by one per attempt, retries included."""
+
+    calls: int
+
+
+class _RetryableError(Exception):
+    """One attempt failed in a way worth retrying (internal to the retry loop)."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class RetryingCaller:
+    """Sends requests through one :class:`httpx.Client`, retrying what ``policy`` allows.
+
+    Thread-safe (the client is, and each call builds its own retry state). Retry
+    sleeps wait on ``stop``: once it is set (Ctrl-C, SIGTERM), a sleeping retry wakes
+    and gives up at once instead of sitting out a five-minute ``Retry-After``.
+    ``secrets`` returns what must be masked in error bodies (the auth's secrets);
+    ``target`` names the server in auth errors (default: the client's base URL).
+    Whoever built ``http`` closes it.
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        policy: ApiPolicy,
+        settings: RetrySettings | None = None,
+        *,
+        stop: threading.Event | None = None,
+        secrets: Callable[[], Iterable[str]] = tuple,
+        target: str | None = None,
+    ) -> None:
+        self.http = http
+        self.policy = policy
+        self.settings = settings if settings is not None else RetrySettings()
+        self.stop = stop if stop is not None else threading.Event()
+        self._secrets = secrets
+        self._target = target if target is not None else str(http.base_url).rstrip("/")
+        self._backoff = wait_random_exponential(
+            multiplier=self.settings.backoff_base_s, max=self.settings.backoff_max_s
+        )
+        # The event names are fixed per API; built once, not per call.
+        self._call_event = f"{policy.name} call"
+        self._failed_event = f"{policy.name} call failed"
+        self._retry_event = f"{policy.name} call failed; retrying"
+
+    def call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        tally: CallTally | None = None,
+        **log_fields: object,
+    ) -> httpx.Response:
+        """Send one request, retrying transient failures; return the final response.
+
+        ``operation`` names the call in logs and errors ("list", "insert"); a ``content``
+        is sent as JSON. ``log_fields`` (such as ``batch_size``) are added to the
+        per-attempt debug lines, under names those lines do not use already. Any answer
+        that is not retryable is returned, whatever its status (see
+        :meth:`raise_for_status`). Raises ``policy.unavailable`` once every attempt
+        failed or ``stop`` cut the retries short, ``policy.error`` for a transport error
+        waiting cannot fix.
+        """
+        request_headers = dict(headers or {})
+        if content is not None:
+            request_headers["Content-Type"] = "application/json"
+        retrying = Retrying(
+            stop=stop_after_attempt(self.settings.attempts) | stop_when_event_set(self.stop),
+            wait=self._wait,
+            sleep=self._sleep,
+            retry=retry_if_exception_type(_RetryableError),
+            before_sleep=lambda state: self._log_retry(operation, method, path, state),
+            reraise=True,
+        )
+        response: httpx.Response | None = None
+        failed: _RetryableError | None = None
+        sent = 0
+        try:
+            for attempt in retrying:
+                with attempt:
+                    if failed is not None and self.stop.is_set():
+                        # Woken from a retry sleep by ``stop``: give up without sending
+                        # again (tenacity's stop is only asked after an attempt).
+                        raise failed
+                    sent += 1
+                    try:
+                        response = self._attempt(
+                            operation,
+                            method,
+                            path,
+                            content=content,
+                            params=params,
+                            headers=request_headers,
+                            attempt=sent,
+                            tally=tally,
+                            log_fields=log_fields,
+                        )
+                    except _RetryableError as error:
+                        failed = error
+                        raise
+        except _RetryableError as error:
+            raise self.policy.unavailable(
+                f"{operation}: {method} {path} still failing after {sent} attempt"
+                f"{'s' if sent != 1 else ''}; last error: {error.reason}"
+            ) from error.__cause__
+        assert response is not None  # the loop either set it or raised
+        return response
+
+    def raise_for_status(
+        self, response: httpx.Response, operation: str, method: str, path: str
+    ) -> None:
+        """Raise ``policy.auth_error`` for an auth status, ``policy.error`` for any other
+        non-2xx answer (with its masked body); return for a 2xx."""
+        status = response.status_code
+        if status in self.policy.auth_statuses:
+            raise self.refused(status)
+        if not 200 <= status < 300:
+            raise self.policy.error(
+                f"{operation}: {method} {path} answered {self.failure_reason(response)}",
+                status_code=status,
+            )
+
+    def refused(self, status: int) -> SyncdError:
+        """The auth error for an answer with one of ``policy.auth_statuses``."""
+        return self.policy.refused(status, self._target)
+
+    def failure_reason(self, response: httpx.Response) -> str:
+        """``HTTP <code>: <detail>`` with the auth's secrets masked, should a proxy echo them."""
+        return failure_reason(response, self._secrets())
+
+    def _attempt(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None,
+        params: Mapping[str, str] | None,
+        headers: dict[str, str],
+        attempt: int,
+        tally: CallTally | None,
+        log_fields: Mapping[str, object],
+    ) -> httpx.Response:
+        started = time.perf_counter()
+        if tally is not None:
+            tally.calls += 1
+        try:
+            response = self.http.request(
+                method, path, content=content, params=params, headers=headers
+            )
+        except self.policy.retryable_errors as error:
+            reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            log.debug(
+                self._failed_event,
+                operation=operation,
+                method=method,
+                path=path,
+                error=reason,
+                **log_fields,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                attempt=attempt,
+            )
+            raise _RetryableError(reason) from error
+        except httpx.HTTPError as error:
+            # Not transient (bad URL scheme, proxy refused us ...): fail with a SyncdError
+            # rather than leak an httpx exception to the caller.
+            raise self.policy.error(
+                f"{operation}: {method} {path} failed: {type(error).__name__}: {error}",
+                status_code=None,
+            ) from error
+        log.debug(
+            self._call_event,
+            operation=operation,
+            method=method,
+            path=path,
+            status=response.status_code,
+            **log_fields,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            attempt=attempt,
+        )
+        if response.status_code in self.policy.retryable_statuses:
+            raise _RetryableError(
+                f"HTTP {response.status_code}",
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        return response
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait before a retry, but wake at once when ``stop`` is set."""
+        self.stop.wait(seconds)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Retry-After if the server sent one (capped), else jittered exponential backoff."""
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, _RetryableError) and error.retry_after is not None:
+            return min(error.retry_after, self.settings.max_retry_after_s)
+        return float(self._backoff(state))
+
+    def _log_retry(self, operation: str, method: str, path: str, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        reason = error.reason if isinstance(error, _RetryableError) else repr(error)
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning(
+            self._retry_event,
+            operation=operation,
+            method=method,
+            path=path,
+            reason=reason,
+            delay_s=round(delay, 3),
+            attempt=state.attempt_number,
+            max_attempts=self.settings.attempts,
+        )

@@ -1,0 +1,207 @@
+"""The ports: every interface between the pure core and the adapters, in one place.
+
+The data path is ``sources -> mapping -> plan -> guard -> apply -> record``. The pure
+parts (mapping, merge, plan, guard) work on the values of :mod:`syncd.model`; the
+runner reaches the outside world only through the protocols below, which adapters
+implement and which are injected through constructors:
+
+* :class:`Source` -- a directory (CSV, LDAP / AD, Entra ID) streaming its users;
+* :class:`PlatformPort` -- the Nebuly platform-users API (list and batched writes);
+* :class:`StateStore` -- what a job remembers between runs (owned users, history);
+* :class:`Progress` -- a display of write progress (a progress bar on a terminal).
+
+The analytics API of the activation report gets its port here too when it lands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from syncd.model import PlatformUser, RecordProblem, SourceUser
+from syncd.platform.api import Operation
+
+# ------------------------------------------------------------------------ sources
+
+
+class Source(Protocol):
+    """Something that streams the users of a directory.
+
+    Contract (checked for every source type by ``tests/sources/test_contract.py``):
+
+    * :meth:`read` yields a :class:`SourceUser` per usable record and a
+      :class:`RecordProblem` (with a location) per unusable one;
+    * a source that cannot be read raises :class:`~syncd.errors.SourceError`; a read
+      that fails half-way raises too, after the records already yielded, and is never
+      allowed to end short as if the directory were smaller;
+    * a source is a context manager: ``__enter__`` opens what a read needs
+      (connections, token caches), ``__exit__`` closes it; a daemon keeps a source
+      open across runs and calls :meth:`read` once per run;
+    * no secret appears in its ``repr`` or in any error it raises.
+    """
+
+    @property
+    def label(self) -> str:
+        """A short name for messages (the file name, or the configured source name)."""
+        ...
+
+    def read(self) -> Iterator[SourceUser | RecordProblem]:
+        """Stream every user, and a problem for every record that could not be used."""
+        ...
+
+    def __enter__(self) -> Self:
+        """Open the resources a read needs; returns the source."""
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close what :meth:`__enter__` opened."""
+        ...
+
+
+# ----------------------------------------------------------------------- platform
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFailure:
+    """A user the platform did not confirm, and why."""
+
+    end_user: str
+    reason: str
+
+
+@dataclass(slots=True)
+class WriteOutcome:
+    """What one insert / update / delete did.
+
+    ``confirmed`` holds the end_users the platform confirmed (for delete: every user of
+    a batch answered with 2xx); ``failures`` the rest, with a reason. ``calls`` counts
+    every HTTP write call, retries and 413 splits included.
+
+    The caller owns the outcome: it passes one into the write and keeps it whatever
+    happens, so what was confirmed before an error or an interruption is never lost.
+    """
+
+    operation: Operation
+    requested: int
+    confirmed: list[str] = field(default_factory=list)
+    failures: list[WriteFailure] = field(default_factory=list)
+    calls: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True if every requested user was confirmed."""
+        return not self.failures and len(self.confirmed) == self.requested
+
+
+ProgressCallback = Callable[[int], None]
+"""Called from the calling thread with the number of users of each finished batch."""
+
+
+class PlatformPort(Protocol):
+    """What a run needs from the platform (:class:`~syncd.platform.client.PlatformClient`).
+
+    Each write fills ``outcome`` when one is given (else a new one) and returns it. On
+    an error it raises after the batches in flight finished, and ``outcome`` then says
+    what was confirmed and lists every other user as failed.
+    """
+
+    def list_users(self) -> list[PlatformUser]:
+        """Every user of the project."""
+        ...
+
+    def insert(
+        self,
+        users: Sequence[PlatformUser],
+        progress: ProgressCallback | None = None,
+        *,
+        outcome: WriteOutcome | None = None,
+    ) -> WriteOutcome:
+        """Insert users in batches."""
+        ...
+
+    def update(
+        self,
+        users: Sequence[PlatformUser],
+        progress: ProgressCallback | None = None,
+        *,
+        outcome: WriteOutcome | None = None,
+    ) -> WriteOutcome:
+        """Update (replace) users in batches."""
+        ...
+
+    def delete(
+        self,
+        end_users: Sequence[str],
+        progress: ProgressCallback | None = None,
+        *,
+        outcome: WriteOutcome | None = None,
+    ) -> WriteOutcome:
+        """Delete users in batches."""
+        ...
+
+
+class Progress(Protocol):
+    """Receives progress while a plan is applied (a rich progress bar on a TTY)."""
+
+    def start(self, operation: Operation, total: int) -> ProgressCallback:
+        """Begin an operation of ``total`` users; return the per-batch advance callback."""
+        ...
+
+    def finish(self, operation: Operation) -> None:
+        """The operation is done."""
+        ...
+
+
+# -------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One finished run, as recorded."""
+
+    run_id: str
+    job: str
+    started_at: datetime
+    finished_at: datetime
+    status: str
+    summary: dict[str, object]
+
+
+class StateStore(Protocol):
+    """Where a job keeps what it must remember between runs."""
+
+    def ensure_writable(self) -> None:
+        """Fail now, with a StateError, if the store cannot record this run."""
+        ...
+
+    def owned_users(self, job: str) -> frozenset[str]:
+        """The end_users the job created or adopted."""
+        ...
+
+    def add_owned(self, job: str, end_users: Iterable[str]) -> None:
+        """Remember that the job owns these end_users."""
+        ...
+
+    def remove_owned(self, job: str, end_users: Iterable[str]) -> None:
+        """Forget end_users the job deleted."""
+        ...
+
+    def record_run(self, record: RunRecord) -> None:
+        """Append a finished run to the history."""
+        ...
+
+    def runs(self, job: str, limit: int = 20) -> list[RunRecord]:
+        """The most recent runs of a job, newest first."""
+        ...
+
+    def last_run(self, job: str) -> RunRecord | None:
+        """The most recent run of a job, or None before its first."""
+        ...
