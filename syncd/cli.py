@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
-from syncd import __version__
+from syncd import __version__, cli_daemon, cli_sources, cli_state
 from syncd.config import SyncdConfig, load_config, masked_config
 from syncd.demo import run_demo
 from syncd.emulator import PlatformEmulator, make_users
@@ -274,6 +274,11 @@ def demo() -> None:
 def version() -> None:
     """Print the version."""
     print(__version__)
+
+
+# Command groups that live in their own modules.
+for _module in (cli_sources, cli_daemon, cli_state):
+    _module.register(app)
 
 
 def main() -> None:

@@ -42,7 +42,9 @@ __all__ = [
     "LogConfig",
     "PolicyConfig",
     "ScheduleConfig",
+    "ServerConfig",
     "SourceConfig",
+    "StateConfig",
     "SyncdConfig",
     "TargetConfig",
     "load_config",
@@ -221,10 +223,43 @@ class JobConfig(FrozenModel):
         return self
 
 
+class StateConfig(FrozenModel):
+    """The state database (``state_dir``): how long history is kept."""
+
+    retention_days: int = Field(default=400, ge=1, le=36_500)
+    """Runs and audit rows older than this are deleted (400: a year-over-year question
+    can still be answered)."""
+
+
+class ServerConfig(FrozenModel):
+    """The daemon's HTTP endpoints (health, readiness, metrics, status)."""
+
+    listen: str = "127.0.0.1:9464"
+    """``host:port``; a container listens on ``0.0.0.0:9464``."""
+    auth_token_file: Path | None = None
+    """When set, ``/status`` and ``/`` require ``Authorization: Bearer <token>``."""
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"listen {value!r} must be host:port, e.g. 127.0.0.1:9464")
+        return value
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)``; brackets around an IPv6 host are removed."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class SyncdConfig(FrozenModel):
     """The whole configuration file."""
 
     state_dir: Path = Path("./state")
+    state: StateConfig = StateConfig()
+    server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
     jobs: tuple[JobConfig, ...] = Field(min_length=1)
 
