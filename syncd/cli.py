@@ -6,6 +6,7 @@ the result. Exit codes are in :mod:`syncd.exitcodes`; signals in :mod:`syncd.sig
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import orjson
+import structlog
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
@@ -33,6 +35,8 @@ from syncd.render import render_planned, render_result, report_to_json
 from syncd.runner import PlannedRun
 from syncd.service import JobReport, run_job
 from syncd.signals import interruptible
+
+log = structlog.get_logger(__name__)
 
 app = typer.Typer(
     name="syncd",
@@ -141,18 +145,39 @@ def _run_jobs(
                 on_planned=show_plan,
             )
         reports.append(report)
-        if report.result is not None:
-            if output is OutputFormat.TABLE:
-                render_result(console, report.result)
-        elif report.planned is None:
-            _print_job_error(err, report)
+        try:
+            if report.result is not None:
+                if output is OutputFormat.TABLE:
+                    render_result(console, report.result)
+            elif report.planned is None:
+                _print_job_error(err, report)
+        except Exception as error:
+            # A rendering bug must not hide the other jobs' results.
+            log.exception("job.render_failed", job=job.name)
+            err.print(f"[red]job {job.name}: cannot show the result:[/red] {error}")
+            reports[-1] = dataclasses.replace(report, exit_code=ExitCode.FAILED)
     if output is OutputFormat.JSON:
         # Built only when asked for: a million changes make a large document.
-        documents = [report_to_json(report) for report in reports]
+        documents = [_json_document(report) for report in reports]
         sys.stdout.buffer.write(orjson.dumps({"jobs": documents}, option=orjson.OPT_INDENT_2))
         sys.stdout.buffer.write(b"\n")
         sys.stdout.flush()
     return worst([report.exit_code for report in reports])
+
+
+def _json_document(report: JobReport) -> dict[str, object]:
+    """The report as JSON data; a rendering bug still yields the job's entry."""
+    try:
+        return report_to_json(report)
+    except Exception as error:
+        log.exception("job.render_failed", job=report.job)
+        return {
+            "job": report.job,
+            "run_id": report.run_id,
+            "status": report.status.value,
+            "exit_code": int(ExitCode.FAILED),
+            "error": f"cannot render the result: {type(error).__name__}: {error}",
+        }
 
 
 def _print_job_error(err: Console, report: JobReport) -> None:
@@ -281,6 +306,24 @@ for _module in (cli_sources, cli_daemon, cli_state):
     _module.register(app)
 
 
+def _legacy_emulator_args(argv: list[str]) -> list[str]:
+    """``syncd emulator --port ...`` (0.1) still serves the platform API, with a warning."""
+    legacy = (
+        len(argv) >= 2
+        and argv[0] == "emulator"
+        and argv[1].startswith("-")
+        and argv[1] not in ("--help", "-h")
+    )
+    if not legacy:
+        return argv
+    print(
+        "syncd: 'syncd emulator OPTIONS' is deprecated; use 'syncd emulator platform OPTIONS'",
+        file=sys.stderr,
+        flush=True,
+    )
+    return ["emulator", "platform", *argv[1:]]
+
+
 def main() -> None:
     """Entry point of the ``syncd`` console script."""
-    app()
+    app(args=_legacy_emulator_args(sys.argv[1:]))

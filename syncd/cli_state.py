@@ -1,9 +1,232 @@
-"""``syncd history`` and ``syncd audit``: read the state database."""
+"""``syncd history`` and ``syncd audit``: read the state database.
+
+Both only read: they never create the database (a missing one means "no runs recorded
+yet", exit 0), never take the job lock and never call the platform, so they work while
+a daemon applies. The JSON they print is built by pure functions tested on their own.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from syncd.config import SyncdConfig, load_config
+from syncd.errors import ConfigError, StateError
+from syncd.exitcodes import ExitCode
+from syncd.mapping import normalize_end_user
+from syncd.plan import Plan, diff_users
+from syncd.ports import AuditEntry, RunRecord
+from syncd.state import SqliteStateStore
+from syncd.state_codec import user_to_json
+
+NO_RUNS = "no runs recorded yet"
+
+_COUNT_KEYS = tuple(Plan().counts())
+"""The plan counts a run's summary carries (insert, update, ..., unchanged, ...)."""
+
+
+class Output(StrEnum):
+    """How the state commands print."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Config file (default: $SYNCD_CONFIG).", show_default=False
+    ),
+]
+OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table or json.")]
+
+
+# ----------------------------------------------------------------- pure: JSON
+
+
+def run_to_json(record: RunRecord) -> dict[str, Any]:
+    """One recorded run as JSON-ready data: status, counts, error, guard reasons, times."""
+    summary = record.summary
+    counts = {key: summary[key] for key in _COUNT_KEYS if isinstance(summary.get(key), int)}
+    reasons = summary.get("held_because")
+    return {
+        "run_id": record.run_id,
+        "job": record.job,
+        "status": record.status,
+        "started_at": record.started_at.isoformat(),
+        "finished_at": record.finished_at.isoformat(),
+        "counts": counts,
+        "source_users": summary.get("source_users"),
+        "platform_users": summary.get("platform_users"),
+        "write_calls": summary.get("write_calls", 0),
+        "failures": summary.get("failures", 0),
+        "error": summary.get("error"),
+        "guard_reasons": list(reasons) if isinstance(reasons, list) else [],
+    }
+
+
+def audit_to_json(entry: AuditEntry) -> dict[str, Any]:
+    """One audit row as JSON-ready data, users in their wire form."""
+    return {
+        "at": entry.at.isoformat(),
+        "job": entry.job,
+        "run_id": entry.run_id,
+        "end_user": entry.end_user,
+        "operation": entry.operation,
+        "before": user_to_json(entry.before),
+        "after": user_to_json(entry.after),
+    }
+
+
+def describe_change(entry: AuditEntry) -> str:
+    """A change in one line: ``tags.department: Eng → Sales; active_to: ∅ → 2026-11-22``."""
+    if entry.after is None:
+        return "deleted"
+    parts = [
+        f"{item.name}: {'∅' if item.before is None else item.before} → "
+        f"{'∅' if item.after is None else item.after}"
+        for item in diff_users(entry.before, entry.after)
+    ]
+    return "; ".join(parts) or "no field changed"
+
+
+def audit_keys(config: SyncdConfig, address: str, job: str | None) -> set[str]:
+    """The stored end_user(s) ``address`` stands for: normalised like each job's
+    end_users (``identity.lowercase`` may differ between jobs)."""
+    return {
+        normalize_end_user(address, lowercase=selected.identity.lowercase)
+        for selected in config.job(job)
+    }
+
+
+# ------------------------------------------------------------------- commands
+
+
+def _load(path: Path | None) -> SyncdConfig:
+    if path is None:
+        env = os.environ.get("SYNCD_CONFIG")
+        if not env:
+            raise ConfigError("no config file: pass --config FILE or set SYNCD_CONFIG")
+        path = Path(env)
+    return load_config(path)
+
+
+def _fail(message: str, code: ExitCode) -> typer.Exit:
+    # Plain text, unwrapped: a path in the message must stay copyable.
+    typer.echo(message, err=True)
+    return typer.Exit(int(code))
+
+
+def _console() -> Console:
+    """Rich on a terminal; wide when piped, so rows are not wrapped for grep."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def _print_json(document: object) -> None:
+    sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    sys.stdout.buffer.write(b"\n")
+    sys.stdout.flush()
+
+
+def history(
+    config: ConfigOption = None,
+    job: Annotated[str | None, typer.Option("--job", "-j", help="Only this job.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Runs to show.")] = 20,
+    output: OutputOption = Output.TABLE,
+) -> None:
+    """The last runs, newest first (read-only)."""
+    try:
+        loaded = _load(config)
+        if job is not None:
+            loaded.job(job)  # an unknown job is a usage error, not an empty history
+        store = SqliteStateStore(loaded.state_dir)
+        records = store.runs(job, limit=limit) if store.path.exists() else None
+    except ConfigError as error:
+        raise _fail(f"configuration error: {error}", ExitCode.CONFIG) from None
+    except StateError as error:
+        raise _fail(f"state error: {error}", ExitCode.FAILED) from None
+    if output is Output.JSON:
+        _print_json({"runs": [run_to_json(record) for record in records or []]})
+        if records is None:
+            typer.echo(NO_RUNS, err=True)
+        return
+    console = _console()
+    if not records:
+        console.print(NO_RUNS if records is None else "no runs recorded for this job yet")
+        return
+    table = Table("started (UTC)", "job", "run", "status", "+ ~ ↺ ⊣ −", "calls", "note")
+    for record in records:
+        data = run_to_json(record)
+        counts = data["counts"]
+        changes = " ".join(
+            str(counts.get(key, 0)) for key in ("insert", "update", "reactivate", "end", "delete")
+        )
+        note = data["error"] or "; ".join(data["guard_reasons"])
+        if data["failures"]:
+            note = f"{data['failures']} not confirmed. {note}".strip()
+        table.add_row(
+            record.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            record.job,
+            record.run_id,
+            record.status,
+            changes,
+            str(data["write_calls"]),
+            note,
+        )
+    console.print(table)
+
+
+def audit(
+    user: Annotated[str, typer.Option("--user", "-u", help="The end_user (e-mail address).")],
+    config: ConfigOption = None,
+    job: Annotated[str | None, typer.Option("--job", "-j", help="Only this job.")] = None,
+    output: OutputOption = Output.TABLE,
+) -> None:
+    """Every change ever applied to one user, oldest first (read-only)."""
+    try:
+        loaded = _load(config)
+        keys = audit_keys(loaded, user, job)
+        store = SqliteStateStore(loaded.state_dir)
+        entries = store.audit(keys, job) if store.path.exists() else None
+    except ConfigError as error:
+        raise _fail(f"configuration error: {error}", ExitCode.CONFIG) from None
+    except ValueError as error:
+        raise _fail(f"invalid --user {user!r}: {error}", ExitCode.CONFIG) from None
+    except StateError as error:
+        raise _fail(f"state error: {error}", ExitCode.FAILED) from None
+    if output is Output.JSON:
+        changes = [audit_to_json(entry) for entry in entries or []]
+        _print_json({"end_user": sorted(keys), "changes": changes})
+        if entries is None:
+            typer.echo(NO_RUNS, err=True)
+        return
+    console = _console()
+    if not entries:
+        shown = ", ".join(sorted(keys))
+        console.print(NO_RUNS if entries is None else f"no change recorded for {shown}")
+        return
+    table = Table("at (UTC)", "job", "run", "operation", "change")
+    for entry in entries:
+        table.add_row(
+            entry.at.strftime("%Y-%m-%d %H:%M:%S"),
+            entry.job,
+            entry.run_id,
+            entry.operation,
+            describe_change(entry),
+        )
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add the state commands to ``app``."""
+    app.command("history")(history)
+    app.command("audit")(audit)

@@ -160,7 +160,7 @@ class TargetConfig(FrozenModel):
 
     def secret(self) -> SecretStr:
         """The API key, read from ``api_key_file`` if that is how it is given."""
-        return resolve_secret(self.api_key, self.api_key_file, check=api_key_problem)
+        return resolve_secret(self.api_key, self.api_key_file, check=api_key_problem, token=True)
 
     def check_secrets(self) -> None:
         """Read ``api_key_file`` now, so a missing key is a config error, not a failed run."""
@@ -246,6 +246,11 @@ class ServerConfig(FrozenModel):
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"listen {value!r} must be host:port, e.g. 127.0.0.1:9464")
         return value
+
+    def check_secrets(self) -> None:
+        """Read ``auth_token_file`` now, so an unreadable token is a config error."""
+        if self.auth_token_file is not None:
+            read_secret_file(self.auth_token_file, token=True)
 
     @property
     def address(self) -> tuple[str, int]:

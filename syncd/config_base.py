@@ -45,15 +45,19 @@ class SourceConfigBase(FrozenModel):
         return self.name or self.type
 
 
-def read_secret_file(path: Path, *, check: SecretCheck | None = None) -> SecretStr:
+def read_secret_file(
+    path: Path, *, check: SecretCheck | None = None, token: bool = False
+) -> SecretStr:
     """Read a secret from a file (Kubernetes/Docker secrets, systemd credentials).
 
-    Only the line break at the end is removed (``echo`` adds one): other white space can
-    be part of a password. ``check`` validates the text for its use (a bearer token
-    allows no spaces); its message never quotes the secret.
+    A password keeps its white space: only one line break at the end is removed (``echo``
+    adds one). A ``token`` (an API key, a bearer token) cannot contain white space, so
+    any around it is removed. ``check`` validates the text for its use; its message
+    never quotes the secret.
     """
     try:
-        text = path.read_text(encoding="utf-8").rstrip("\r\n")
+        raw = path.read_text(encoding="utf-8")
+        text = raw.strip() if token else _without_final_line_break(raw)
     except OSError as error:
         raise ConfigError(f"cannot read secret file {path}: {error.strerror}") from None
     except UnicodeDecodeError:
@@ -66,15 +70,28 @@ def read_secret_file(path: Path, *, check: SecretCheck | None = None) -> SecretS
     return SecretStr(text)
 
 
+def _without_final_line_break(text: str) -> str:
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
+
+
 def resolve_secret(
-    value: SecretStr | None, file: Path | None, *, check: SecretCheck | None = None
+    value: SecretStr | None,
+    file: Path | None,
+    *,
+    check: SecretCheck | None = None,
+    token: bool = False,
 ) -> SecretStr:
-    """The secret given inline (``key``) or in a file (``key_file``); exactly one is set."""
+    """The secret given inline (``key``) or in a file (``key_file``); exactly one is set.
+
+    ``token`` and ``check`` apply to the file's text as in :func:`read_secret_file`.
+    """
     if value is not None:
         return value
     if file is None:
         raise ConfigError("no secret given (set the value or its *_file key)")
-    return read_secret_file(file, check=check)
+    return read_secret_file(file, check=check, token=token)
 
 
 def walk_models(model: BaseModel) -> Iterator[BaseModel]:

@@ -33,6 +33,8 @@ _BY_STATUS = {
     RunStatus.HELD: ExitCode.HELD,
     RunStatus.PARTIAL: ExitCode.PARTIAL,
     RunStatus.FAILED: ExitCode.FAILED,
+    # Another process is applying the job: this run did nothing, and says so.
+    RunStatus.BUSY: ExitCode.FAILED,
 }
 
 

@@ -67,12 +67,16 @@ class PlatformUser(msgspec.Struct, frozen=True, gc=False):
 
 
 class Origin(msgspec.Struct, frozen=True, gc=False):
-    """Where a source record came from, for error messages: ``users.csv:12``."""
+    """Where a source record came from, for error messages: ``users.csv:12``, or
+    ``corp-ad: CN=Ada,OU=People,DC=corp`` for a directory entry (``dn``)."""
 
     source: str
     line: int | None = None
+    dn: str | None = None
 
     def __str__(self) -> str:
+        if self.dn is not None:
+            return f"{self.source}: {self.dn}"
         return self.source if self.line is None else f"{self.source}:{self.line}"
 
 

@@ -7,7 +7,8 @@ implement and which are injected through constructors:
 
 * :class:`Source` -- a directory (CSV, LDAP / AD, Entra ID) streaming its users;
 * :class:`PlatformPort` -- the Nebuly platform-users API (list and batched writes);
-* :class:`StateStore` -- what a job remembers between runs (owned users, history);
+* :class:`StateStore` -- what a job remembers between runs (owned users, history, the
+  audit log of confirmed changes, source cursors, the per-job lock);
 * :class:`Progress` -- a display of write progress (a progress bar on a terminal).
 
 The analytics API of the activation report gets its port here too when it lands.
@@ -15,7 +16,7 @@ The analytics API of the activation report gets its port here too when it lands.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -175,8 +176,77 @@ class RunRecord:
     summary: dict[str, object]
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One change the platform confirmed, as the audit log keeps it.
+
+    ``end_user`` is the normalised name (what ``syncd audit --user`` looks up); the
+    platform's own spelling is in ``before`` / ``after``. ``operation`` is a
+    :class:`~syncd.plan.ChangeKind` value: insert, update, end, reactivate or delete.
+    ``before`` is None for an insert, ``after`` None for a delete.
+    """
+
+    run_id: str
+    at: datetime
+    job: str
+    end_user: str
+    operation: str
+    before: PlatformUser | None
+    after: PlatformUser | None
+
+
+AuditedUser = tuple[str, PlatformUser | None, PlatformUser | None]
+"""One user of an :class:`AuditBatch`: ``(normalised end_user, before, after)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditBatch:
+    """The confirmed changes of one kind in one run: what a run hands the audit log.
+
+    Batched, not one object per user, because a first sync confirms a million inserts;
+    ``users`` may be a one-shot iterator, consumed once by the store.
+    """
+
+    run_id: str
+    job: str
+    operation: str
+    at: datetime
+    users: Iterable[AuditedUser]
+
+
+@dataclass(frozen=True, slots=True)
+class JobLock:
+    """Who holds a job's lock: one apply of a job at a time, across processes.
+
+    ``holder`` says what holds it (``syncd run``, ``syncd apply``); ``pid``, ``host``
+    and ``namespace`` (the PID namespace, so containers sharing a host are told apart)
+    let another process on the same machine see that the holder is gone;
+    ``heartbeat_at`` is refreshed while the apply runs, so a lock whose holder cannot be
+    checked still expires.
+    """
+
+    job: str
+    run_id: str
+    holder: str
+    pid: int
+    host: str
+    namespace: str
+    since: datetime
+    heartbeat_at: datetime
+
+    def describe(self) -> str:
+        """``syncd run (pid 4242 on host-a)``."""
+        return f"{self.holder} (pid {self.pid} on {self.host})"
+
+
 class StateStore(Protocol):
-    """Where a job keeps what it must remember between runs."""
+    """Where a job keeps what it must remember between runs.
+
+    The store is an optimisation and a record, never the truth: losing it costs
+    history and (with ``scope: owned``) makes a job forget what it owns, which only
+    makes it remove fewer users. Every write raises :class:`~syncd.errors.StateError`
+    when the store cannot take it.
+    """
 
     def ensure_writable(self) -> None:
         """Fail now, with a StateError, if the store cannot record this run."""
@@ -194,14 +264,55 @@ class StateStore(Protocol):
         """Forget end_users the job deleted."""
         ...
 
-    def record_run(self, record: RunRecord) -> None:
-        """Append a finished run to the history."""
+    def record_run(self, record: RunRecord, audit: Iterable[AuditBatch] = ()) -> None:
+        """Append a finished run to the history, with the changes the platform
+        confirmed during it, all in one transaction (never audit rows without their run).
+        """
         ...
 
-    def runs(self, job: str, limit: int = 20) -> list[RunRecord]:
-        """The most recent runs of a job, newest first."""
+    def runs(self, job: str | None, limit: int = 20) -> list[RunRecord]:
+        """The most recent runs of a job (of every job for None), newest first."""
         ...
 
     def last_run(self, job: str) -> RunRecord | None:
         """The most recent run of a job, or None before its first."""
+        ...
+
+    def audit(self, end_users: Collection[str], job: str | None = None) -> list[AuditEntry]:
+        """Every recorded change to these (normalised) end_users, oldest first; only the
+        job's when ``job`` is given."""
+        ...
+
+    def prune(self, before: datetime) -> int:
+        """Delete runs started and audit rows written before ``before``; return how many
+        rows went (retention)."""
+        ...
+
+    def source_cursor(self, job: str, source: str) -> str | None:
+        """The cursor a source of the job saved for its next incremental read, or None."""
+        ...
+
+    def set_source_cursor(self, job: str, source: str, cursor: str | None) -> None:
+        """Save a source's cursor (None forgets it, forcing a full read next time)."""
+        ...
+
+    def acquire_lock(self, lock: JobLock, *, is_stale: Callable[[JobLock], bool]) -> JobLock:
+        """Take the job's lock for ``lock`` unless someone else holds it.
+
+        Returns the holder after the attempt: ``lock`` itself when taken, else the
+        current holder. A lock for which ``is_stale`` is true (its process is gone, or
+        its heartbeat expired) is taken over.
+        """
+        ...
+
+    def refresh_lock(self, job: str, run_id: str, at: datetime) -> bool:
+        """Move the heartbeat of the run's lock to ``at``; False if it no longer holds it."""
+        ...
+
+    def release_lock(self, job: str, run_id: str) -> None:
+        """Release the job's lock if this run holds it (never another run's)."""
+        ...
+
+    def current_lock(self, job: str) -> JobLock | None:
+        """Who holds the job's lock now, or None (a stale row is reported as it is)."""
         ...

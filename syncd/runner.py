@@ -20,6 +20,7 @@ from typing import Protocol, TypeVar
 
 import structlog
 
+from syncd.audit import audit_batches
 from syncd.config import JobConfig
 from syncd.errors import PlatformError, SourceError, StateError
 from syncd.guard import GuardLimits, Override, Verdict, check_plan
@@ -72,6 +73,8 @@ class RunStatus(StrEnum):
     HELD = "held"
     PARTIAL = "partial"
     FAILED = "failed"
+    BUSY = "busy"
+    """Not run: another process holds the job's lock (it is being applied)."""
 
 
 @dataclass(slots=True)
@@ -97,6 +100,8 @@ class RunResult:
     status: RunStatus
     outcomes: list[WriteOutcome] = field(default_factory=list)
     error: str | None = None
+    confirmed_at: dict[Operation, datetime] = field(default_factory=dict)
+    """When each operation ended: the time of its audit rows."""
 
     @property
     def failures(self) -> int:
@@ -299,8 +304,13 @@ class JobRunner:
         result.outcomes.append(outcome)
         advance = self._progress.start(operation, len(items)) if self._progress else None
         try:
-            call(items, advance, outcome=outcome)
+            returned = call(items, advance, outcome=outcome)
+            if returned is not outcome:
+                # What it confirmed would be lost from the record and the audit log.
+                raise TypeError(f"{operation}: the platform port must fill the outcome given")
         finally:
+            # Also after an error: what was confirmed until then is audited.
+            result.confirmed_at[operation] = datetime.now(UTC)
             if self._progress:
                 self._progress.finish(operation)
         log.info(
@@ -369,6 +379,19 @@ class JobRunner:
                 ),
             )
         summary = result.summary()
+        audit = (
+            audit_batches(
+                planned.plan,
+                result.outcomes,
+                run_id=planned.run_id,
+                job=planned.job,
+                confirmed_at=result.confirmed_at,
+                identity=self._identity,
+            )
+            if planned.plan is not None
+            else ()
+        )
+        # The run and its audit rows in one transaction: never rows without their run.
         self._state.record_run(
             RunRecord(
                 run_id=planned.run_id,
@@ -377,6 +400,7 @@ class JobRunner:
                 finished_at=datetime.now(UTC),
                 status=result.status.value,
                 summary=summary,
-            )
+            ),
+            audit,
         )
         log.info("run.finished", **summary)

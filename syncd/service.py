@@ -8,6 +8,12 @@ Two lifetimes are kept apart:
 * A :class:`~syncd.runner.JobRunner` lives for one run. :func:`run_job` builds one over
   the resources, binds the run's log context, plans, judges, applies, and turns every
   way a run can end into a typed :class:`JobReport`. Rendering it is the caller's job.
+
+An apply holds the job's lock (:mod:`syncd.locking`) from before its plan until its run
+is recorded, so a daemon and a manual ``syncd apply`` never apply one job at once; the
+one that finds it taken does nothing and reports :attr:`RunStatus.BUSY`. The plan is
+made under the lock too: a plan computed while another process writes would be stale.
+After an apply, history older than ``state.retention_days`` is pruned.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -23,9 +29,10 @@ import httpx
 import structlog
 
 from syncd.config import JobConfig, SyncdConfig
-from syncd.errors import ConfigError, SyncdError
+from syncd.errors import ConfigError, StateError, SyncdError
 from syncd.exitcodes import ExitCode, exit_code_for
 from syncd.guard import Override
+from syncd.locking import busy_message, job_lock, process_holder
 from syncd.platform.client import PlatformClient
 from syncd.ports import PlatformPort, Progress, Source, StateStore, WriteFailure
 from syncd.runner import JobRunner, PlannedRun, RunResult, RunStatus, new_run_id, today_utc
@@ -179,6 +186,7 @@ def run_job(
     progress: Progress | None = None,
     on_planned: Callable[[PlannedRun], None] | None = None,
     today: Callable[[], date] = today_utc,
+    holder: str | None = None,
 ) -> JobReport:
     """Plan ``job`` and, with ``apply``, write the plan unless the guard holds it.
 
@@ -187,7 +195,13 @@ def run_job(
     propagate, after the runner recorded the run. ``resources`` are reused when given
     (a daemon), else opened and closed around this run. ``on_planned`` sees the plan
     before anything is written (the CLI prints it there).
+
+    An apply first takes the job's lock; when another process holds it the report is
+    :attr:`RunStatus.BUSY` (exit 1) naming the holder, and nothing is read or written.
+    ``holder`` describes this process in the lock (default: ``syncd <command>``).
     """
+    if resources is not None and resources.job.name != job.name:
+        raise ValueError(f"resources of job {resources.job.name!r} given for job {job.name!r}")
     run_id = new_run_id()
     # Every log line of the run, the write threads' too, carries job and run_id; unbound
     # afterwards, because a scheduler reuses its threads for other jobs.
@@ -196,6 +210,14 @@ def run_job(
             with ExitStack() as stack:
                 if resources is None:
                     resources = stack.enter_context(open_resources(config, job))
+                if apply:
+                    held = stack.enter_context(
+                        job_lock(
+                            resources.state, job.name, run_id, holder=holder or process_holder()
+                        )
+                    )
+                    if held.run_id != run_id:
+                        return _busy(job, run_id, busy_message(held, datetime.now(UTC)))
                 runner = resources.runner(progress=progress, today=today)
                 planned = runner.plan(override or Override(), run_id=run_id)
                 if on_planned is not None:
@@ -204,6 +226,7 @@ def run_job(
                     status = RunStatus.HELD if planned.verdict.held else RunStatus.PLANNED
                     return _report(job, status, planned=planned)
                 result = runner.apply(planned)
+                _prune(resources.state, config.state.retention_days)
             return _report(job, result.status, planned=planned, result=result)
         except ConfigError as error:
             return _failed(job, run_id, error, ExitCode.CONFIG)
@@ -213,6 +236,30 @@ def run_job(
             # A bug must not stop the other jobs (or the daemon); the traceback is logged.
             log.exception("job.crashed")
             return _failed(job, run_id, error, ExitCode.FAILED, unexpected=True)
+
+
+def _prune(state: StateStore, retention_days: int) -> None:
+    """Delete history older than the retention (once per applied run; never fails it)."""
+    cutoff = datetime.now(UTC) - timedelta(days=retention_days)
+    try:
+        removed = state.prune(cutoff)
+    except StateError as error:
+        # The run itself is recorded; old rows wait for the next run.
+        log.warning("state.prune_failed", error=str(error))
+        return
+    if removed:
+        log.info("state.pruned", rows=removed, before=cutoff.isoformat())
+
+
+def _busy(job: JobConfig, run_id: str, message: str) -> JobReport:
+    log.warning("job.busy", error=message)
+    return JobReport(
+        job=job.name,
+        status=RunStatus.BUSY,
+        exit_code=exit_code_for(RunStatus.BUSY),
+        run_id=run_id,
+        error=message,
+    )
 
 
 def _report(

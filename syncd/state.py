@@ -1,4 +1,4 @@
-"""The state store: which users each job owns, and the history of runs (SQLite).
+"""The state store (SQLite): owned users, run history, audit log, cursors, job locks.
 
 SQLite because it is in the standard library, crash-safe (every write is a transaction)
 and fast enough to record a million owned users in a second or two. The database is
@@ -7,9 +7,9 @@ missing database answers "nothing yet".
 
 Schema versions
 ---------------
-The schema is the result of :data:`MIGRATIONS`, an ordered tuple of steps numbered
+The schema is the result of :data:`MIGRATIONS` (in :mod:`syncd.state_schema`), steps numbered
 1, 2, 3, ... The database remembers the last step applied in ``PRAGMA user_version``.
-On its first connection a store reads that number and, if it is behind, applies the
+On its first write a store reads that number and, if it is behind, applies the
 missing steps and sets the new number **in one transaction**, opened with
 ``BEGIN IMMEDIATE``: two processes (a daemon and a manual ``syncd apply``) cannot both
 migrate, the second waits and then finds nothing to do, and a step that fails leaves the
@@ -17,8 +17,18 @@ database exactly at its old version. A database numbered higher than the code kn
 written by a newer syncd and is refused (:class:`~syncd.errors.StateError`), never
 downgraded.
 
+Reads never change the file (no migration, no journal-mode switch): a newer syncd's
+``plan`` or ``history`` must not upgrade a database an older daemon still uses. A read
+of a table an older schema does not have yet answers "nothing recorded".
+
 To change the schema, append one :class:`Migration` with the next number. Never edit a
 step that was released: databases in the field have already run it.
+
+Step 2 adds the audit log (one row per change the platform confirmed in ``audit``,
+indexed by end_user; what a batch of them shares -- run, job, operation, time, indexed
+by time -- once in ``audit_ops``; the view ``audit_log`` joins the two), per-source
+cursors for incremental reads, the per-job lock table, and an index on
+``runs.started_at`` so that retention is an indexed delete.
 
 Step 1 is the schema of the first releases. Those created their tables with ``CREATE
 TABLE IF NOT EXISTS`` on every connection and set ``user_version = 1`` only before an
@@ -31,6 +41,16 @@ The database is in WAL mode, so readers (health endpoints, a history command) ne
 wait for the writer, nor the writer for them; a busy timeout makes writers queue.
 Every call opens its own short connection, so a store never holds a lock between calls
 and survives its file being deleted (the next write creates and migrates it again).
+A database locked by another process for longer than the busy timeout, or one that
+cannot be written, is a :class:`~syncd.errors.StateError` naming the file.
+
+The audit log
+-------------
+A run's audit rows are written in the transaction that records the run
+(:meth:`SqliteStateStore.record_run`), so there are never audit rows without their
+run, and rows exist only for users the platform confirmed. A process killed before it
+records its run (SIGKILL, power loss) loses that run's rows with the run itself; the
+platform is unaffected and the next run re-plans from the live list.
 """
 
 from __future__ import annotations
@@ -38,19 +58,23 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from syncd.errors import StateError
-from syncd.ports import RunRecord, StateStore
+from syncd.ports import AuditBatch, AuditEntry, JobLock, RunRecord, StateStore
+from syncd.state_codec import UserEncoder, audit_rows, decode_user, stored_time
+from syncd.state_schema import MIGRATIONS, SCHEMA_VERSION, Migration, checked
 
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "AuditBatch",
+    "AuditEntry",
+    "JobLock",
     "Migration",
     "RunRecord",
     "SqliteStateStore",
@@ -58,90 +82,12 @@ __all__ = [
 ]
 
 DATABASE_NAME = "syncd.sqlite3"
+
+_TABLE_NAMES = "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
 """The file name of the database inside ``state_dir``."""
 
 _BUSY_TIMEOUT_SECONDS = 30.0
 """How long a connection waits for another writer (a daemon run and a manual apply)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One step of the schema history.
-
-    ``step`` is SQL (one or more statements separated by ``;``) or a function that gets
-    the connection, for changes SQL alone cannot express (rewriting data in Python).
-    Either runs inside the migration transaction and must not commit: no ``BEGIN``,
-    ``COMMIT``, ``VACUUM`` or ``PRAGMA journal_mode`` in a step.
-    """
-
-    version: int
-    description: str
-    step: str | Callable[[sqlite3.Connection], None]
-
-    def apply(self, connection: sqlite3.Connection) -> None:
-        """Run the step on ``connection`` (inside the caller's transaction)."""
-        if isinstance(self.step, str):
-            # Not executescript(): it commits the pending transaction first, which
-            # would make a multi-step migration non-atomic.
-            for statement in _statements(self.step):
-                connection.execute(statement)
-        else:
-            self.step(connection)
-
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "owned users and run history",
-        # IF NOT EXISTS: databases of the first releases may already hold these tables
-        # (all or, after a crash between statements, some) at user_version 0.
-        """
-        CREATE TABLE IF NOT EXISTS owned_users (
-            job TEXT NOT NULL,
-            end_user TEXT NOT NULL,
-            PRIMARY KEY (job, end_user)
-        ) WITHOUT ROWID;
-        CREATE TABLE IF NOT EXISTS runs (
-            run_id TEXT PRIMARY KEY,
-            job TEXT NOT NULL,
-            started_at TEXT NOT NULL,
-            finished_at TEXT NOT NULL,
-            status TEXT NOT NULL,
-            summary TEXT NOT NULL
-        );
-        CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, started_at);
-        """,
-    ),
-)
-"""Every schema step, in order; append to add one (see the module docstring)."""
-
-SCHEMA_VERSION = MIGRATIONS[-1].version
-"""The schema version this code creates and expects."""
-
-
-def _statements(script: str) -> Iterator[str]:
-    """Split SQL into statements, keeping a ``;`` inside a literal, a comment or a
-    trigger body with its statement (execute() runs one statement at a time)."""
-    *pieces, tail = script.split(";")
-    pending = ""
-    for piece in pieces:
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending):
-            yield pending.strip()
-            pending = ""
-    # What follows the last complete statement (whitespace, a comment, or an incomplete
-    # statement that execute() then reports as an error).
-    if (pending + tail).strip():
-        yield (pending + tail).strip()
-
-
-def _checked(migrations: Sequence[Migration]) -> tuple[Migration, ...]:
-    """The migrations as a tuple, if numbered 1, 2, 3, ... (a programming error if not)."""
-    steps = tuple(migrations)
-    versions = [migration.version for migration in steps]
-    if not steps or versions != list(range(1, len(steps) + 1)):
-        raise ValueError(f"migrations must be numbered 1, 2, 3, ... in order, got {versions}")
-    return steps
 
 
 def _user_version(connection: sqlite3.Connection) -> int:
@@ -185,7 +131,7 @@ class SqliteStateStore:
         busy_timeout: float = _BUSY_TIMEOUT_SECONDS,
     ) -> None:
         self._path = state_dir / DATABASE_NAME
-        self._migrations = _checked(migrations)
+        self._migrations = checked(migrations)
         self._latest = self._migrations[-1].version
         self._busy_timeout = busy_timeout
         # WAL is a property of the file, so it is set when a store first opens it, not
@@ -233,9 +179,46 @@ class SqliteStateStore:
             self._prepare(connection)
             yield connection
         except sqlite3.Error as error:
-            raise StateError(f"state database {self._path}: {error}") from None
+            raise StateError(self._explain(error)) from None
         finally:
             connection.close()
+
+    @contextmanager
+    def _read(self, *tables: str) -> Iterator[sqlite3.Connection | None]:
+        """A connection for a pure read, or None when there is nothing to read.
+
+        A read never changes the file: no creation, no migration, no journal-mode
+        switch (``syncd plan`` or ``history`` of a newer syncd must not upgrade a
+        database an older daemon still uses). On a database from before ``tables``
+        existed there is nothing recorded in them, so the answer is None too.
+        """
+        connection = self._open(create=False)
+        if connection is None:
+            yield None
+            return
+        try:
+            self._refuse_newer(_user_version(connection))
+            names = {row[0] for row in connection.execute(_TABLE_NAMES)}
+            yield connection if names.issuperset(tables) else None
+        except sqlite3.Error as error:
+            raise StateError(self._explain(error)) from None
+        finally:
+            connection.close()
+
+    def _explain(self, error: sqlite3.Error) -> str:
+        """The message of a StateError for ``error``, with what to do for common cases."""
+        text = str(error)
+        if "database is locked" in text or "database is busy" in text:
+            return (
+                f"state database {self._path} is locked by another process (waited "
+                f"{self._busy_timeout:g} s): {text}; try again when it finishes"
+            )
+        if "readonly" in text or "read-only" in text or "unable to open" in text:
+            return (
+                f"state database {self._path} cannot be written: {text}; check the "
+                "permissions of the file and its folder"
+            )
+        return f"state database {self._path}: {text}"
 
     def _prepare(self, connection: sqlite3.Connection) -> None:
         """Bring the database to this code's schema (a no-op once it is there).
@@ -318,11 +301,13 @@ class SqliteStateStore:
                     ((job, end_user) for end_user in end_users),
                 )
 
-    def record_run(self, record: RunRecord) -> None:
-        """Append a finished run to the history."""
+    def record_run(self, record: RunRecord, audit: Iterable[AuditBatch] = ()) -> None:
+        """Append a finished run to the history, and its confirmed changes to the audit
+        log, in one transaction."""
         with self._connect(create=True) as connection:
             assert connection is not None
             with _transaction(connection):
+                self._write_audit(connection, audit)
                 connection.execute(
                     "INSERT INTO runs (run_id, job, started_at, finished_at, status, summary) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
@@ -336,28 +321,61 @@ class SqliteStateStore:
                     ),
                 )
 
+    @staticmethod
+    def _write_audit(connection: sqlite3.Connection, batches: Iterable[AuditBatch]) -> None:
+        """Insert the audit rows of ``batches`` (inside the caller's transaction)."""
+        encoder = UserEncoder()
+        # The end_user index takes names in source order, which is random to the
+        # B-tree: with SQLite's default 2 MB page cache a million of them thrash it
+        # (twice as slow). 64 MB, for this connection only and only as it fills.
+        connection.execute("PRAGMA cache_size = -65536")
+        for batch in batches:
+            # Under the write lock, rowids are assigned max + 1, max + 2, ...: the
+            # batch's rows are exactly first_row..last_row.
+            (last,) = connection.execute("SELECT coalesce(max(id), 0) FROM audit").fetchone()
+            cursor = connection.execute(
+                "INSERT INTO audit_ops (run_id, job, operation, at, first_row, last_row) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (batch.run_id, batch.job, batch.operation, stored_time(batch.at), last + 1, 0),
+            )
+            op = cursor.lastrowid
+            assert op is not None
+            connection.executemany(
+                "INSERT INTO audit (op, end_user, before, after) VALUES (?, ?, ?, ?)",
+                audit_rows(op, batch.users, encoder),
+            )
+            (final,) = connection.execute("SELECT coalesce(max(id), 0) FROM audit").fetchone()
+            if final == last:  # the batch had no user after all
+                connection.execute("DELETE FROM audit_ops WHERE id = ?", (op,))
+            else:
+                connection.execute("UPDATE audit_ops SET last_row = ? WHERE id = ?", (final, op))
+
     # ------------------------------------------------------------------------ reads
 
     def owned_users(self, job: str) -> frozenset[str]:
         """The end_users the job created or adopted (empty before the first write)."""
-        with self._connect(create=False) as connection:
+        with self._read("owned_users") as connection:
             if connection is None:
                 return frozenset()
             rows = connection.execute("SELECT end_user FROM owned_users WHERE job = ?", (job,))
             return frozenset(row[0] for row in rows)
 
-    def runs(self, job: str, limit: int = 20) -> list[RunRecord]:
-        """The most recent runs of a job, newest first (empty before the first run)."""
-        with self._connect(create=False) as connection:
+    def runs(self, job: str | None, limit: int = 20) -> list[RunRecord]:
+        """The most recent runs of a job (every job's for None), newest first (empty
+        before the first run)."""
+        with self._read("runs") as connection:
             if connection is None:
                 return []
             # rowid breaks ties between runs started in the same instant: the one
             # recorded last is the newer.
-            rows = connection.execute(
-                "SELECT run_id, job, started_at, finished_at, status, summary FROM runs "
-                "WHERE job = ? ORDER BY started_at DESC, rowid DESC LIMIT ?",
-                (job, limit),
-            ).fetchall()
+            columns = "SELECT run_id, job, started_at, finished_at, status, summary FROM runs"
+            order = "ORDER BY started_at DESC, rowid DESC LIMIT ?"
+            if job is None:
+                rows = connection.execute(f"{columns} {order}", (limit,)).fetchall()
+            else:
+                rows = connection.execute(
+                    f"{columns} WHERE job = ? {order}", (job, limit)
+                ).fetchall()
         return [
             RunRecord(
                 run_id=row[0],
@@ -374,6 +392,170 @@ class SqliteStateStore:
         """The most recent run of a job, or None before its first."""
         newest = self.runs(job, limit=1)
         return newest[0] if newest else None
+
+    def audit(self, end_users: Collection[str], job: str | None = None) -> list[AuditEntry]:
+        """Every recorded change to these normalised end_users, oldest first."""
+        names = sorted(set(end_users))
+        if not names:
+            return []
+        with self._read("audit", "audit_ops") as connection:
+            if connection is None:
+                return []
+            # json_each keeps the statement static whatever the number of names; the
+            # IN (subquery) still looks each name up in audit_by_user.
+            query = (
+                "SELECT audit_ops.run_id, audit_ops.at, audit_ops.job, audit.end_user, "
+                "audit_ops.operation, audit.before, audit.after "
+                "FROM audit JOIN audit_ops ON audit_ops.id = audit.op "
+                "WHERE audit.end_user IN (SELECT value FROM json_each(?)) "
+                "AND (? IS NULL OR audit_ops.job = ?) ORDER BY audit_ops.at, audit.id"
+            )
+            rows: list[tuple[str, str, str, str, str, str | None, str | None]] = connection.execute(
+                query, (json.dumps(names), job, job)
+            ).fetchall()
+        return [
+            AuditEntry(
+                run_id=row[0],
+                at=datetime.fromisoformat(row[1]),
+                job=row[2],
+                end_user=row[3],
+                operation=row[4],
+                before=decode_user(row[5]),
+                after=decode_user(row[6]),
+            )
+            for row in rows
+        ]
+
+    def source_cursor(self, job: str, source: str) -> str | None:
+        """The cursor a source of the job saved, or None (also before the first write)."""
+        with self._read("source_cursors") as connection:
+            if connection is None:
+                return None
+            row = connection.execute(
+                "SELECT cursor FROM source_cursors WHERE job = ? AND source = ?", (job, source)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    # ------------------------------------------------------------- maintenance
+
+    def prune(self, before: datetime) -> int:
+        """Delete runs started and audit rows written before ``before`` (both indexed)."""
+        cutoff = stored_time(before)
+        with self._connect(create=False) as connection:
+            if connection is None:
+                return 0
+            with _transaction(connection):
+                runs = connection.execute("DELETE FROM runs WHERE started_at < ?", (cutoff,))
+                removed = runs.rowcount
+                old = connection.execute(
+                    "SELECT first_row, last_row FROM audit_ops WHERE at < ?", (cutoff,)
+                ).fetchall()
+                for first, last in old:
+                    removed += connection.execute(
+                        "DELETE FROM audit WHERE id BETWEEN ? AND ?", (first, last)
+                    ).rowcount
+                connection.execute("DELETE FROM audit_ops WHERE at < ?", (cutoff,))
+                return removed
+
+    def set_source_cursor(self, job: str, source: str, cursor: str | None) -> None:
+        """Save (or, with None, forget) a source's cursor for the job's next read."""
+        with self._connect(create=True) as connection:
+            assert connection is not None
+            with _transaction(connection):
+                if cursor is None:
+                    connection.execute(
+                        "DELETE FROM source_cursors WHERE job = ? AND source = ?", (job, source)
+                    )
+                    return
+                connection.execute(
+                    "INSERT INTO source_cursors (job, source, cursor, updated_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (job, source) DO UPDATE SET "
+                    "cursor = excluded.cursor, updated_at = excluded.updated_at",
+                    (job, source, cursor, stored_time(datetime.now(UTC))),
+                )
+
+    # ------------------------------------------------------------------ job lock
+
+    def acquire_lock(self, lock: JobLock, *, is_stale: Callable[[JobLock], bool]) -> JobLock:
+        """Take the job's lock unless a live holder has it; return the holder after.
+
+        Check and take happen in one IMMEDIATE transaction, so two processes cannot
+        both see the lock free and both take it.
+        """
+        with self._connect(create=True) as connection:
+            assert connection is not None
+            with _transaction(connection):
+                current = _lock_of(
+                    connection.execute(f"{_LOCK_SELECT} WHERE job = ?", (lock.job,)).fetchone()
+                )
+                if current is not None and current.run_id != lock.run_id and not is_stale(current):
+                    return current
+                connection.execute(
+                    "INSERT OR REPLACE INTO job_locks (job, run_id, holder, pid, host, "
+                    "namespace, since, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        lock.job,
+                        lock.run_id,
+                        lock.holder,
+                        lock.pid,
+                        lock.host,
+                        lock.namespace,
+                        stored_time(lock.since),
+                        stored_time(lock.heartbeat_at),
+                    ),
+                )
+                return lock
+
+    def refresh_lock(self, job: str, run_id: str, at: datetime) -> bool:
+        """Move the heartbeat of the run's lock; False if the run no longer holds it."""
+        with self._connect(create=False) as connection:
+            if connection is None:
+                return False
+            with _transaction(connection):
+                cursor = connection.execute(
+                    "UPDATE job_locks SET heartbeat_at = ? WHERE job = ? AND run_id = ?",
+                    (stored_time(at), job, run_id),
+                )
+                return cursor.rowcount == 1
+
+    def release_lock(self, job: str, run_id: str) -> None:
+        """Release the job's lock if this run holds it (a no-op otherwise)."""
+        with self._connect(create=False) as connection:
+            if connection is None:
+                return
+            with _transaction(connection):
+                connection.execute(
+                    "DELETE FROM job_locks WHERE job = ? AND run_id = ?", (job, run_id)
+                )
+
+    def current_lock(self, job: str) -> JobLock | None:
+        """The job's lock row, stale or not, or None."""
+        with self._read("job_locks") as connection:
+            if connection is None:
+                return None
+            row = connection.execute(f"{_LOCK_SELECT} WHERE job = ?", (job,)).fetchone()
+        return _lock_of(row)
+
+
+_LOCK_SELECT = (
+    "SELECT job, run_id, holder, pid, host, namespace, since, heartbeat_at FROM job_locks"
+)
+
+
+def _lock_of(row: tuple[object, ...] | None) -> JobLock | None:
+    if row is None:
+        return None
+    job, run_id, holder, pid, host, namespace, since, heartbeat_at = row
+    return JobLock(
+        job=str(job),
+        run_id=str(run_id),
+        holder=str(holder),
+        pid=int(str(pid)),
+        host=str(host),
+        namespace=str(namespace),
+        since=datetime.fromisoformat(str(since)),
+        heartbeat_at=datetime.fromisoformat(str(heartbeat_at)),
+    )
 
 
 if TYPE_CHECKING:

@@ -454,3 +454,39 @@ def test_version_and_help() -> None:
     assert result.returncode == 0
     for command in ("plan", "apply", "check-config", "emulator", "demo"):
         assert command in result.stdout
+
+
+def test_the_0_1_emulator_command_line_still_serves_the_platform(tmp_path: Path) -> None:
+    env = {**os.environ, "SYNCD_EMULATOR_API_KEY": "sk-legacy"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "syncd", "emulator", "--port", "0", "--users", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        cwd=tmp_path,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline().strip()
+            assert line.startswith("syncd emulator listening on http://127.0.0.1:"), line
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0
+    assert "deprecated; use 'syncd emulator platform OPTIONS'" in stderr
+
+
+def test_json_output_lists_a_job_that_failed_before_planning(
+    workspace: Workspace, unused_port: int
+) -> None:
+    workspace.write_users(rows(2))
+    workspace.write_config(url=f"http://127.0.0.1:{unused_port}")
+    result = workspace.run("plan", "-c", str(workspace.config), "--output", "json")
+    assert result.returncode == 1
+    (job,) = json.loads(result.stdout)["jobs"]
+    assert (job["job"], job["status"], job["exit_code"]) == ("corp", "failed", 1)
+    assert "ConnectError" in job["error"]

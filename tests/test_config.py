@@ -258,6 +258,10 @@ def test_a_secret_file_keeps_inner_spaces_and_drops_only_the_line_break(tmp_path
     path = tmp_path / "password"
     path.write_text(" pass word \n")
     assert read_secret_file(path).get_secret_value() == " pass word "
+    path.write_text("pass\n\n")
+    assert read_secret_file(path).get_secret_value() == "pass\n"
+    path.write_text("pass\r\n")
+    assert read_secret_file(path).get_secret_value() == "pass"
     path.write_text("")
     with pytest.raises(ConfigError, match="is empty"):
         read_secret_file(path)
@@ -271,3 +275,17 @@ def test_a_bad_source_type_names_the_entry() -> None:
         parse(MINIMAL.replace("type: csv", "type: nosuch"))
     with pytest.raises(ConfigError, match=r"jobs\[0\]\.sources\[0\]\.id_column: Field required"):
         parse(MINIMAL.replace("        id_column: email\n", ""))
+
+
+def test_an_api_key_file_drops_the_white_space_around_the_key(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("  sk-padded \n\n")
+    text = MINIMAL.replace("api_key: ${NEBULY_API_KEY}", "api_key_file: key")
+    assert parse(text, base=tmp_path).jobs[0].target.secret().get_secret_value() == "sk-padded"
+
+
+def test_an_unreadable_status_token_file_is_a_config_error(tmp_path: Path) -> None:
+    text = MINIMAL + "server: {listen: '127.0.0.1:9464', auth_token_file: token}\n"
+    with pytest.raises(ConfigError, match=r"cannot read secret file .*token"):
+        parse(text, base=tmp_path)
+    (tmp_path / "token").write_text("t0ken\n")
+    assert parse(text, base=tmp_path).server.auth_token_file == tmp_path / "token"

@@ -21,4 +21,5 @@ def test_every_run_status_has_its_code() -> None:
         RunStatus.HELD: 3,
         RunStatus.PARTIAL: 4,
         RunStatus.FAILED: 1,
+        RunStatus.BUSY: 1,
     }

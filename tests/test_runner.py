@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
@@ -288,3 +289,180 @@ def test_purge_deletes_long_ended_users_through_the_api(
         assert runner.apply(planned).status is RunStatus.APPLIED
     assert sorted(emulator.users()) == ["recent@example.com", "user00@example.com"]
     assert emulator.calls()["delete"] == 1
+
+
+# ------------------------------------------------------------------- audit log
+
+
+def audit_ops(tmp_path: Path, name: str) -> list[str]:
+    return [entry.operation for entry in SqliteStateStore(tmp_path / "state").audit([name])]
+
+
+def apply_once(config: SyncdConfig) -> RunStatus:
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        return runner.apply(runner.plan()).status
+
+
+def test_every_confirmed_change_is_audited_with_before_and_after(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    config = make_config(tmp_path, emulator, emulator_api_key)
+    write_users(tmp_path, names(3))
+    assert apply_once(config) is RunStatus.APPLIED
+    # user00 changes department, user01 leaves.
+    (tmp_path / "users.csv").write_text(
+        "email,Department\nuser00@example.com,Sales\nuser02@example.com,Eng\n"
+    )
+    assert apply_once(config) is RunStatus.APPLIED
+    # user01 comes back.
+    (tmp_path / "users.csv").write_text(
+        "email,Department\nuser00@example.com,Sales\nuser01@example.com,Eng\n"
+        "user02@example.com,Eng\n"
+    )
+    assert apply_once(config) is RunStatus.APPLIED
+    # user02 goes, and this job deletes leavers.
+    deleting = make_config(tmp_path, emulator, emulator_api_key, policy="on_missing: delete")
+    (tmp_path / "users.csv").write_text(
+        "email,Department\nuser00@example.com,Sales\nuser01@example.com,Eng\n"
+    )
+    assert apply_once(deleting) is RunStatus.APPLIED
+
+    store = SqliteStateStore(tmp_path / "state")
+    assert audit_ops(tmp_path, "user00@example.com") == ["insert", "update"]
+    assert audit_ops(tmp_path, "user01@example.com") == ["insert", "end", "reactivate"]
+    assert audit_ops(tmp_path, "user02@example.com") == ["insert", "delete"]
+    inserted, moved = store.audit(["user00@example.com"])
+    assert inserted.before is None
+    assert inserted.after is not None
+    assert dict(inserted.after.tags) == {"department": "Eng"}
+    assert moved.before == inserted.after  # one row for the change, before and after
+    assert moved.after is not None
+    assert dict(moved.after.tags) == {"department": "Sales"}
+    _, ended, back = store.audit(["user01@example.com"])
+    assert ended.after is not None
+    assert ended.after.active_to == TODAY
+    assert back.before == ended.after
+    assert back.after is not None
+    assert back.after.active_to is None
+    runs = {record.run_id for record in store.runs("corp")}
+    assert {entry.run_id for entry in store.audit(names(3))} <= runs
+    deleted = store.audit(["user02@example.com"])[-1]
+    assert (deleted.before is not None, deleted.after) == (True, None)
+
+
+def test_users_the_platform_refused_are_not_audited(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    config = make_config(tmp_path, emulator, emulator_api_key)
+    write_users(tmp_path, names(4))
+    emulator.set_faults(
+        Operation.INSERT, EndpointFaults(refuse_users=frozenset({"user01@example.com"}))
+    )
+    assert apply_once(config) is RunStatus.PARTIAL
+    assert audit_ops(tmp_path, "user01@example.com") == []
+    assert audit_ops(tmp_path, "user00@example.com") == ["insert"]
+    store = SqliteStateStore(tmp_path / "state")
+    assert len(store.audit(names(4))) == 3
+
+
+def test_the_confirmed_part_of_a_failed_apply_is_audited(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    config = make_config(tmp_path, emulator, emulator_api_key)
+    write_users(tmp_path, names(20))
+    with open_job(
+        config, config.jobs[0], progress=FaultAfterFirstBatch(emulator), today=lambda: TODAY
+    ) as runner:
+        result = runner.apply(runner.plan())
+    assert result.status is RunStatus.FAILED
+    store = SqliteStateStore(tmp_path / "state")
+    audited = store.audit(names(20))
+    assert {entry.end_user for entry in audited} == set(emulator.users())
+    assert len(audited) == 5
+    (record,) = store.runs("corp")
+    assert {entry.run_id for entry in audited} == {record.run_id}
+
+
+def test_the_confirmed_part_of_an_interrupted_apply_is_audited(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    config = make_config(tmp_path, emulator, emulator_api_key)
+    write_users(tmp_path, names(20))
+    with open_job(
+        config, config.jobs[0], progress=InterruptAfterFirstBatch(), today=lambda: TODAY
+    ) as runner:
+        planned = runner.plan()
+        with pytest.raises(KeyboardInterrupt):
+            runner.apply(planned)
+    audited = SqliteStateStore(tmp_path / "state").audit(names(20))
+    assert {entry.end_user for entry in audited} == set(emulator.users())
+    assert 0 < len(audited) < 20
+
+
+# ------------------------------------------- the state is an optimisation and a record
+
+
+def test_a_deleted_database_between_runs_still_converges_without_wrong_end_dates(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    config = make_config(tmp_path, emulator, emulator_api_key)
+    write_users(tmp_path, names(6))
+    assert apply_once(config) is RunStatus.APPLIED
+    write_users(tmp_path, names(5))  # user05 leaves
+    assert apply_once(config) is RunStatus.APPLIED
+    before = emulator.users()
+    (tmp_path / "state" / "syncd.sqlite3").unlink()
+    emulator.reset_counters()
+    assert apply_once(config) is RunStatus.APPLIED
+    assert emulator.users() == before
+    assert emulator.calls()["update"] == emulator.calls()["insert"] == 0
+    ended = {name for name, u in emulator.users().items() if u.active_to is not None}
+    assert ended == {"user05@example.com"}
+    # The new database starts a new history, and the next change is audited again.
+    write_users(tmp_path, names(4))
+    assert apply_once(config) is RunStatus.APPLIED
+    assert audit_ops(tmp_path, "user04@example.com") == ["end"]
+
+
+def test_scope_owned_forgets_what_it_owns_with_its_database_and_removes_less(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    emulator.seed_users([WireUser("handmade@example.com", {}, "2024-01-01")])
+    config = make_config(tmp_path, emulator, emulator_api_key, scope="owned")
+    write_users(tmp_path, names(3))
+    assert apply_once(config) is RunStatus.APPLIED
+    (tmp_path / "state" / "syncd.sqlite3").unlink()
+    write_users(tmp_path, names(3)[1:])  # user00 leaves while the job remembers nothing
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        planned = runner.plan()
+        assert planned.plan is not None
+        assert planned.plan.removals == 0  # fewer removals, never more
+        assert runner.apply(planned).status is RunStatus.APPLIED
+    users = emulator.users()
+    assert users["user00@example.com"].active_to is None
+    assert users["handmade@example.com"].active_to is None
+    # It adopted what its source lists again, and manages those from now on.
+    owned = SqliteStateStore(tmp_path / "state").owned_users("corp")
+    assert owned == frozenset(names(3)[1:])
+
+
+def test_a_locked_database_stops_the_run_before_any_write_naming_the_file(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    config = make_config(tmp_path, emulator, emulator_api_key)
+    write_users(tmp_path, names(3))
+    store = SqliteStateStore(tmp_path / "state", busy_timeout=0.2)
+    store.ensure_writable()
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as real:
+        runner = JobRunner(
+            config.jobs[0], sources=real._sources, platform=real._platform, state=store
+        )
+        planned = runner.plan()
+        with sqlite3.connect(store.path, isolation_level=None) as holder:
+            holder.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StateError, match=r"syncd\.sqlite3 is locked by another process"):
+                runner.apply(planned)
+            holder.execute("ROLLBACK")
+        holder.close()
+    assert emulator.users() == {}
+    assert emulator.calls()["insert"] == 0

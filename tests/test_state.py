@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from syncd.errors import StateError
-from syncd.state import MIGRATIONS, SCHEMA_VERSION, Migration, RunRecord, SqliteStateStore
+from syncd.model import PlatformUser, make_tags
+from syncd.state import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    AuditBatch,
+    JobLock,
+    Migration,
+    RunRecord,
+    SqliteStateStore,
+)
 
 
 def test_reading_never_creates_the_database(tmp_path: Path) -> None:
@@ -134,8 +144,9 @@ def test_a_database_of_the_first_releases_is_upgraded_keeping_its_data(
     store = SqliteStateStore(tmp_path)
     assert store.owned_users("corp") == frozenset({"alice@example.com", "bob@example.com"})
     assert store.owned_users("hr") == frozenset({"carol@example.com"})
-    assert pragma(path, "user_version") == SCHEMA_VERSION
-    assert pragma(path, "journal_mode") == "wal"
+    # Reads never change the file: no migration, no journal-mode switch.
+    assert pragma(path, "user_version") == user_version
+    assert pragma(path, "journal_mode") == "delete"
     if drop is None:
         assert [r.run_id for r in store.runs("corp")] == ["run-2", "run-1"]
         last = store.last_run("hr")
@@ -148,8 +159,10 @@ def test_a_database_of_the_first_releases_is_upgraded_keeping_its_data(
         assert last.finished_at == datetime(2026, 11, 22, 9, 1, 30, tzinfo=UTC)
     else:
         assert store.runs("corp") == []
-    # And the upgraded database takes writes.
+    # The first write upgrades it, and it takes writes.
     store.ensure_writable()
+    assert pragma(path, "user_version") == SCHEMA_VERSION
+    assert pragma(path, "journal_mode") == "wal"
     store.add_owned("corp", ["dave@example.com"])
     store.record_run(run("run-4", "corp", 59))
     assert "dave@example.com" in SqliteStateStore(tmp_path).owned_users("corp")
@@ -168,7 +181,7 @@ def test_a_failed_migration_of_a_fresh_database_leaves_nothing_half_applied(
     assert pragma(path, "user_version") == 0
     assert tables(path) == set()
     # The code that knows only step 1 still works on that file.
-    SqliteStateStore(tmp_path).add_owned("corp", ["a"])
+    SqliteStateStore(tmp_path, migrations=MIGRATIONS[:1]).add_owned("corp", ["a"])
     assert pragma(path, "user_version") == 1
 
 
@@ -203,7 +216,7 @@ def test_a_failed_migration_leaves_the_database_at_its_old_version(
         Migration(3, "broken", failing_step),
     )
     with pytest.raises(error):
-        SqliteStateStore(tmp_path, migrations=migrations).owned_users("corp")
+        SqliteStateStore(tmp_path, migrations=migrations).ensure_writable()
     assert pragma(path, "user_version") == 1
     assert "audit" not in tables(path)
     store = SqliteStateStore(tmp_path)
@@ -405,3 +418,298 @@ def test_the_store_survives_its_database_being_deleted(tmp_path: Path, remove: s
     assert [r.run_id for r in store.runs("corp")] == ["r2"]
     assert pragma(store.path, "user_version") == SCHEMA_VERSION
     assert pragma(store.path, "journal_mode") == "wal"
+
+
+# -------------------------------------------- schema 2: audit, cursors, job locks
+
+V2_TABLES = {"audit", "audit_ops", "source_cursors", "job_locks"}
+
+
+def user(name: str, dept: str = "Eng", active_to: date | None = None) -> PlatformUser:
+    return PlatformUser(name, make_tags({"department": dept}), date(2026, 1, 1), active_to)
+
+
+def batch(
+    run_id: str,
+    operation: str,
+    at: datetime,
+    *users: tuple[str, PlatformUser | None, PlatformUser | None],
+    job: str = "corp",
+) -> AuditBatch:
+    return AuditBatch(run_id=run_id, job=job, operation=operation, at=at, users=list(users))
+
+
+AT = datetime(2026, 11, 22, 12, 0, 3, tzinfo=UTC)
+
+
+def test_schema_2_upgrades_the_v1_fixture_keeping_its_data(tmp_path: Path) -> None:
+    path = database_of_the_first_releases(tmp_path, 1)
+    store = SqliteStateStore(tmp_path)
+    assert [r.run_id for r in store.runs("corp")] == ["run-2", "run-1"]
+    assert store.audit(["alice@example.com"]) == []  # read before the tables exist
+    assert pragma(path, "user_version") == 1  # reads do not migrate
+    store.ensure_writable()
+    assert pragma(path, "user_version") == 2
+    assert tables(path) >= V2_TABLES
+    assert store.audit(["alice@example.com"]) == []
+    store.record_run(
+        run("run-4", "corp", 5),
+        [
+            batch(
+                "run-4",
+                "end",
+                AT,
+                (
+                    "alice@example.com",
+                    user("alice@example.com"),
+                    user("alice@example.com", active_to=date(2026, 11, 22)),
+                ),
+            )
+        ],
+    )
+    (entry,) = store.audit(["alice@example.com"])
+    assert (entry.run_id, entry.operation, entry.at) == ("run-4", "end", AT)
+
+
+def test_schema_2_upgrades_a_database_written_by_the_schema_1_code(tmp_path: Path) -> None:
+    old = SqliteStateStore(tmp_path, migrations=MIGRATIONS[:1])
+    old.ensure_writable()
+    old.add_owned("corp", ["a@example.com"])
+    old.record_run(run("r1", "corp", 0))
+    assert pragma(old.path, "user_version") == 1
+    assert not V2_TABLES & tables(old.path)
+    store = SqliteStateStore(tmp_path)
+    assert store.owned_users("corp") == frozenset({"a@example.com"})
+    assert [r.run_id for r in store.runs("corp")] == ["r1"]
+    assert store.source_cursor("corp", "users.csv") is None
+    assert store.current_lock("corp") is None
+    assert pragma(store.path, "user_version") == 1  # reads leave an older file as it is
+    store.add_owned("corp", ["b@example.com"])
+    assert pragma(store.path, "user_version") == SCHEMA_VERSION == 2
+    assert tables(store.path) >= V2_TABLES
+
+
+def test_audit_rows_are_kept_per_user_oldest_first_with_before_and_after(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    alice, bob = user("alice@example.com"), user('bob"quoted"@example.com', "Sales")
+    later = AT + timedelta(hours=1)
+    store.record_run(
+        run("r1", "corp", 0),
+        [
+            batch(
+                "r1",
+                "insert",
+                AT,
+                ("alice@example.com", None, alice),
+                ('bob"quoted"@example.com', None, bob),
+            ),
+        ],
+    )
+    moved = user("Alice@Example.com", "Infra")
+    store.record_run(
+        run("r2", "corp", 1),
+        [
+            batch("r2", "update", later, ("alice@example.com", alice, moved)),
+            batch("r2", "delete", later, ('bob"quoted"@example.com', bob, None)),
+        ],
+    )
+    store.record_run(
+        run("h1", "hr", 2),
+        [batch("h1", "insert", later, ("alice@example.com", None, alice), job="hr")],
+    )
+    entries = store.audit(["alice@example.com"])
+    assert [(e.run_id, e.job, e.operation) for e in entries] == [
+        ("r1", "corp", "insert"),
+        ("r2", "corp", "update"),
+        ("h1", "hr", "insert"),
+    ]
+    assert (entries[0].before, entries[0].after) == (None, alice)
+    assert (entries[1].before, entries[1].after) == (alice, moved)
+    assert [e.run_id for e in store.audit(["alice@example.com"], job="hr")] == ["h1"]
+    (deleted,) = [e for e in store.audit(['bob"quoted"@example.com']) if e.after is None]
+    assert deleted.before == bob
+    # The flat view is there for auditors reading the file with sqlite3.
+    with raw(store.path) as connection:
+        rows = connection.execute(
+            "SELECT run_id, job, end_user, operation FROM audit_log ORDER BY id"
+        ).fetchall()
+    assert len(rows) == 5
+    assert rows[2] == ("r2", "corp", "alice@example.com", "update")
+
+
+def test_audit_rows_are_never_recorded_without_their_run(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    store.ensure_writable()
+    bad = batch("r1", "renamed", AT, ("a@example.com", None, user("a@example.com")))
+    good = batch("r1", "insert", AT, ("b@example.com", None, user("b@example.com")))
+    with pytest.raises(StateError, match="CHECK constraint failed"):
+        store.record_run(run("r1", "corp", 0), [good, bad])
+    assert store.runs("corp") == []
+    assert store.audit(["a@example.com", "b@example.com"]) == []
+
+
+def test_retention_deletes_old_runs_and_audit_rows_with_indexed_deletes(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    old, new = AT - timedelta(days=500), AT
+    for run_id, moment in (("old", old), ("new", new)):
+        store.record_run(
+            RunRecord(run_id, "corp", moment, moment, "applied", {}),
+            [
+                batch(
+                    run_id,
+                    "insert",
+                    moment,
+                    (f"{run_id}@example.com", None, user(f"{run_id}@example.com")),
+                )
+            ],
+        )
+    assert store.prune(AT - timedelta(days=400)) == 2  # one run and one audit row
+    assert [r.run_id for r in store.runs(None)] == ["new"]
+    assert store.audit(["old@example.com"]) == []
+    assert len(store.audit(["new@example.com"])) == 1
+    assert store.prune(AT - timedelta(days=400)) == 0
+    with raw(store.path) as connection:
+        plans = [
+            " ".join(str(row[-1]) for row in connection.execute(f"EXPLAIN QUERY PLAN {q}", ("x",)))
+            for q in (
+                "DELETE FROM runs WHERE started_at < ?",
+                "SELECT first_row FROM audit_ops WHERE at < ?",
+                "SELECT id FROM audit WHERE end_user = ?",
+            )
+        ]
+    assert "USING INDEX runs_by_start" in plans[0]
+    assert "audit_ops_by_time" in plans[1]
+    assert "USING COVERING INDEX audit_by_user" in plans[2]
+    assert SqliteStateStore(tmp_path / "missing").prune(AT) == 0
+    assert not (tmp_path / "missing").exists()
+
+
+def test_runs_of_every_job_newest_first(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    store.record_run(run("c1", "corp", 0))
+    store.record_run(run("h1", "hr", 1))
+    store.record_run(run("c2", "corp", 2))
+    assert [r.run_id for r in store.runs(None, limit=2)] == ["c2", "h1"]
+
+
+def test_source_cursors_are_saved_per_job_and_source(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path / "state")
+    assert store.source_cursor("corp", "ldap") is None
+    assert not (tmp_path / "state").exists()
+    store.set_source_cursor("corp", "ldap", "usn:1000")
+    store.set_source_cursor("corp", "entra", "delta-token")
+    store.set_source_cursor("hr", "ldap", "usn:5")
+    store.set_source_cursor("corp", "ldap", "usn:2000")
+    assert store.source_cursor("corp", "ldap") == "usn:2000"
+    assert store.source_cursor("corp", "entra") == "delta-token"
+    assert store.source_cursor("hr", "ldap") == "usn:5"
+    store.set_source_cursor("corp", "ldap", None)
+    assert store.source_cursor("corp", "ldap") is None
+    with raw(store.path) as connection:
+        (updated,) = connection.execute(
+            "SELECT updated_at FROM source_cursors WHERE source = 'entra'"
+        ).fetchone()
+    assert datetime.fromisoformat(updated).tzinfo is not None
+
+
+def lock(run_id: str, pid: int = 4242, host: str = "host-a") -> JobLock:
+    return JobLock("corp", run_id, "syncd run", pid, host, "pid:[1]", AT, AT)
+
+
+def test_the_job_lock_is_taken_once_released_by_its_holder_and_taken_over_when_stale(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStateStore(tmp_path)
+    assert store.current_lock("corp") is None
+    first = lock("r1")
+    assert store.acquire_lock(first, is_stale=lambda _: False) == first
+    assert store.acquire_lock(first, is_stale=lambda _: False) == first  # re-entrant
+    assert store.acquire_lock(lock("r2"), is_stale=lambda _: False) == first
+    assert store.acquire_lock(replace_job(lock("h1")), is_stale=lambda _: False).run_id == "h1"
+    store.release_lock("corp", "r2")  # not the holder: nothing happens
+    assert store.current_lock("corp") == first
+    later = AT + timedelta(seconds=30)
+    assert store.refresh_lock("corp", "r1", later)
+    current = store.current_lock("corp")
+    assert current is not None
+    assert current.heartbeat_at == later
+    assert not store.refresh_lock("corp", "r2", later)
+    seen: list[JobLock] = []
+
+    def stale(held: JobLock) -> bool:
+        seen.append(held)
+        return True
+
+    assert store.acquire_lock(lock("r3"), is_stale=stale).run_id == "r3"
+    assert [held.run_id for held in seen] == ["r1"]
+    store.release_lock("corp", "r3")
+    assert store.current_lock("corp") is None
+    assert store.current_lock("hr") is not None
+
+
+def replace_job(held: JobLock) -> JobLock:
+    return JobLock(
+        "hr",
+        held.run_id,
+        held.holder,
+        held.pid,
+        held.host,
+        held.namespace,
+        held.since,
+        held.heartbeat_at,
+    )
+
+
+def test_a_database_locked_by_another_writer_is_a_clear_error(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path, busy_timeout=0.2)
+    store.ensure_writable()
+    with raw(store.path) as writer:
+        writer.execute("BEGIN IMMEDIATE")
+        for call in (
+            store.ensure_writable,
+            lambda: store.acquire_lock(lock("r1"), is_stale=lambda _: False),
+        ):
+            with pytest.raises(StateError) as raised:
+                call()
+            assert str(raised.value).startswith(
+                f"state database {store.path} is locked by another process (waited 0.2 s)"
+            )
+        writer.execute("ROLLBACK")
+    store.ensure_writable()
+
+
+@pytest.mark.parametrize("frozen", ["file", "file-and-folder"])
+def test_a_read_only_database_is_a_clear_error(tmp_path: Path, frozen: str) -> None:
+    store = SqliteStateStore(tmp_path / "state")
+    store.record_run(run("r1", "corp", 0))
+    # As root (tests run as root in CI) file modes do not stop writes; the immutable
+    # attribute does, for root too.
+    immutable = [store.path] if frozen == "file" else [store.path, store.path.parent]
+    if subprocess.run(["chattr", "+i", *map(str, immutable)], check=False).returncode:
+        pytest.skip("chattr +i is not available here")
+    try:
+        calls: list[Callable[[], object]] = [
+            store.ensure_writable,
+            lambda: store.record_run(run("r2", "corp", 1)),
+        ]
+        if frozen == "file":
+            # The folder still takes the WAL's shared-memory file, so reads work.
+            assert [r.run_id for r in store.runs("corp")] == ["r1"]
+        else:
+            calls.append(lambda: store.runs("corp"))
+        for call in calls:
+            with pytest.raises(StateError) as raised:
+                call()
+            message = str(raised.value)
+            assert message.startswith(f"state database {store.path} cannot be written")
+            assert "check the permissions of the file and its folder" in message
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, immutable)], check=True)
+
+
+def test_a_batch_whose_users_are_all_filtered_out_leaves_no_trace(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    store.record_run(run("r1", "corp", 0), [batch("r1", "insert", AT)])
+    with raw(store.path) as connection:
+        assert connection.execute("SELECT count(*) FROM audit_ops").fetchone() == (0,)
+    assert [r.run_id for r in store.runs("corp")] == ["r1"]

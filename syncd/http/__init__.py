@@ -10,17 +10,25 @@ client:
   ``Retry-After``, interruptible sleeps), per-call debug logs and masked error reasons;
 * :class:`ApiPolicy` -- what differs per API: retryable and auth statuses, the name
   of its log events, and the syncd errors its failures become;
-* :func:`walk_cursors` -- cursor pagination with loop guards.
+* :func:`walk_cursors` -- cursor pagination with loop guards;
+* :func:`track_connections` -- cancel requests on the wire from another thread.
 
 The API clients keep only their wire format and their own logic.
 """
 
 from syncd.http.auth import BearerAuth, bearer_token_problem
+from syncd.http.cancel import ConnectionTracker, track_connections
 from syncd.http.client import make_http_client
 from syncd.http.pages import DEFAULT_MAX_PAGES, walk_cursors
 from syncd.http.policy import TRANSIENT_TRANSPORT_ERRORS, ApiPolicy, ErrorFactory
 from syncd.http.responses import detail, failure_reason
-from syncd.http.retry import CallTally, RetryingCaller, RetrySettings, parse_retry_after
+from syncd.http.retry import (
+    CallTally,
+    RequestObserver,
+    RetryingCaller,
+    RetrySettings,
+    parse_retry_after,
+)
 
 __all__ = [
     "DEFAULT_MAX_PAGES",
@@ -28,7 +36,9 @@ __all__ = [
     "ApiPolicy",
     "BearerAuth",
     "CallTally",
+    "ConnectionTracker",
     "ErrorFactory",
+    "RequestObserver",
     "RetrySettings",
     "RetryingCaller",
     "bearer_token_problem",
@@ -36,5 +46,6 @@ __all__ = [
     "failure_reason",
     "make_http_client",
     "parse_retry_after",
+    "track_connections",
     "walk_cursors",
 ]

@@ -32,7 +32,13 @@ from syncd.errors import SyncdError
 from syncd.http.policy import ApiPolicy
 from syncd.http.responses import failure_reason
 
-__all__ = ["CallTally", "RetrySettings", "RetryingCaller", "parse_retry_after"]
+__all__ = [
+    "CallTally",
+    "RequestObserver",
+    "RetrySettings",
+    "RetryingCaller",
+    "parse_retry_after",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +99,16 @@ class CallTally(Protocol):
     calls: int
 
 
+class RequestObserver(Protocol):
+    """Sees every HTTP attempt: its verb and status (None when no answer came).
+
+    Called on the requesting thread after each attempt, retries included (metrics);
+    it must be quick, and an exception it raises is logged, never raised to the caller.
+    """
+
+    def __call__(self, method: str, status: int | None, /) -> None: ...
+
+
 class _RetryableError(Exception):
     """One attempt failed in a way worth retrying (internal to the retry loop)."""
 
@@ -110,6 +126,7 @@ class RetryingCaller:
     and gives up at once instead of sitting out a five-minute ``Retry-After``.
     ``secrets`` returns what must be masked in error bodies (the auth's secrets);
     ``target`` names the server in auth errors (default: the client's base URL).
+    ``observer`` sees every attempt (see :class:`RequestObserver`).
     Whoever built ``http`` closes it.
     """
 
@@ -122,8 +139,10 @@ class RetryingCaller:
         stop: threading.Event | None = None,
         secrets: Callable[[], Iterable[str]] = tuple,
         target: str | None = None,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.http = http
+        self.observer = observer
         self.policy = policy
         self.settings = settings if settings is not None else RetrySettings()
         self.stop = stop if stop is not None else threading.Event()
@@ -247,6 +266,7 @@ class RetryingCaller:
                 method, path, content=content, params=params, headers=headers
             )
         except self.policy.retryable_errors as error:
+            self._observe(method, None)
             reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             log.debug(
                 self._failed_event,
@@ -260,12 +280,14 @@ class RetryingCaller:
             )
             raise _RetryableError(reason) from error
         except httpx.HTTPError as error:
+            self._observe(method, None)
             # Not transient (bad URL scheme, proxy refused us ...): fail with a SyncdError
             # rather than leak an httpx exception to the caller.
             raise self.policy.error(
                 f"{operation}: {method} {path} failed: {type(error).__name__}: {error}",
                 status_code=None,
             ) from error
+        self._observe(method, response.status_code)
         log.debug(
             self._call_event,
             operation=operation,
@@ -282,6 +304,15 @@ class RetryingCaller:
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         return response
+
+    def _observe(self, method: str, status: int | None) -> None:
+        if self.observer is None:
+            return
+        try:
+            self.observer(method, status)
+        except Exception:
+            # Metrics must never fail a sync.
+            log.exception("request observer failed")
 
     def _sleep(self, seconds: float) -> None:
         """Wait before a retry, but wake at once when ``stop`` is set."""

@@ -43,10 +43,12 @@ from syncd.errors import AuthenticationError, PlatformError, PlatformUnavailable
 from syncd.http import (
     ApiPolicy,
     BearerAuth,
+    RequestObserver,
     RetryingCaller,
     RetrySettings,
     make_http_client,
     parse_retry_after,
+    track_connections,
     walk_cursors,
 )
 from syncd.model import PlatformUser, make_tags, parse_api_date
@@ -163,6 +165,10 @@ class PlatformClient:
     job's client across runs), and costs the memory of the last list while the client
     lives: about 240 MB at a million users with two tags each (measured with
     tracemalloc). A one-shot run never lists twice; so off by default.
+
+    ``observer`` sees every HTTP attempt (the daemon's request metrics). :meth:`cancel`
+    (from any thread) ends the client's work at once: no new batch starts, retry sleeps
+    wake, and requests on the wire fail because their sockets are shut down.
     """
 
     def __init__(
@@ -180,6 +186,7 @@ class PlatformClient:
         backoff_max_s: float = 30.0,
         max_retry_after_s: float = 300.0,
         cache_list: bool = False,
+        observer: RequestObserver | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -201,8 +208,15 @@ class PlatformClient:
             concurrency=concurrency,
             transport=transport,
         )
+        self._connections = track_connections(http)
+        self._cancelled = threading.Event()
         self._caller = RetryingCaller(
-            http, PLATFORM_API, retry, secrets=auth.secrets, target=self._base_url
+            http,
+            PLATFORM_API,
+            retry,
+            secrets=auth.secrets,
+            target=self._base_url,
+            observer=observer,
         )
         self._cache_list = cache_list
         self._cache_lock = threading.Lock()
@@ -215,6 +229,33 @@ class PlatformClient:
     def close(self) -> None:
         """Close the connection pool."""
         self._caller.http.close()
+
+    def cancel(self) -> None:
+        """Stop every call of this client now, from any thread (a daemon's shutdown).
+
+        No new batch starts and retry sleeps wake, so a write raises a PlatformError
+        after its batches in flight ended, with the caller's outcome holding what the
+        platform confirmed. Requests on the wire do not sit out ``timeout_s``: their
+        sockets are shut down, which wakes a blocked read at once. Final: the client
+        refuses every later call; close it afterwards.
+        """
+        self._cancelled.set()
+        self._caller.stop.set()
+        cut = self._connections.cancel()
+        log.info("platform client cancelled", connections_cut=cut)
+
+    @property
+    def cancelled(self) -> bool:
+        """True after :meth:`cancel`."""
+        return self._cancelled.is_set()
+
+    @staticmethod
+    def _cancelled_error(operation: Operation, cause: SyncdError) -> PlatformError:
+        return PlatformError(f"{operation}: stopped, the client was cancelled (shutdown): {cause}")
+
+    def _refuse_if_cancelled(self, operation: Operation) -> None:
+        if self._cancelled.is_set():
+            raise PlatformError(f"{operation}: not sent, the client was cancelled (shutdown)")
 
     def __enter__(self) -> PlatformClient:
         return self
@@ -232,6 +273,7 @@ class PlatformClient:
         list. With pagination nothing is kept: a first page's ETag says nothing about
         later pages. Duplicate end_users keep the last occurrence (and log a warning).
         """
+        self._refuse_if_cancelled(Operation.LIST)
         cached: tuple[str, list[PlatformUser]] | None = None
         if self._cache_list:
             with self._cache_lock:
@@ -267,7 +309,13 @@ class PlatformClient:
 
         # The documented API does not paginate; should a server page, its cursors are
         # followed, and walk_cursors stops a repeated cursor or a runaway page count.
-        pages = walk_cursors(read_page, policy=PLATFORM_API, operation=Operation.LIST.value)
+        try:
+            pages = walk_cursors(read_page, policy=PLATFORM_API, operation=Operation.LIST.value)
+        except SyncdError as error:
+            if self._cancelled.is_set():
+                # The cut connection is the symptom; the cancellation is the cause.
+                raise self._cancelled_error(Operation.LIST, error) from error
+            raise
         if not_modified and cached is not None:
             log.debug("platform list not modified", etag=cached[0], users=len(cached[1]))
             return list(cached[1])
@@ -349,6 +397,7 @@ class PlatformClient:
             raise ValueError(f"{operation}: the same end_user is given more than once")
         if not items:
             return filled
+        self._refuse_if_cancelled(operation)
         size = self._batch_size
         batches = (items[start : start + size] for start in range(0, len(items), size))
         error: SyncdError | None = None
@@ -372,6 +421,11 @@ class PlatformClient:
                     batch = next(batches, None)
                     if batch is None:
                         break
+                    if self._cancelled.is_set():
+                        # cancel() from another thread: this batch and the rest are
+                        # not sent, and are accounted as not written below.
+                        error = PlatformError(f"{operation}: stopped, the client was cancelled")
+                        break
                     # Each batch runs in a copy of the caller's context, so its log lines
                     # carry the run's job and run_id like every other line.
                     context = contextvars.copy_context()
@@ -391,10 +445,14 @@ class PlatformClient:
             # sleeps wake up and give up, so only requests already on the wire finish
             # (within timeout_s); what they confirmed goes into the caller's outcome.
             self._caller.stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            # No batch of this write is left to wake; a client kept across runs (the
-            # daemon) must retry again in its next write.
-            self._caller.stop.clear()
+            try:
+                pool.shutdown(wait=True, cancel_futures=True)
+            finally:
+                # No batch of this write is left to wake (even if a second Ctrl-C cut
+                # the wait short); a client kept across runs (the daemon) must retry
+                # again in its next write, unless it was cancelled.
+                if not self._cancelled.is_set():
+                    self._caller.stop.clear()
             for future in in_flight:
                 if future.done() and not future.cancelled():
                     absorb(future.result())
@@ -403,6 +461,8 @@ class PlatformClient:
         finally:
             pool.shutdown(wait=True)
         if error is not None:
+            if self._cancelled.is_set() and "cancelled" not in str(error):
+                error = self._cancelled_error(operation, error)
             _account_unfinished(filled, names, error)
             raise error
         return filled

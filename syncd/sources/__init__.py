@@ -24,7 +24,7 @@ from syncd.ports import Source
 __all__ = ["Source", "SourceContext", "SourceType", "build_source", "source_types"]
 
 # The built-in source types, by module. Order is the order of the config docs.
-_SOURCE_MODULES = ("syncd.sources.csv",)
+_SOURCE_MODULES = ("syncd.sources.csv", "syncd.sources.ldap")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +58,13 @@ def source_types() -> tuple[SourceType, ...]:
 
 
 def build_source(config: SourceConfigBase, context: SourceContext) -> Source:
-    """The adapter for one validated ``sources:`` entry."""
+    """The adapter for one validated ``sources:`` entry (looked up by its ``type``)."""
     for source_type in source_types():
-        if isinstance(config, source_type.config):
+        if source_type.name == config.type:
+            if not isinstance(config, source_type.config):
+                raise TypeError(
+                    f"a {type(config).__name__} says type {config.type!r}, whose config "
+                    f"model is {source_type.config.__name__}"
+                )
             return source_type.build(config, context)
-    raise TypeError(f"no source type is registered for {type(config).__name__}")
+    raise TypeError(f"no source type {config.type!r} is registered")

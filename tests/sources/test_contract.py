@@ -9,10 +9,12 @@ half-way, or nothing readable at all. A registered type without a case fails
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import count
 from pathlib import Path
-from typing import Any, get_args
+from typing import get_args
 
 import pytest
 
@@ -22,6 +24,8 @@ from syncd.model import RecordProblem, SourceUser
 from syncd.ports import Source
 from syncd.sources import SourceContext, build_source, source_types
 from syncd.sources.csv import CsvSourceConfig
+from syncd.sources.ldap import LdapSourceConfig
+from tests.sources.ldap.servers import SLAPD_PEOPLE_DN, DirectoryServer, start_slapd
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,9 @@ class ContractCase:
         """A ``sources:`` entry (YAML flow mapping) with every secret of the type set."""
         raise NotImplementedError
 
+    def prepare(self, request: pytest.FixtureRequest) -> None:
+        """Get the fixtures the case needs (a directory server); most need none."""
+
 
 class CsvCase(ContractCase):
     type_name = "csv"
@@ -102,12 +109,98 @@ class CsvCase(ContractCase):
         return "{type: csv, path: people.csv, id_column: email}"
 
 
-CASES: dict[str, ContractCase] = {"csv": CsvCase()}
+class LdapCase(ContractCase):
+    """A real slapd; each source reads its own fresh OU of it."""
+
+    type_name = "ldap"
+    account = "cn=contract,dc=example,dc=com"
+    password = "contract-Ldap-Secret-91"  # the bind password of ``account``
+    wrong_password = "contract-Wrong-Secret-17"
+    secrets = (password, wrong_password)
+    _ous = count()
+
+    def prepare(self, request: pytest.FixtureRequest) -> None:
+        self.server: DirectoryServer = request.getfixturevalue("contract_slapd")
+
+    def _ou(self, people: list[Person], *, bad_after_first: bool = False) -> str:
+        ou = f"ou=contract{next(self._ous)},{SLAPD_PEOPLE_DN}"
+        name = ou[3:].split(",", maxsplit=1)[0]
+        ldif = [f"dn: {ou}\nobjectClass: organizationalUnit\nou: {name}\n"]
+        entries = [(re.sub(r"[^a-z0-9]", "-", p.end_user.lower()), p) for p in people]
+        for index, (uid, p) in enumerate(entries):
+            ldif.append(
+                f"dn: uid={uid},{ou}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\n"
+                f"sn: {uid}\nmail: {p.end_user}\ndepartmentNumber: {p.department}\n"
+            )
+            if bad_after_first and index == 0:
+                ldif.append(
+                    f"dn: uid=no-mail,{ou}\nobjectClass: inetOrgPerson\nuid: no-mail\n"
+                    "cn: no-mail\nsn: no-mail\ndepartmentNumber: Lost\n"
+                )
+        self.server.add_ldif("\n".join(ldif))
+        return ou
+
+    def _source(self, base_dn: str | list[str], *, password: str | None = None) -> Source:
+        config = LdapSourceConfig.model_validate(
+            {
+                "type": "ldap",
+                "name": "corp-ldap",
+                "flavor": "openldap",
+                "urls": [self.server.ldap_url],
+                "start_tls": True,
+                "ca_file": self.server.ca_file,
+                "bind_dn": self.account,
+                "bind_password": password or self.password,
+                "base_dn": base_dn,
+                "id_attribute": "mail",
+                "tags": {"department": "departmentNumber"},
+            }
+        )
+        return build_source(config, SourceContext(lowercase=True))
+
+    def holding(self, tmp_path: Path, people: list[Person]) -> Source:
+        return self._source(self._ou(people))
+
+    def with_bad_record(self, tmp_path: Path, people: list[Person]) -> Source:
+        return self._source(self._ou(people, bad_after_first=True))
+
+    def breaking_after(self, tmp_path: Path, people: list[Person]) -> Source:
+        # The second base does not exist: its search fails after the first one's entries.
+        return self._source([self._ou(people), f"ou=gone,{SLAPD_PEOPLE_DN}"])
+
+    def unreadable(self, tmp_path: Path) -> Source:
+        return self._source(SLAPD_PEOPLE_DN, password=self.wrong_password)
+
+    def config_text(self, tmp_path: Path) -> str:
+        return (
+            "{type: ldap, urls: ['ldaps://127.0.0.1:1'], base_dn: 'dc=example,dc=com', "
+            f"id_attribute: mail, bind_dn: 'cn=sync,dc=example,dc=com', "
+            f"bind_password: {self.password}}}"
+        )
+
+
+CASES: dict[str, ContractCase] = {"csv": CsvCase(), "ldap": LdapCase()}
+
+
+@pytest.fixture(scope="module")
+def contract_slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DirectoryServer]:
+    """A slapd for the LDAP case, with a bind account whose password is the case's secret."""
+    server = start_slapd(tmp_path_factory.mktemp("contract-slapd"))
+    try:
+        server.add_ldif(
+            f"dn: {LdapCase.account}\nobjectClass: organizationalRole\n"
+            f"objectClass: simpleSecurityObject\ncn: contract\nuserPassword: {LdapCase.password}\n"
+        )
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(params=sorted(CASES))
 def case(request: pytest.FixtureRequest) -> ContractCase:
-    return CASES[request.param]
+    chosen = CASES[request.param]
+    chosen.prepare(request)
+    return chosen
 
 
 def _read(source: Source) -> list[SourceUser | RecordProblem]:
@@ -194,6 +287,8 @@ def test_a_source_can_be_read_again_while_open(case: ContractCase, tmp_path: Pat
 
 
 def test_no_secret_in_repr_label_or_errors(case: ContractCase, tmp_path: Path) -> None:
+    if not case.secrets:
+        pytest.skip(f"a {case.type_name} source is configured without secrets")
     shown: list[str] = []
     for build in (case.holding, case.breaking_after):
         source = build(tmp_path, PEOPLE)
@@ -216,18 +311,15 @@ def test_check_config_masks_every_secret_of_the_type(case: ContractCase, tmp_pat
         f"    sources:\n      - {case.config_text(tmp_path)}\n"
     )
     config = parse_config(text, origin="contract", base_dir=tmp_path)
-    dumped = repr(masked_config(config)) + repr(config)
+    dumped = repr(masked_config(config)) + repr(config) + str(config)
+    assert "**********" in repr(masked_config(config))  # the key is there, masked
     for secret in (*case.secrets, "k-contract"):
         assert secret not in dumped
 
 
-def _entries() -> Iterator[tuple[str, Callable[..., Any]]]:
-    for source_type in source_types():
-        yield source_type.name, source_type.build
-
-
-def test_build_source_uses_the_registered_builder(tmp_path: Path) -> None:
+def test_build_source_uses_the_builder_registered_for_the_type(tmp_path: Path) -> None:
     config = CsvSourceConfig(type="csv", path=tmp_path / "x.csv", id_column="email")
     built = build_source(config, SourceContext(lowercase=False))
-    builders = dict(_entries())
-    assert type(built).__module__ == builders["csv"].__module__
+    assert type(built).__name__ == "CsvSource"
+    with pytest.raises(TypeError, match="no source type 'nosuch'"):
+        build_source(config.model_copy(update={"type": "nosuch"}), SourceContext(lowercase=False))

@@ -1,0 +1,148 @@
+"""The schema of the state database: the ordered migration steps (see :mod:`syncd.state`).
+
+To change the schema, append one :class:`Migration` with the next number. Never edit a
+step that was released: databases in the field have already run it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "checked"]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema history.
+
+    ``step`` is SQL (one or more statements separated by ``;``) or a function that gets
+    the connection, for changes SQL alone cannot express (rewriting data in Python).
+    Either runs inside the migration transaction and must not commit: no ``BEGIN``,
+    ``COMMIT``, ``VACUUM`` or ``PRAGMA journal_mode`` in a step.
+    """
+
+    version: int
+    description: str
+    step: str | Callable[[sqlite3.Connection], None]
+
+    def apply(self, connection: sqlite3.Connection) -> None:
+        """Run the step on ``connection`` (inside the caller's transaction)."""
+        if isinstance(self.step, str):
+            # Not executescript(): it commits the pending transaction first, which
+            # would make a multi-step migration non-atomic.
+            for statement in _statements(self.step):
+                connection.execute(statement)
+        else:
+            self.step(connection)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "owned users and run history",
+        # IF NOT EXISTS: databases of the first releases may already hold these tables
+        # (all or, after a crash between statements, some) at user_version 0.
+        """
+        CREATE TABLE IF NOT EXISTS owned_users (
+            job TEXT NOT NULL,
+            end_user TEXT NOT NULL,
+            PRIMARY KEY (job, end_user)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS runs (
+            run_id TEXT PRIMARY KEY,
+            job TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            status TEXT NOT NULL,
+            summary TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, started_at);
+        """,
+    ),
+    Migration(
+        2,
+        "audit log, source cursors, job locks",
+        """
+        -- One row per confirmed change kind of a run: what is the same for all its
+        -- users (run, job, kind, time) is stored once, so a first sync of a million
+        -- users writes a million small rows. first_row..last_row is the rowid range of
+        -- its users in audit, which retention deletes by range, without an index.
+        CREATE TABLE audit_ops (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            job TEXT NOT NULL,
+            operation TEXT NOT NULL
+                CHECK (operation IN ('insert', 'update', 'end', 'reactivate', 'delete')),
+            at TEXT NOT NULL,
+            first_row INTEGER NOT NULL,
+            last_row INTEGER NOT NULL
+        );
+        CREATE INDEX audit_ops_by_time ON audit_ops (at);
+        CREATE INDEX audit_ops_by_run ON audit_ops (run_id);
+        -- One row per user changed: before and after in the wire form (JSON).
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            op INTEGER NOT NULL REFERENCES audit_ops (id),
+            end_user TEXT NOT NULL,
+            before TEXT,
+            after TEXT
+        );
+        CREATE INDEX audit_by_user ON audit (end_user);
+        -- The log as one flat table, for auditors reading the file with sqlite3.
+        CREATE VIEW audit_log AS
+            SELECT audit.id, audit_ops.run_id, audit_ops.at, audit_ops.job, audit.end_user,
+                   audit_ops.operation, audit.before, audit.after
+            FROM audit JOIN audit_ops ON audit_ops.id = audit.op;
+        -- Retention deletes runs by start time across jobs; runs_by_job cannot serve it.
+        CREATE INDEX runs_by_start ON runs (started_at);
+        CREATE TABLE source_cursors (
+            job TEXT NOT NULL,
+            source TEXT NOT NULL,
+            cursor TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (job, source)
+        ) WITHOUT ROWID;
+        CREATE TABLE job_locks (
+            job TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            since TEXT NOT NULL,
+            heartbeat_at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
+)
+"""Every schema step, in order; append to add one (see the module docstring)."""
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+"""The schema version this code creates and expects."""
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split SQL into statements, keeping a ``;`` inside a literal, a comment or a
+    trigger body with its statement (execute() runs one statement at a time)."""
+    *pieces, tail = script.split(";")
+    pending = ""
+    for piece in pieces:
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            yield pending.strip()
+            pending = ""
+    # What follows the last complete statement (whitespace, a comment, or an incomplete
+    # statement that execute() then reports as an error).
+    if (pending + tail).strip():
+        yield (pending + tail).strip()
+
+
+def checked(migrations: Sequence[Migration]) -> tuple[Migration, ...]:
+    """The migrations as a tuple, if numbered 1, 2, 3, ... (a programming error if not)."""
+    steps = tuple(migrations)
+    versions = [migration.version for migration in steps]
+    if not steps or versions != list(range(1, len(steps) + 1)):
+        raise ValueError(f"migrations must be numbered 1, 2, 3, ... in order, got {versions}")
+    return steps

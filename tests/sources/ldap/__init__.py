@@ -1,0 +1,1 @@
+"""Tests of the LDAP / Active Directory source, against real slapd and Samba AD servers."""

@@ -1,0 +1,91 @@
+"""The audit entries of a run: confirmed changes only, one per user, by kind (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from syncd.audit import audit_batches
+from syncd.model import PlatformUser, make_tags
+from syncd.plan import Change, ChangeKind, Plan
+from syncd.platform.api import Operation
+from syncd.ports import WriteFailure, WriteOutcome
+
+AT = datetime(2026, 11, 22, 12, tzinfo=UTC)
+LATER = datetime(2026, 11, 22, 12, 5, tzinfo=UTC)
+
+
+def user(name: str, dept: str = "Eng", active_to: date | None = None) -> PlatformUser:
+    return PlatformUser(name, make_tags({"department": dept}), date(2026, 1, 1), active_to)
+
+
+def test_only_confirmed_changes_are_audited_one_entry_per_user_by_kind() -> None:
+    ended = user("Carol@X.com", active_to=date(2026, 11, 22))
+    plan = Plan(
+        inserts=(
+            Change(ChangeKind.INSERT, user("a@x.com"), None, "new"),
+            Change(ChangeKind.INSERT, user("refused@x.com"), None, "new"),
+        ),
+        updates=(Change(ChangeKind.UPDATE, user("B@X.com", "Sales"), user("B@X.com"), "moved"),),
+        ends=(Change(ChangeKind.END, ended, user("Carol@X.com"), "gone"),),
+        reactivations=(Change(ChangeKind.REACTIVATE, user("d@x.com"), ended, "back"),),
+        deletes=(Change(ChangeKind.DELETE, user("e@x.com"), user("e@x.com"), "purge"),),
+    )
+    outcomes = [
+        WriteOutcome(
+            Operation.INSERT,
+            2,
+            confirmed=["a@x.com"],
+            failures=[WriteFailure("refused@x.com", "not confirmed by the platform")],
+        ),
+        WriteOutcome(Operation.UPDATE, 3, confirmed=["B@X.com", "Carol@X.com", "d@x.com"]),
+        WriteOutcome(Operation.DELETE, 1, confirmed=[]),  # the platform failed
+    ]
+    batches = audit_batches(
+        plan,
+        outcomes,
+        run_id="r1",
+        job="corp",
+        confirmed_at={Operation.INSERT: AT, Operation.UPDATE: LATER, Operation.DELETE: LATER},
+        identity=str.lower,
+    )
+    users = [list(b.users) for b in batches]
+    assert [
+        (b.operation, b.at, [u[0] for u in us]) for b, us in zip(batches, users, strict=True)
+    ] == [
+        ("insert", AT, ["a@x.com"]),
+        ("update", LATER, ["b@x.com"]),
+        ("end", LATER, ["carol@x.com"]),
+        ("reactivate", LATER, ["d@x.com"]),
+    ]
+    assert users[1] == [("b@x.com", user("B@X.com"), user("B@X.com", "Sales"))]
+    assert users[0] == [("a@x.com", None, user("a@x.com"))]
+    assert {(b.run_id, b.job) for b in batches} == {("r1", "corp")}
+
+
+def test_a_confirmed_delete_keeps_the_user_before_and_nothing_after() -> None:
+    gone = user("e@x.com", active_to=date(2020, 1, 1))
+    plan = Plan(deletes=(Change(ChangeKind.DELETE, gone, gone, "purge"),))
+    (only,) = audit_batches(
+        plan,
+        [WriteOutcome(Operation.DELETE, 1, confirmed=["e@x.com"])],
+        run_id="r1",
+        job="corp",
+        confirmed_at={Operation.DELETE: AT},
+        identity=str,
+    )
+    assert (only.operation, list(only.users)) == ("delete", [("e@x.com", gone, None)])
+
+
+def test_nothing_confirmed_means_no_batch() -> None:
+    plan = Plan(inserts=(Change(ChangeKind.INSERT, user("a@x.com"), None, "new"),))
+    assert (
+        audit_batches(
+            plan,
+            [WriteOutcome(Operation.INSERT, 1)],
+            run_id="r1",
+            job="corp",
+            confirmed_at={Operation.INSERT: AT},
+            identity=str,
+        )
+        == []
+    )
