@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 import yaml
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
@@ -138,9 +139,20 @@ class TargetConfig(FrozenModel):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError(f"base_url {value!r} must start with http:// or https://")
-        return None if value is None else value.rstrip("/")
+        parts = urlsplit(value)
+        if "@" in parts.netloc:
+            # Never echo it: the part before the @ is a user name and password.
+            raise ValueError(
+                "base_url must not hold credentials (user:password@host); give the key "
+                "with api_key or api_key_file"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("base_url must not have a query (?...) or a fragment (#...)")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _check_choices(self) -> TargetConfig:

@@ -135,11 +135,15 @@ def job_lock(
     holder: str,
     lease: timedelta = LOCK_LEASE,
     heartbeat: timedelta = HEARTBEAT_INTERVAL,
+    on_lost: Callable[[], None] | None = None,
 ) -> Iterator[JobLock]:
     """Hold the job's lock for the block, refreshing its heartbeat; release it after.
 
     Yields the holder after the attempt: the caller checks ``held.run_id == run_id``
     and must not write when another run holds it (the block then holds nothing).
+    ``on_lost`` is called (from the heartbeat thread) if the lock is found taken over
+    while the block runs (this process was paused past the lease): the caller stops
+    writing, since another run now owns the job.
     """
     mine = new_lock(job, run_id, holder, datetime.now(UTC))
     here, namespace = mine.host, mine.namespace
@@ -156,7 +160,7 @@ def job_lock(
     stop = threading.Event()
     beat = threading.Thread(
         target=_beat,
-        args=(state, job, run_id, stop, heartbeat.total_seconds()),
+        args=(state, job, run_id, stop, heartbeat.total_seconds(), on_lost),
         name=f"syncd-lock-{job}",
         daemon=True,
     )
@@ -174,11 +178,20 @@ def job_lock(
             log.error("lock.release_failed", error=str(error))
 
 
-def _beat(state: StateStore, job: str, run_id: str, stop: threading.Event, every: float) -> None:
+def _beat(
+    state: StateStore,
+    job: str,
+    run_id: str,
+    stop: threading.Event,
+    every: float,
+    on_lost: Callable[[], None] | None,
+) -> None:
     while not stop.wait(every):
         try:
             if not state.refresh_lock(job, run_id, datetime.now(UTC)):
-                log.warning("lock.lost", job=job)
+                log.error("lock.lost", job=job, detail="another run took the job over")
+                if on_lost is not None:
+                    on_lost()
                 return
         except StateError as error:
             log.warning("lock.heartbeat_failed", error=str(error))

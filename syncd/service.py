@@ -213,7 +213,13 @@ def run_job(
                 if apply:
                     held = stack.enter_context(
                         job_lock(
-                            resources.state, job.name, run_id, holder=holder or process_holder()
+                            resources.state,
+                            job.name,
+                            run_id,
+                            holder=holder or process_holder(),
+                            # Lost to another run (this process paused past the lease):
+                            # stop writing at once; that run owns the job now.
+                            on_lost=getattr(resources.platform, "cancel", None),
                         )
                     )
                     if held.run_id != run_id:

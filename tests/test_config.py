@@ -289,3 +289,12 @@ def test_an_unreadable_status_token_file_is_a_config_error(tmp_path: Path) -> No
         parse(text, base=tmp_path)
     (tmp_path / "token").write_text("t0ken\n")
     assert parse(text, base=tmp_path).server.auth_token_file == tmp_path / "token"
+
+
+def test_a_base_url_with_credentials_or_a_query_is_refused_without_echoing_it() -> None:
+    with_credentials = MINIMAL.replace("region: eu", "base_url: https://bob:hunter2@api.test")
+    with pytest.raises(ConfigError, match="must not hold credentials") as caught:
+        parse(with_credentials)
+    assert "hunter2" not in str(caught.value)
+    with pytest.raises(ConfigError, match="must not have a query"):
+        parse(MINIMAL.replace("region: eu", "base_url: https://api.test/?token=x"))

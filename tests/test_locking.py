@@ -182,3 +182,16 @@ def test_an_expired_lease_is_taken_over_even_when_the_pid_looks_alive(tmp_path: 
         assert got.run_id == "old"
     with job_lock(store, "corp", "new", holder="syncd run") as got:
         assert got.run_id == "new"
+
+
+def test_a_lock_taken_over_meanwhile_calls_on_lost(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    lost = threading.Event()
+    with job_lock(
+        store, "corp", "r1", holder="syncd run", heartbeat=timedelta(seconds=0.05), on_lost=lost.set
+    ):
+        # Another run takes the job over (as after this process was paused past the lease).
+        store.release_lock("corp", "r1")
+        with job_lock(store, "corp", "r2", holder="syncd apply") as other:
+            assert other.run_id == "r2"
+            assert lost.wait(10)

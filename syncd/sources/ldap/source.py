@@ -33,7 +33,6 @@ from syncd.sources.ldap.values import (
     and_filters,
     attribute_text,
     in_chain_filter,
-    member_of_filter,
     normalize_dn,
     parse_directory_date,
 )
@@ -42,7 +41,11 @@ log = structlog.get_logger(__name__)
 
 PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
 _NO_ATTRIBUTES = ["1.1"]
-_GROUP_FILTER = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))"
+# groupOfNames / groupOfUniqueNames (OpenLDAP, FreeIPA) and AD's group, which also lists
+# its members in ``member``: the walk works on either kind of directory.
+_GROUP_FILTER = (
+    "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group))"
+)
 _MEMBER_ATTRIBUTES = ("member", "uniquemember")
 # Result codes worth a later retry: timeLimitExceeded, busy, unavailable, unwillingToPerform
 # is not one of them (a policy), nor are the rest.
@@ -75,7 +78,6 @@ class LdapSource:
         self._settings = config.settings()
         self._connector = connector or Connector(config)
         self._connection: Connection | None = None
-        self._open_error: SourceError | None = None
         self._tag_rules = config.tag_rules()
         self._mapper = RecordMapper(
             id_field=config.id_attribute,
@@ -98,12 +100,12 @@ class LdapSource:
         return self._config.label
 
     def __enter__(self) -> Self:
-        """Connect and bind now; an error is kept for :meth:`read` to raise."""
-        self._open_error = None
-        try:
-            self._connection = self._connector.open()
-        except SourceError as error:
-            self._open_error = error
+        """Nothing is opened yet: the first :meth:`read` connects and binds.
+
+        A daemon enters its sources at start-up; connecting there would delay its
+        readiness (and its reaction to SIGTERM) by up to the failover budget, and a
+        failure belongs to a run, which holds its plan, not to the start.
+        """
         return self
 
     def __exit__(
@@ -122,9 +124,6 @@ class LdapSource:
 
     def _connect(self) -> tuple[Connection, bool]:
         """The open connection, or a new one; True when it was just opened."""
-        if self._open_error is not None:
-            error, self._open_error = self._open_error, None
-            raise error  # the failure of __enter__, for this run; the next read retries
         if self._connection is not None and not self._connection.closed:
             return self._connection, False
         self._drop()
@@ -245,6 +244,7 @@ class LdapSource:
         """Every entry under ``base``, page by page, each page's result checked."""
         cookie: bytes | None = None
         while True:
+            previous = cookie
             connection.search(
                 base,
                 search_filter,
@@ -258,12 +258,29 @@ class LdapSource:
             )
             result = connection.result
             self._check(result, f"search of {base!r} with filter {search_filter}")
+            entries = 0
             for item in connection.response or ():
                 if item.get("type") == "searchResEntry":  # searchResRef items are skipped
+                    entries += 1
                     yield item["dn"], item["raw_attributes"]
             cookie = _cookie(result)
+            if cookie is None:
+                # A server that drops the paging control mid-search may have stopped
+                # early: an end we cannot tell from a cut is never read as the end.
+                raise SourceError(
+                    f"LDAP search of {base!r} on {self.label}: a page came back without the "
+                    "paged-results control, so the end of the results cannot be told from "
+                    "a cut; the read is not used"
+                )
             if not cookie:
-                return
+                return  # the empty cookie: the server's own "no more pages"
+            if entries == 0 and cookie == previous:
+                # Samba repeats one cookie for a whole search, so a repeat alone is fine;
+                # a repeat that brings nothing is a server going round in circles.
+                raise SourceError(
+                    f"LDAP search of {base!r} on {self.label}: the server sent the same page "
+                    "cookie again with no entries; stopping instead of looping"
+                )
 
     def _check(self, result: dict[str, Any] | None, what: str) -> None:
         if not result or "result" not in result:
@@ -307,11 +324,32 @@ class LdapSource:
         if not groups:
             return _Scope()
         if self._settings.groups is GroupStrategy.IN_CHAIN:
+            # The in-chain rule matches nothing for a group that does not exist (renamed,
+            # moved, a typo): its members would look gone. Each group must be there.
+            for group in groups:
+                self._require_entry(connection, group)
             return _Scope(server_filter=in_chain_filter(groups))
-        nested, members = self._walk_groups(connection, groups)
-        if self._maintains_member_of(connection, members, nested):
-            return _Scope(server_filter=member_of_filter(sorted(nested.values())))
+        # The walk has every member DN already; a memberOf filter would depend on the
+        # overlay having been on when every membership was written, which cannot be
+        # checked entry by entry. Membership is decided from the walk alone.
+        _, members = self._walk_groups(connection, groups)
         return _Scope(member_dns=frozenset(members))
+
+    def _require_entry(self, connection: Connection, dn: str) -> None:
+        """Raise SourceError unless ``dn`` names an entry (a BASE search of it)."""
+        connection.search(
+            dn,
+            "(objectClass=*)",
+            search_scope=BASE,
+            dereference_aliases=DEREF_NEVER,
+            attributes=["1.1"],
+        )
+        result = connection.result
+        if result and result.get("result") == 32:
+            raise SourceError(f"LDAP source {self.label}: scope group {dn!r} not found")
+        self._check(result, f"read of scope group {dn!r}")
+        if not any(item.get("type") == "searchResEntry" for item in connection.response or ()):
+            raise SourceError(f"LDAP source {self.label}: scope group {dn!r} not found")
 
     def _walk_groups(
         self, connection: Connection, groups: Sequence[str]
@@ -339,7 +377,7 @@ class LdapSource:
             if key not in members_of:
                 raise SourceError(
                     f"LDAP source {self.label}: scope group {dn!r} not found (or not a "
-                    "groupOfNames / groupOfUniqueNames)"
+                    "groupOfNames, groupOfUniqueNames or group)"
                 )
             pending.append(key)
         while pending:
@@ -356,37 +394,6 @@ class LdapSource:
                 else:
                     members.add(member)
         return nested, members
-
-    def _maintains_member_of(
-        self, connection: Connection, members: set[str], nested: dict[str, str]
-    ) -> bool:
-        """True if the server keeps ``memberOf`` (OpenLDAP's overlay): checked, not assumed.
-
-        Reads ``memberOf`` of one member: the overlay is there if it names a scope group.
-        """
-        if not members:
-            return False
-        probe = min(members)
-        connection.search(
-            probe,
-            "(objectClass=*)",
-            search_scope=BASE,
-            dereference_aliases=DEREF_NEVER,
-            attributes=["memberOf"],
-        )
-        result = connection.result
-        if result and result.get("result") == 32:
-            return False  # a dangling member: cannot tell, so walk
-        self._check(result, f"read of {probe!r}")
-        for item in connection.response or ():
-            if item.get("type") != "searchResEntry":
-                continue
-            for name, values in item["raw_attributes"].items():
-                if name.lower() == "memberof" and any(
-                    normalize_dn(v.decode("utf-8", "replace")) in nested for v in values
-                ):
-                    return True
-        return False
 
 
 def _cookie(result: dict[str, Any]) -> bytes | None:

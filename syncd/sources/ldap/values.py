@@ -48,7 +48,15 @@ def parse_directory_date(raw: str) -> date | None:
     if not text:
         return None
     if text.isdigit() or (text.startswith("-") and text[1:].isdigit()):
-        return _filetime_date(int(text), raw)
+        ticks = int(text)
+        if ticks != 0 and len(text.lstrip("-")) < _FILETIME_MIN_DIGITS:
+            # 20240102 or a GeneralizedTime without its zone: read as ticks it would be a
+            # day in 1601, which as an active_to ends the user at once.
+            raise ValueError(
+                f"invalid date {raw!r}: digits only, but too few for a FILETIME (100-ns "
+                "ticks since 1601); GeneralizedTime needs its time zone (20240102030405Z)"
+            )
+        return _filetime_date(ticks, raw)
     match = _GENERALIZED_TIME.match(text)
     if match is not None:
         return _generalized_time_date(match, raw)
@@ -59,6 +67,10 @@ def parse_directory_date(raw: str) -> date | None:
             f"invalid date {raw!r}: expected GeneralizedTime (20240102030405Z), "
             "a FILETIME integer or ISO-8601 (2024-01-02)"
         ) from None
+
+
+# FILETIME values of any date since 1900 have at least 17 digits (1900 is ~9.4e16).
+_FILETIME_MIN_DIGITS = 17
 
 
 def _filetime_date(ticks: int, raw: str) -> date | None:
@@ -170,11 +182,6 @@ def or_filters(filters: Sequence[str]) -> str:
 def in_chain_filter(groups: Sequence[str]) -> str:
     """Members of any of ``groups``, nested included (AD's in-chain matching rule)."""
     return or_filters([f"(memberOf:{IN_CHAIN_RULE}:={escape_value(dn)})" for dn in groups])
-
-
-def member_of_filter(groups: Sequence[str]) -> str:
-    """Direct members of any of ``groups`` through the ``memberOf`` attribute."""
-    return or_filters([f"(memberOf={escape_value(dn)})" for dn in groups])
 
 
 def normalize_dn(dn: str) -> str:

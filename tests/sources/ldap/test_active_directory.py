@@ -364,3 +364,19 @@ def test_a_job_syncs_ad_into_the_platform_and_writes_nothing_when_ad_fails(
     assert (calls["insert"], calls["update"], calls["delete"]) == (0, 0, 0)
     assert set(emulator.users()) == enabled
     assert all(user.active_to in (None, "2031-06-30") for user in emulator.users().values())
+
+
+def test_the_group_walk_also_works_on_active_directory_groups(samba_dc: DirectoryServer) -> None:
+    config = ad_config(
+        samba_dc, groups=(ad.group_dn("g-all"), ad.group_dn("g-cycle-a")), group_strategy="walk"
+    )
+    users, _ = read(config)
+    assert set(users) == {ad.ALICE.mail, ad.CAROL.mail, ad.DAVE.mail, ad.JURGEN.mail}
+
+
+def test_a_missing_in_chain_group_fails_the_read_instead_of_matching_nobody(
+    samba_dc: DirectoryServer,
+) -> None:
+    gone = ad.group_dn("g-renamed-meanwhile")
+    with pytest.raises(SourceError, match=r"scope group .*g-renamed-meanwhile.* not found"):
+        read(ad_config(samba_dc, groups=(ad.group_dn("g-eng"), gone)))

@@ -187,12 +187,13 @@ def test_nested_groups_and_cycles_with_the_memberof_overlay(
     slapd.add_ldif(ldif)
     config = _config(slapd, base_dn=ou, groups=[g1])
     assert sorted(_users(_read(config))) == ["a@example.com", "b@example.com"]
-    # The overlay is detected, so the server filters on memberOf.
+    # Membership comes from the walk even with the overlay: memberOf values written
+    # before the overlay was turned on would be missing, and cannot be checked.
     with LdapSource(config, lowercase=True) as source:
         scope = source._scope(source._connect()[0])
-    assert scope.server_filter is not None
-    assert "memberOf=" in scope.server_filter
-    assert scope.member_dns is None
+    assert scope.server_filter is None
+    assert scope.member_dns is not None
+    assert len(scope.member_dns) == 2
 
 
 def test_nested_groups_and_cycles_without_the_overlay(slapd_factory: SlapdFactory) -> None:
@@ -450,3 +451,14 @@ def test_referrals_are_skipped_in_a_subtree_and_fail_as_a_base(
     # As the base itself, the search cannot be done here: it fails, naming the referral.
     with pytest.raises(SourceError, match=r"referral \(code 10\).*ldap://other\.example:389"):
         _read(_config(server, base_dn=referral))
+
+
+def test_a_missing_in_chain_scope_group_fails_the_read_instead_of_matching_nobody(
+    slapd: DirectoryServer, ou: str
+) -> None:
+    slapd.add_ldif(person("ada", ou))
+    config = _config(
+        slapd, base_dn=ou, groups=[f"cn=renamed,{SLAPD_GROUPS_DN}"], group_strategy="in_chain"
+    )
+    with pytest.raises(SourceError, match="scope group 'cn=renamed,ou=groups"):
+        _read(config)

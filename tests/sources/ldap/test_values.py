@@ -16,7 +16,6 @@ from syncd.sources.ldap.values import (
     decode_sid,
     escape_value,
     in_chain_filter,
-    member_of_filter,
     normalize_dn,
     parse_directory_date,
 )
@@ -96,7 +95,6 @@ def test_values_put_into_filters_are_escaped() -> None:
     chained = in_chain_filter([dn])
     assert chained == "(memberOf:1.2.840.113556.1.4.1941:=CN=Smith\\5c, John \\28ext\\29,OU=G,DC=x)"
     assert check_filter(chained) is None
-    assert member_of_filter(["cn=a", "cn=b"]) == "(|(memberOf=cn=a)(memberOf=cn=b))"
 
 
 def test_and_filters() -> None:
@@ -140,3 +138,9 @@ def test_bind_failure_of_other_servers() -> None:
     assert bind_failure_message("unwillingToPerform", "unauthenticated bind") == (
         "unwillingToPerform: unauthenticated bind"
     )
+
+
+@pytest.mark.parametrize("text", ["20240102", "20240102030405", "1", "133"])
+def test_digits_too_few_for_a_filetime_are_refused_not_read_as_1601(text: str) -> None:
+    with pytest.raises(ValueError, match="too few for a FILETIME"):
+        parse_directory_date(text)
