@@ -7,11 +7,9 @@ the result. Exit codes are in :mod:`syncd.exitcodes`; signals in :mod:`syncd.sig
 from __future__ import annotations
 
 import dataclasses
-import os
 import secrets
 import sys
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, Tim
 from rich.progress import Progress as RichProgress
 
 from syncd import __version__, cli_daemon, cli_sources, cli_state
+from syncd.cli_options import ConfigOption, JobOption, OutputFormat, OutputOption, config_path
 from syncd.config import SyncdConfig, load_config, masked_config
 from syncd.demo import run_demo
 from syncd.emulator import PlatformEmulator, make_users
@@ -47,21 +46,6 @@ app = typer.Typer(
 )
 
 
-class OutputFormat(StrEnum):
-    """How ``plan`` and ``apply`` print their result."""
-
-    TABLE = "table"
-    JSON = "json"
-
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="Config file (default: $SYNCD_CONFIG).", show_default=False
-    ),
-]
-JobOption = Annotated[str | None, typer.Option("--job", "-j", help="Only this job.")]
-OutputOption = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")]
 LimitOption = Annotated[int, typer.Option(help="Changes listed per job in table output.")]
 
 
@@ -70,12 +54,7 @@ def _err_console() -> Console:
 
 
 def _load(path: Path | None) -> SyncdConfig:
-    if path is None:
-        env = os.environ.get("SYNCD_CONFIG")
-        if not env:
-            raise ConfigError("no config file: pass --config FILE or set SYNCD_CONFIG")
-        path = Path(env)
-    config = load_config(path)
+    config = load_config(config_path(path))
     configure_logging(config.log.format, config.log.level)
     return config
 

@@ -11,6 +11,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from syncd.cli_options import ConfigOption, config_path
 from syncd.config import ServerConfig, SyncdConfig, load_config
 from syncd.daemon import Daemon
 from syncd.errors import ConfigError, SyncdError
@@ -19,22 +20,6 @@ from syncd.logs import configure_logging
 from syncd.signals import graceful_stop
 
 DEFAULT_HEALTH_URL = "http://127.0.0.1:9464"
-
-_ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="Config file (default: $SYNCD_CONFIG).", show_default=False
-    ),
-]
-
-
-def _config_path(path: Path | None) -> Path:
-    if path is not None:
-        return path
-    env = os.environ.get("SYNCD_CONFIG")
-    if not env:
-        raise ConfigError("no config file: pass --config FILE or set SYNCD_CONFIG")
-    return Path(env)
 
 
 def health_url(server: ServerConfig) -> str:
@@ -50,14 +35,14 @@ def health_url(server: ServerConfig) -> str:
     return f"http://{host}:{port}"
 
 
-def run_daemon(config_path: Path | None, err: Console) -> tuple[int, bool]:
+def run_daemon(config_file: Path | None, err: Console) -> tuple[int, bool]:
     """Run the daemon until SIGTERM / SIGINT; the exit code, and whether a run is stuck.
 
     0 after a clean stop; 2 for a configuration error (a job without a schedule ...);
     1 if it cannot start, or (stuck) if a run did not end within the shutdown budget.
     """
     try:
-        path = _config_path(config_path)
+        path = config_path(config_file)
         config: SyncdConfig = load_config(path)
         configure_logging(config.log.format, config.log.level)
         with graceful_stop() as stop:
@@ -88,7 +73,7 @@ def register(app: typer.Typer) -> None:
     """Add the daemon commands to ``app``."""
 
     @app.command("run")
-    def run(config: _ConfigOption = None) -> None:
+    def run(config: ConfigOption = None) -> None:
         """Run every job on its schedule until SIGTERM / SIGINT (the daemon).
 
         Serves /healthz, /readyz, /metrics, /status and a status page on server.listen.
@@ -107,14 +92,14 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(help="Base URL of the daemon (default: from server.listen)."),
         ] = None,
-        config: _ConfigOption = None,
+        config: ConfigOption = None,
     ) -> None:
         """Exit 0 if the daemon's /healthz answers 200, else 1 (container HEALTHCHECK)."""
         if url is None:
             url = DEFAULT_HEALTH_URL
             try:
                 if config is not None or os.environ.get("SYNCD_CONFIG"):
-                    url = health_url(load_config(_config_path(config)).server)
+                    url = health_url(load_config(config_path(config)).server)
             except ConfigError as error:
                 Console(stderr=True).print(f"configuration error: {error}", highlight=False)
                 raise typer.Exit(int(ExitCode.CONFIG)) from None

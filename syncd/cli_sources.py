@@ -8,13 +8,11 @@ read: the ``target`` sections are replaced by a placeholder before validation.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
 import typer
@@ -22,6 +20,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from syncd.cli_options import ConfigOption, JobOption, OutputFormat, OutputOption, config_path
 from syncd.config import SyncdConfig, load_config, parse_config
 from syncd.errors import ConfigError, SyncdError
 from syncd.exitcodes import ExitCode
@@ -36,13 +35,6 @@ PROBLEMS_SHOWN = 20
 
 # Stands in for each job's target: validation needs one, this command never uses it.
 _PLACEHOLDER_TARGET = {"base_url": "http://127.0.0.1:9", "api_key": "unused-by-sources-test"}
-
-
-class Output(StrEnum):
-    """How ``sources test`` prints its result."""
-
-    TABLE = "table"
-    JSON = "json"
 
 
 @dataclass(slots=True)
@@ -188,33 +180,20 @@ def register(app: typer.Typer) -> None:
 
     @sources_app.command("test")
     def test_command(
-        config: Annotated[
-            Path | None,
-            typer.Option(
-                "--config", "-c", help="Config file (default: $SYNCD_CONFIG).", show_default=False
-            ),
-        ] = None,
-        job: Annotated[str | None, typer.Option("--job", "-j", help="Only this job.")] = None,
-        output: Annotated[Output, typer.Option("--output", "-o", help="table or json.")] = (
-            Output.TABLE
-        ),
+        config: ConfigOption = None,
+        job: JobOption = None,
+        output: OutputOption = OutputFormat.TABLE,
     ) -> None:
         """Read every source of the selected jobs and show what it gives; write nothing."""
         err = Console(stderr=True)
         try:
-            path = config
-            if path is None:
-                env = os.environ.get("SYNCD_CONFIG")
-                if not env:
-                    raise ConfigError("no config file: pass --config FILE or set SYNCD_CONFIG")
-                path = Path(env)
-            loaded = load_sources_config(path)
+            loaded = load_sources_config(config_path(config))
             configure_logging(loaded.log.format, loaded.log.level)
             results = try_sources(loaded, job)
         except ConfigError as error:
             err.print(f"[red]configuration error:[/red] {error}", highlight=False)
             raise typer.Exit(int(ExitCode.CONFIG)) from None
-        if output is Output.JSON:
+        if output is OutputFormat.JSON:
             sys.stdout.buffer.write(
                 orjson.dumps(results_to_json(results), option=orjson.OPT_INDENT_2)
             )

@@ -7,9 +7,7 @@ a daemon applies. The JSON they print is built by pure functions tested on their
 
 from __future__ import annotations
 
-import os
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from syncd.cli_options import ConfigOption, OutputFormat, OutputOption, config_path
 from syncd.config import SyncdConfig, load_config
 from syncd.errors import ConfigError, StateError
 from syncd.exitcodes import ExitCode
@@ -31,22 +30,6 @@ NO_RUNS = "no runs recorded yet"
 
 _COUNT_KEYS = tuple(Plan().counts())
 """The plan counts a run's summary carries (insert, update, ..., unchanged, ...)."""
-
-
-class Output(StrEnum):
-    """How the state commands print."""
-
-    TABLE = "table"
-    JSON = "json"
-
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="Config file (default: $SYNCD_CONFIG).", show_default=False
-    ),
-]
-OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table or json.")]
 
 
 # ----------------------------------------------------------------- pure: JSON
@@ -111,12 +94,7 @@ def audit_keys(config: SyncdConfig, address: str, job: str | None) -> set[str]:
 
 
 def _load(path: Path | None) -> SyncdConfig:
-    if path is None:
-        env = os.environ.get("SYNCD_CONFIG")
-        if not env:
-            raise ConfigError("no config file: pass --config FILE or set SYNCD_CONFIG")
-        path = Path(env)
-    return load_config(path)
+    return load_config(config_path(path))
 
 
 def _fail(message: str, code: ExitCode) -> typer.Exit:
@@ -141,7 +119,7 @@ def history(
     config: ConfigOption = None,
     job: Annotated[str | None, typer.Option("--job", "-j", help="Only this job.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="Runs to show.")] = 20,
-    output: OutputOption = Output.TABLE,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """The last runs, newest first (read-only)."""
     try:
@@ -154,7 +132,7 @@ def history(
         raise _fail(f"configuration error: {error}", ExitCode.CONFIG) from None
     except StateError as error:
         raise _fail(f"state error: {error}", ExitCode.FAILED) from None
-    if output is Output.JSON:
+    if output is OutputFormat.JSON:
         _print_json({"runs": [run_to_json(record) for record in records or []]})
         if records is None:
             typer.echo(NO_RUNS, err=True)
@@ -189,7 +167,7 @@ def audit(
     user: Annotated[str, typer.Option("--user", "-u", help="The end_user (e-mail address).")],
     config: ConfigOption = None,
     job: Annotated[str | None, typer.Option("--job", "-j", help="Only this job.")] = None,
-    output: OutputOption = Output.TABLE,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Every change ever applied to one user, oldest first (read-only)."""
     try:
@@ -203,7 +181,7 @@ def audit(
         raise _fail(f"invalid --user {user!r}: {error}", ExitCode.CONFIG) from None
     except StateError as error:
         raise _fail(f"state error: {error}", ExitCode.FAILED) from None
-    if output is Output.JSON:
+    if output is OutputFormat.JSON:
         changes = [audit_to_json(entry) for entry in entries or []]
         _print_json({"end_user": sorted(keys), "changes": changes})
         if entries is None:

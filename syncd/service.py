@@ -32,6 +32,7 @@ from syncd.config import JobConfig, SyncdConfig
 from syncd.errors import ConfigError, StateError, SyncdError
 from syncd.exitcodes import ExitCode, exit_code_for
 from syncd.guard import Override
+from syncd.http import RequestObserver
 from syncd.locking import busy_message, job_lock, process_holder
 from syncd.platform.client import PlatformClient
 from syncd.ports import PlatformPort, Progress, Source, StateStore, WriteFailure
@@ -101,11 +102,18 @@ class JobResources:
 
 
 def open_resources(
-    config: SyncdConfig, job: JobConfig, *, transport: httpx.BaseTransport | None = None
+    config: SyncdConfig,
+    job: JobConfig,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    observer: RequestObserver | None = None,
+    state: StateStore | None = None,
 ) -> JobResources:
     """Build (unopened) resources for ``job``; use the result as a context manager.
 
-    ``transport`` replaces the HTTP transport of the platform client (tests).
+    ``transport`` replaces the HTTP transport of the platform client (tests);
+    ``observer`` sees every HTTP attempt (the daemon's metrics); ``state`` shares one
+    store between jobs (the daemon) instead of opening the config's.
     """
     target = job.target
     client = PlatformClient(
@@ -117,6 +125,12 @@ def open_resources(
         max_retries=target.max_retries,
         concurrency=target.concurrency,
         transport=transport,
+        observer=observer,
+        # No ETag cache of the full list: it would keep the last list (about 240 MB at
+        # a million users) resident between runs of a daemon, for every job, to save
+        # one GET per unchanged cycle; steady memory matters more (container limits),
+        # and a project with any churn answers 200 anyway.
+        cache_list=False,
     )
     context = SourceContext(lowercase=job.identity.lowercase)
     try:
@@ -128,7 +142,7 @@ def open_resources(
         job,
         platform=client,
         sources=sources,
-        state=SqliteStateStore(config.state_dir),
+        state=state if state is not None else SqliteStateStore(config.state_dir),
         close=client.close,
     )
 

@@ -51,8 +51,7 @@ from syncd.daemon.status import JobState, RunSummary, history_rows, status_docum
 from syncd.errors import StateError
 from syncd.platform.client import PlatformClient
 from syncd.runner import RunStatus
-from syncd.service import JobResources, run_job
-from syncd.sources import SourceContext, build_source
+from syncd.service import JobResources, open_resources, run_job
 from syncd.state import SqliteStateStore
 
 __all__ = ["SHUTDOWN_BUDGET_S", "Daemon"]
@@ -156,30 +155,14 @@ class Daemon:
     def _open_job(self, job: JobConfig, now: datetime) -> _Job:
         assert job.schedule is not None  # check_schedules ran in __init__
         target = job.target
-        client = PlatformClient(
-            base_url=target.url,
-            api_key=target.secret(),
-            flavour=target.api,
-            batch_size=target.batch_size,
-            timeout_s=target.timeout_s,
-            max_retries=target.max_retries,
-            concurrency=target.concurrency,
+        resources = open_resources(
+            self._config,
+            job,
             observer=self.metrics.request_observer(target.url),
-            # No ETag cache of the full list: it would keep the last list (about 240 MB
-            # at a million users) resident between runs, for every job, to save one
-            # GET per unchanged cycle. A daemon's steady memory matters more (container
-            # limits), and a project with any churn answers 200 anyway.
-            cache_list=False,
+            state=self._state,
         )
-        try:
-            context = SourceContext(lowercase=job.identity.lowercase)
-            sources = [build_source(source, context) for source in job.sources]
-        except BaseException:
-            client.close()
-            raise
-        resources = JobResources(
-            job, platform=client, sources=sources, state=self._state, close=client.close
-        )
+        client = resources.platform
+        assert isinstance(client, PlatformClient)  # cancel() on shutdown needs the client
         self._stack.enter_context(resources)
         self.metrics.add_job(
             job.name, [source.label for source in job.sources], target.url, target.api
