@@ -32,6 +32,7 @@ from syncd.config_base import (
     resolve_secret,
     walk_models,
 )
+from syncd.config_yaml import ConfigYamlError, load_yaml
 from syncd.errors import ConfigError
 from syncd.platform.api import REGION_BASE_URLS, ApiFlavour, api_key_problem
 from syncd.sources import source_types
@@ -348,7 +349,9 @@ def parse_config(
 ) -> SyncdConfig:
     """Parse and validate config text; errors name ``origin`` and the key path."""
     try:
-        tree = yaml.safe_load(text)
+        tree = load_yaml(text)
+    except ConfigYamlError as error:
+        raise ConfigError(f"{origin}:{error.line}: {error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{origin}:{mark.line + 1}" if mark is not None else origin
@@ -391,6 +394,12 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> SyncdCo
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise ConfigError(
+            f"config file {path}:{line}: not valid UTF-8 ({error.reason} at byte {error.start}); "
+            "save the file as UTF-8"
+        ) from None
     return parse_config(text, origin=str(path), base_dir=path.resolve().parent, environ=environ)
 
 
