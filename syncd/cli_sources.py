@@ -16,12 +16,11 @@ from typing import Any
 
 import orjson
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from syncd.cli_options import ConfigOption, JobOption, OutputFormat, OutputOption, config_path
-from syncd.config import SyncdConfig, load_config, parse_config
+from syncd.config import SyncdConfig, load_config
 from syncd.errors import ConfigError, SyncdError
 from syncd.exitcodes import ExitCode
 from syncd.logs import configure_logging
@@ -32,9 +31,6 @@ SAMPLE_SIZE = 10
 """Users shown per source."""
 PROBLEMS_SHOWN = 20
 """Problems listed per source (all are counted)."""
-
-# Stands in for each job's target: validation needs one, this command never uses it.
-_PLACEHOLDER_TARGET = {"base_url": "http://127.0.0.1:9", "api_key": "unused-by-sources-test"}
 
 
 @dataclass(slots=True)
@@ -59,22 +55,7 @@ class SourceTest:
 
 def load_sources_config(path: Path) -> SyncdConfig:
     """The config at ``path`` validated with placeholder targets (no API key needed)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        tree = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError):
-        return load_config(path)  # raises the usual ConfigError for these
-    if isinstance(tree, dict) and isinstance(tree.get("jobs"), list):
-        for job in tree["jobs"]:
-            if isinstance(job, dict) and "target" in job:
-                job["target"] = dict(_PLACEHOLDER_TARGET)
-    # Dumped back to YAML so the loader's whole path runs (variables, paths, secrets);
-    # strings are dumped as read, so ${VAR} and $$ expand exactly as in the original.
-    return parse_config(
-        yaml.safe_dump(tree, sort_keys=False),
-        origin=str(path),
-        base_dir=path.resolve().parent,
-    )
+    return load_config(path, without_targets=True)
 
 
 def try_sources(config: SyncdConfig, job_name: str | None) -> list[SourceTest]:

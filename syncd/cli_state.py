@@ -94,7 +94,8 @@ def audit_keys(config: SyncdConfig, address: str, job: str | None) -> set[str]:
 
 
 def _load(path: Path | None) -> SyncdConfig:
-    return load_config(config_path(path))
+    # Reading history needs no platform key: the targets are not used.
+    return load_config(config_path(path), without_targets=True)
 
 
 def _fail(message: str, code: ExitCode) -> typer.Exit:

@@ -344,10 +344,24 @@ def _source_type_names() -> frozenset[str]:
     return frozenset(source_type.name for source_type in source_types())
 
 
+# Stands in for every job's target when a command never talks to the platform
+# (``sources test``, ``history``, ``audit``): they need no API key or its variable.
+_PLACEHOLDER_TARGET = {"base_url": "http://127.0.0.1:9", "api_key": "not-used-by-this-command"}
+
+
 def parse_config(
-    text: str, *, origin: str, base_dir: Path, environ: Mapping[str, str] | None = None
+    text: str,
+    *,
+    origin: str,
+    base_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    without_targets: bool = False,
 ) -> SyncdConfig:
-    """Parse and validate config text; errors name ``origin`` and the key path."""
+    """Parse and validate config text; errors name ``origin`` and the key path.
+
+    ``without_targets`` replaces every job's ``target`` with a placeholder before
+    anything is expanded, for commands that never call the platform.
+    """
     try:
         tree = load_yaml(text)
     except ConfigYamlError as error:
@@ -359,6 +373,10 @@ def parse_config(
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{origin}: expected a mapping with at least 'jobs' at the top level")
+    if without_targets and isinstance(tree.get("jobs"), list):
+        for job in tree["jobs"]:
+            if isinstance(job, dict) and "target" in job:
+                job["target"] = dict(_PLACEHOLDER_TARGET)
     try:
         tree = expand_variables(tree, os.environ if environ is None else environ)
     except ConfigError as error:
@@ -388,8 +406,10 @@ def parse_config(
     return config
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> SyncdConfig:
-    """Read, expand and validate the config file at ``path``."""
+def load_config(
+    path: Path, environ: Mapping[str, str] | None = None, *, without_targets: bool = False
+) -> SyncdConfig:
+    """Read, expand and validate the config file at ``path`` (see :func:`parse_config`)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
@@ -400,7 +420,13 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> SyncdCo
             f"config file {path}:{line}: not valid UTF-8 ({error.reason} at byte {error.start}); "
             "save the file as UTF-8"
         ) from None
-    return parse_config(text, origin=str(path), base_dir=path.resolve().parent, environ=environ)
+    return parse_config(
+        text,
+        origin=str(path),
+        base_dir=path.resolve().parent,
+        environ=environ,
+        without_targets=without_targets,
+    )
 
 
 def masked_config(config: SyncdConfig) -> dict[str, Any]:

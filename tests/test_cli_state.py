@@ -146,3 +146,20 @@ def test_a_corrupt_database_is_an_error_naming_it(setup: tuple[Path, SyncdConfig
     done = syncd("history", "-c", str(path), cwd=path.parent)
     assert done.returncode == 1
     assert "syncd.sqlite3: file is not a database" in done.stderr
+
+
+def test_history_and_audit_need_no_platform_key(
+    setup: tuple[Path, SyncdConfig], tmp_path: Path
+) -> None:
+    path, config = setup
+    run_job(config, config.jobs[0], apply=True)
+    # The targets name a key variable and a key file that this machine does not have.
+    text = path.read_text().replace('api_key: "', 'api_key_file: "missing-', 1)
+    text = text.replace('api_key: "', 'api_key: "${NEBULY_API_KEY_NOT_SET}', 1)
+    path.write_text(text)
+    done = syncd("history", "-c", str(path), "--output", "json", cwd=path.parent)
+    assert done.returncode == 0, done.stderr
+    assert [run["job"] for run in json.loads(done.stdout)["runs"]] == ["corp"]
+    done = syncd("audit", "-c", str(path), "--user", "bob@example.com", cwd=path.parent)
+    assert done.returncode == 0, done.stderr
+    assert "insert" in done.stdout
