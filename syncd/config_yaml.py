@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-MAX_ALIASES = 100
-"""More aliases than a hand-written config needs; far fewer than an expansion attack."""
+MAX_ALIASES = 10_000
+"""Far more aliases than a hand-written config needs (the expanded size is the real
+bound; this one stops a document that is nothing but aliases early)."""
 
 
 class ConfigYamlError(ValueError):
@@ -27,7 +28,7 @@ class ConfigYamlError(ValueError):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that counts aliases and refuses duplicate mapping keys."""
+    """A SafeLoader that counts aliases and refuses duplicate or non-scalar mapping keys."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -45,21 +46,33 @@ class _StrictLoader(yaml.SafeLoader):
                 )
         return super().compose_node(parent, index)
 
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
+        # Checked on the nodes as written, before PyYAML flattens merge keys (``<<``) in
+        # place: a merged mapping's own duplicates are caught, and keys it brings in
+        # are not mistaken for duplicates of the mapping that merges them.
+        node: MappingNode = super().compose_mapping_node(anchor)
+        seen: dict[tuple[str, str], int] = {}
+        merges = 0
         for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # "<<": merged keys may be overridden, as YAML defines
-            key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if not isinstance(key_node, ScalarNode):
+                raise ConfigYamlError(
+                    "a mapping key must be a plain value, not a list or map", line
+                )
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                merges += 1
+                if merges > 1:
+                    raise ConfigYamlError("'<<' is given twice in one mapping", line)
+                continue
+            key = (key_node.tag, key_node.value)
             if key in seen:
                 raise ConfigYamlError(
-                    f"key {key!r} is given twice (lines {seen[key]} and {line}); the "
-                    "second would silently replace the first",
+                    f"key {key_node.value!r} is given twice (lines {seen[key]} and {line}); "
+                    "the second would silently replace the first",
                     line,
                 )
             seen[key] = line
-        return super().construct_mapping(node, deep=deep)
+        return node
 
 
 MAX_EXPANDED_NODES = 100_000

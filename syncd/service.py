@@ -222,8 +222,14 @@ def run_job(
     with structlog.contextvars.bound_contextvars(job=job.name, run_id=run_id):
         try:
             with ExitStack() as stack:
+                owned = resources is None
                 if resources is None:
                     resources = stack.enter_context(open_resources(config, job))
+                # Lost to another run (this process paused past the lease): a client
+                # opened for this run alone is cancelled, so writing stops at once. A
+                # caller's long-lived client (the daemon's) is final once cancelled, so
+                # there the loss is logged and the next cycle finds the job busy.
+                on_lost = getattr(resources.platform, "cancel", None) if owned else None
                 if apply:
                     held = stack.enter_context(
                         job_lock(
@@ -231,9 +237,7 @@ def run_job(
                             job.name,
                             run_id,
                             holder=holder or process_holder(),
-                            # Lost to another run (this process paused past the lease):
-                            # stop writing at once; that run owns the job now.
-                            on_lost=getattr(resources.platform, "cancel", None),
+                            on_lost=on_lost,
                         )
                     )
                     if held.run_id != run_id:

@@ -339,17 +339,20 @@ class LdapSource:
         """Raise SourceError unless ``dn`` names an entry (a BASE search of it)."""
         connection.search(
             dn,
-            "(objectClass=*)",
+            _GROUP_FILTER,  # a DN that exists but is no group (an OU, a user) is wrong too
             search_scope=BASE,
             dereference_aliases=DEREF_NEVER,
             attributes=["1.1"],
+            time_limit=int(self._config.timeout_s),
         )
         result = connection.result
         if result and result.get("result") == 32:
             raise SourceError(f"LDAP source {self.label}: scope group {dn!r} not found")
         self._check(result, f"read of scope group {dn!r}")
         if not any(item.get("type") == "searchResEntry" for item in connection.response or ()):
-            raise SourceError(f"LDAP source {self.label}: scope group {dn!r} not found")
+            raise SourceError(
+                f"LDAP source {self.label}: scope group {dn!r} not found (or not a group)"
+            )
 
     def _walk_groups(
         self, connection: Connection, groups: Sequence[str]

@@ -462,3 +462,12 @@ def test_a_missing_in_chain_scope_group_fails_the_read_instead_of_matching_nobod
     )
     with pytest.raises(SourceError, match="scope group 'cn=renamed,ou=groups"):
         _read(config)
+
+
+def test_an_in_chain_scope_that_names_an_ou_instead_of_a_group_fails_the_read(
+    slapd: DirectoryServer, ou: str
+) -> None:
+    slapd.add_ldif(person("ada", ou))
+    config = _config(slapd, base_dn=ou, groups=[ou], group_strategy="in_chain")
+    with pytest.raises(SourceError, match="not found \\(or not a group\\)"):
+        _read(config)
