@@ -215,19 +215,22 @@ def test_log_lines_of_a_run_carry_its_job_and_run_id(config: SyncdConfig) -> Non
     assert seen == [{"job": "corp", "run_id": report.run_id}]
 
 
+class Interrupting:
+    """A progress display whose first advance is a Ctrl-C, in the middle of the writes."""
+
+    def start(self, operation: object, total: int) -> object:
+        def advance(count: int) -> None:
+            raise KeyboardInterrupt
+
+        return advance
+
+    def finish(self, operation: object) -> None:
+        pass
+
+
 def test_an_interruption_propagates_after_the_run_is_recorded(
     config: SyncdConfig, emulator: PlatformEmulator
 ) -> None:
-    class Interrupting:
-        def start(self, operation: object, total: int) -> object:
-            def advance(count: int) -> None:
-                raise KeyboardInterrupt
-
-            return advance
-
-        def finish(self, operation: object) -> None:
-            pass
-
     with pytest.raises(KeyboardInterrupt):
         run_job(config, config.jobs[0], apply=True, progress=Interrupting())  # type: ignore[arg-type]
     last = SqliteStateStore(config.state_dir).last_run("corp")
@@ -314,16 +317,6 @@ def test_two_applies_at_once_one_runs_and_the_other_is_busy(
 def test_the_lock_is_released_after_an_interruption(
     config: SyncdConfig, emulator: PlatformEmulator
 ) -> None:
-    class Interrupting:
-        def start(self, operation: object, total: int) -> object:
-            def advance(count: int) -> None:
-                raise KeyboardInterrupt
-
-            return advance
-
-        def finish(self, operation: object) -> None:
-            pass
-
     with pytest.raises(KeyboardInterrupt):
         run_job(config, config.jobs[0], apply=True, progress=Interrupting())  # type: ignore[arg-type]
     assert SqliteStateStore(config.state_dir).current_lock("corp") is None
