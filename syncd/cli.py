@@ -7,7 +7,6 @@ the result. Exit codes are in :mod:`syncd.exitcodes`; signals in :mod:`syncd.sig
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +19,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
-from syncd import __version__, cli_daemon, cli_sources, cli_state
+from syncd import __version__, cli_daemon, cli_emulator, cli_sources, cli_state
 from syncd.cli_options import ConfigOption, JobOption, OutputFormat, OutputOption, config_path
 from syncd.config import SyncdConfig, load_config, masked_config
 from syncd.demo import run_demo
-from syncd.emulator import PlatformEmulator, make_users
 from syncd.errors import ConfigError
 from syncd.exitcodes import ExitCode, worst
 from syncd.guard import Override
@@ -216,56 +214,6 @@ def check_config(config: ConfigOption = None) -> None:
     sys.stdout.flush()
 
 
-emulator_app = typer.Typer(
-    name="emulator",
-    help="Serve an emulated API in memory on loopback, for tests, demos and benchmarks.",
-    no_args_is_help=True,
-)
-app.add_typer(emulator_app)
-
-
-@emulator_app.command("platform")
-def emulator_platform(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free).")] = 8080,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            envvar="SYNCD_EMULATOR_API_KEY",
-            help="Bearer key clients must send (default: a random one, printed).",
-            show_default=False,
-        ),
-    ] = None,
-    max_batch_size: Annotated[int, typer.Option(min=1, help="413 above this.")] = 1000,
-    page_size: Annotated[
-        int | None, typer.Option(min=1, help="Paginate GET with cursors (default: one page).")
-    ] = None,
-    data: Annotated[
-        Path | None, typer.Option(help="JSON file to load at start and save at exit.")
-    ] = None,
-    users: Annotated[
-        int, typer.Option(min=0, help="Seed this many synthetic users (benchmarks).")
-    ] = 0,
-) -> None:
-    """The Nebuly platform-users API (both flavours), until SIGINT/SIGTERM."""
-    key = api_key
-    if key is None:
-        key = secrets.token_urlsafe(16)
-        # Printed on purpose: a random key nobody else knows is useless unless shown.
-        print(f"syncd emulator api key: {key}", file=sys.stderr, flush=True)
-    server = PlatformEmulator(
-        api_key=key,
-        host=host,
-        port=port,
-        max_batch_size=max_batch_size,
-        page_size=page_size,
-        data_file=data,
-    )
-    if users:
-        server.seed_users(make_users(users))
-    server.serve_forever()
-
-
 @app.command()
 def demo() -> None:
     """Run a complete demo against an in-process emulator; needs no credentials."""
@@ -281,7 +229,7 @@ def version() -> None:
 
 
 # Command groups that live in their own modules.
-for _module in (cli_sources, cli_daemon, cli_state):
+for _module in (cli_emulator, cli_sources, cli_daemon, cli_state):
     _module.register(app)
 
 

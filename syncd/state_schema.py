@@ -116,6 +116,37 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    Migration(
+        3,
+        "job identity rules, analytics response cache and query budget",
+        """
+        -- The identity rules (id attribute, normalisation) a job last applied with, as
+        -- JSON: a change to them must be held, not turned into ends plus inserts of the
+        -- same people under new ids.
+        CREATE TABLE job_rules (
+            job TEXT PRIMARY KEY,
+            rules TEXT NOT NULL,
+            recorded_at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        -- Responses of rate-limited read APIs (the analytics active-users API), keyed
+        -- by a digest of the request without its credentials; etag for If-None-Match.
+        CREATE TABLE http_cache (
+            cache_key TEXT PRIMARY KEY,
+            url TEXT NOT NULL,
+            etag TEXT,
+            body BLOB NOT NULL,
+            fetched_at TEXT NOT NULL
+        );
+        -- One row per budgeted request sent to such an API (cursor follows are free
+        -- and not recorded), so repeated reports never exceed the budget knowingly.
+        CREATE TABLE api_requests (
+            api TEXT NOT NULL,
+            sent_at TEXT NOT NULL,
+            status INTEGER
+        );
+        CREATE INDEX api_requests_by_api ON api_requests (api, sent_at);
+        """,
+    ),
 )
 """Every schema step, in order; append to add one (see the module docstring)."""
 

@@ -449,7 +449,7 @@ def test_schema_2_upgrades_the_v1_fixture_keeping_its_data(tmp_path: Path) -> No
     assert store.audit(["alice@example.com"]) == []  # read before the tables exist
     assert pragma(path, "user_version") == 1  # reads do not migrate
     store.ensure_writable()
-    assert pragma(path, "user_version") == 2
+    assert pragma(path, "user_version") == SCHEMA_VERSION
     assert tables(path) >= V2_TABLES
     assert store.audit(["alice@example.com"]) == []
     store.record_run(
@@ -485,7 +485,7 @@ def test_schema_2_upgrades_a_database_written_by_the_schema_1_code(tmp_path: Pat
     assert store.current_lock("corp") is None
     assert pragma(store.path, "user_version") == 1  # reads leave an older file as it is
     store.add_owned("corp", ["b@example.com"])
-    assert pragma(store.path, "user_version") == SCHEMA_VERSION == 2
+    assert pragma(store.path, "user_version") == SCHEMA_VERSION == len(MIGRATIONS)
     assert tables(store.path) >= V2_TABLES
 
 
@@ -713,3 +713,18 @@ def test_a_batch_whose_users_are_all_filtered_out_leaves_no_trace(tmp_path: Path
     with raw(store.path) as connection:
         assert connection.execute("SELECT count(*) FROM audit_ops").fetchone() == (0,)
     assert [r.run_id for r in store.runs("corp")] == ["r1"]
+
+
+def test_schema_3_upgrades_a_schema_2_database_adding_rules_cache_and_budget(
+    tmp_path: Path,
+) -> None:
+    old = SqliteStateStore(tmp_path, migrations=MIGRATIONS[:2])
+    old.ensure_writable()
+    old.add_owned("corp", ["a@example.com"])
+    assert pragma(old.path, "user_version") == 2
+    assert not {"job_rules", "http_cache", "api_requests"} & tables(old.path)
+    store = SqliteStateStore(tmp_path)
+    store.add_owned("corp", ["b@example.com"])
+    assert pragma(store.path, "user_version") == 3
+    assert tables(store.path) >= {"job_rules", "http_cache", "api_requests"}
+    assert store.owned_users("corp") == frozenset({"a@example.com", "b@example.com"})
