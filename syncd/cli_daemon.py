@@ -1,23 +1,25 @@
-"""``syncd run`` (the daemon) and ``syncd healthcheck``."""
+"""``syncd run`` (the daemon) and ``syncd healthcheck``.
+
+What a command needs beyond typer is imported inside it, so that ``syncd --help`` and
+the other commands do not pay for the daemon, the config models or httpx.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
-from rich.console import Console
 
 from syncd.cli_options import ConfigOption, config_path
-from syncd.config import ServerConfig, SyncdConfig, load_config
-from syncd.daemon import Daemon
-from syncd.errors import ConfigError, SyncdError
 from syncd.exitcodes import ExitCode
-from syncd.logs import configure_logging
-from syncd.signals import graceful_stop
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from syncd.config import ServerConfig
 
 DEFAULT_HEALTH_URL = "http://127.0.0.1:9464"
 
@@ -41,9 +43,15 @@ def run_daemon(config_file: Path | None, err: Console) -> tuple[int, bool]:
     0 after a clean stop; 2 for a configuration error (a job without a schedule ...);
     1 if it cannot start, or (stuck) if a run did not end within the shutdown budget.
     """
+    from syncd.config import load_config
+    from syncd.daemon import Daemon
+    from syncd.errors import ConfigError, SyncdError
+    from syncd.logs import configure_logging
+    from syncd.signals import graceful_stop
+
     try:
         path = config_path(config_file)
-        config: SyncdConfig = load_config(path)
+        config = load_config(path)
         configure_logging(config.log.format, config.log.level)
         with graceful_stop() as stop:
             daemon = Daemon(config, path.resolve())
@@ -62,6 +70,8 @@ def run_daemon(config_file: Path | None, err: Console) -> tuple[int, bool]:
 
 def check_health(url: str, *, timeout_s: float = 5.0) -> bool:
     """True if ``GET <url>/healthz`` answers 200 within ``timeout_s``."""
+    import httpx
+
     try:
         response = httpx.get(url.rstrip("/") + "/healthz", timeout=timeout_s)
     except httpx.HTTPError:
@@ -78,6 +88,8 @@ def register(app: typer.Typer) -> None:
 
         Serves /healthz, /readyz, /metrics, /status and a status page on server.listen.
         """
+        from rich.console import Console
+
         code, stuck = run_daemon(config, Console(stderr=True))
         if stuck:
             # A run that did not stop in time keeps a worker thread alive, and the
@@ -95,6 +107,11 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
     ) -> None:
         """Exit 0 if the daemon's /healthz answers 200, else 1 (container HEALTHCHECK)."""
+        from rich.console import Console
+
+        from syncd.config import load_config
+        from syncd.errors import ConfigError
+
         if url is None:
             url = DEFAULT_HEALTH_URL
             try:

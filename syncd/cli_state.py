@@ -2,98 +2,34 @@
 
 Both only read: they never create the database (a missing one means "no runs recorded
 yet", exit 0), never take the job lock and never call the platform, so they work while
-a daemon applies. The JSON they print is built by pure functions tested on their own.
+a daemon applies. What they print is built by the pure functions of
+:mod:`syncd.state_views`; the rest is imported inside the commands, so that loading this
+module (for ``syncd --help``) costs nothing.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
-import orjson
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from syncd.cli_options import ConfigOption, OutputFormat, OutputOption, config_path
-from syncd.config import SyncdConfig, load_config
-from syncd.errors import ConfigError, StateError
 from syncd.exitcodes import ExitCode
-from syncd.mapping import normalize_end_user
-from syncd.plan import Plan, diff_users
-from syncd.ports import AuditEntry, RunRecord
-from syncd.state import SqliteStateStore
-from syncd.state_codec import user_to_json
 
-NO_RUNS = "no runs recorded yet"
+if TYPE_CHECKING:
+    from rich.console import Console
 
-_COUNT_KEYS = tuple(Plan().counts())
-"""The plan counts a run's summary carries (insert, update, ..., unchanged, ...)."""
-
-
-# ----------------------------------------------------------------- pure: JSON
-
-
-def run_to_json(record: RunRecord) -> dict[str, Any]:
-    """One recorded run as JSON-ready data: status, counts, error, guard reasons, times."""
-    summary = record.summary
-    counts = {key: summary[key] for key in _COUNT_KEYS if isinstance(summary.get(key), int)}
-    reasons = summary.get("held_because")
-    return {
-        "run_id": record.run_id,
-        "job": record.job,
-        "status": record.status,
-        "started_at": record.started_at.isoformat(),
-        "finished_at": record.finished_at.isoformat(),
-        "counts": counts,
-        "source_users": summary.get("source_users"),
-        "platform_users": summary.get("platform_users"),
-        "write_calls": summary.get("write_calls", 0),
-        "failures": summary.get("failures", 0),
-        "error": summary.get("error"),
-        "guard_reasons": list(reasons) if isinstance(reasons, list) else [],
-    }
-
-
-def audit_to_json(entry: AuditEntry) -> dict[str, Any]:
-    """One audit row as JSON-ready data, users in their wire form."""
-    return {
-        "at": entry.at.isoformat(),
-        "job": entry.job,
-        "run_id": entry.run_id,
-        "end_user": entry.end_user,
-        "operation": entry.operation,
-        "before": user_to_json(entry.before),
-        "after": user_to_json(entry.after),
-    }
-
-
-def describe_change(entry: AuditEntry) -> str:
-    """A change in one line: ``tags.department: Eng → Sales; active_to: ∅ → 2026-11-22``."""
-    if entry.after is None:
-        return "deleted"
-    parts = [
-        f"{item.name}: {'∅' if item.before is None else item.before} → "
-        f"{'∅' if item.after is None else item.after}"
-        for item in diff_users(entry.before, entry.after)
-    ]
-    return "; ".join(parts) or "no field changed"
-
-
-def audit_keys(config: SyncdConfig, address: str, job: str | None) -> set[str]:
-    """The stored end_user(s) ``address`` stands for: normalised like each job's
-    end_users (``identity.lowercase`` may differ between jobs)."""
-    return {
-        normalize_end_user(address, lowercase=selected.identity.lowercase)
-        for selected in config.job(job)
-    }
+    from syncd.config import SyncdConfig
 
 
 # ------------------------------------------------------------------- commands
 
 
 def _load(path: Path | None) -> SyncdConfig:
+    from syncd.config import load_config
+
     # Reading history needs no platform key: the targets are not used.
     return load_config(config_path(path), without_targets=True)
 
@@ -106,11 +42,15 @@ def _fail(message: str, code: ExitCode) -> typer.Exit:
 
 def _console() -> Console:
     """Rich on a terminal; wide when piped, so rows are not wrapped for grep."""
+    from rich.console import Console
+
     console = Console()
     return console if console.is_terminal else Console(width=200)
 
 
 def _print_json(document: object) -> None:
+    import orjson
+
     sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2))
     sys.stdout.buffer.write(b"\n")
     sys.stdout.flush()
@@ -123,6 +63,12 @@ def history(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """The last runs, newest first (read-only)."""
+    from rich.table import Table
+
+    from syncd.errors import ConfigError, StateError
+    from syncd.state import SqliteStateStore
+    from syncd.state_views import NO_RUNS, run_to_json
+
     try:
         loaded = _load(config)
         if job is not None:
@@ -171,6 +117,12 @@ def audit(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Every change ever applied to one user, oldest first (read-only)."""
+    from rich.table import Table
+
+    from syncd.errors import ConfigError, StateError
+    from syncd.state import SqliteStateStore
+    from syncd.state_views import NO_RUNS, audit_keys, audit_to_json, describe_change
+
     try:
         loaded = _load(config)
         keys = audit_keys(loaded, user, job)

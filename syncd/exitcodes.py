@@ -8,9 +8,19 @@ several jobs the most serious code wins.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
-from syncd.runner import RunStatus
+
+class RunStatus(StrEnum):
+    """How a run ended."""
+
+    PLANNED = "planned"
+    APPLIED = "applied"
+    HELD = "held"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    BUSY = "busy"
+    """Not run: another process holds the job's lock (it is being applied)."""
 
 
 class ExitCode(IntEnum):

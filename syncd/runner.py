@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from enum import StrEnum
 from typing import Protocol, TypeVar
 
 import structlog
@@ -23,6 +22,7 @@ import structlog
 from syncd.audit import audit_batches
 from syncd.config import JobConfig
 from syncd.errors import PlatformError, SourceError, StateError
+from syncd.exitcodes import RunStatus
 from syncd.guard import GuardLimits, Override, Verdict, check_plan
 from syncd.mapping import normalize_end_user
 from syncd.merge import DesiredUsers, DesiredUsersBuilder
@@ -63,18 +63,6 @@ class _WriteCall(Protocol[_Items_contra]):
 def new_run_id() -> str:
     """A short random id shared by every log line and record of one run."""
     return uuid.uuid4().hex[:12]
-
-
-class RunStatus(StrEnum):
-    """How a run ended."""
-
-    PLANNED = "planned"
-    APPLIED = "applied"
-    HELD = "held"
-    PARTIAL = "partial"
-    FAILED = "failed"
-    BUSY = "busy"
-    """Not run: another process holds the job's lock (it is being applied)."""
 
 
 @dataclass(slots=True)

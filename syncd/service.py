@@ -30,13 +30,13 @@ import structlog
 
 from syncd.config import JobConfig, SyncdConfig
 from syncd.errors import ConfigError, StateError, SyncdError
-from syncd.exitcodes import ExitCode, exit_code_for
+from syncd.exitcodes import ExitCode, RunStatus, exit_code_for
 from syncd.guard import Override
 from syncd.http import RequestObserver
 from syncd.locking import busy_message, job_lock, process_holder
 from syncd.platform.client import PlatformClient
 from syncd.ports import PlatformPort, Progress, Source, StateStore, WriteFailure
-from syncd.runner import JobRunner, PlannedRun, RunResult, RunStatus, new_run_id, today_utc
+from syncd.runner import JobRunner, PlannedRun, RunResult, new_run_id, today_utc
 from syncd.sources import SourceContext, build_source
 from syncd.state import SqliteStateStore
 

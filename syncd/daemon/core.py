@@ -49,8 +49,8 @@ from syncd.daemon.schedule import JobTiming, check_schedules, describe, timing_f
 from syncd.daemon.server import StatusServer
 from syncd.daemon.status import JobState, RunSummary, history_rows, status_document
 from syncd.errors import StateError
+from syncd.exitcodes import RunStatus
 from syncd.platform.client import PlatformClient
-from syncd.runner import RunStatus
 from syncd.service import JobResources, open_resources, run_job
 from syncd.state import SqliteStateStore
 

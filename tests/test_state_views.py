@@ -1,0 +1,60 @@
+"""The pure views behind ``syncd history`` and ``syncd audit``."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from syncd.model import PlatformUser, make_tags
+from syncd.ports import AuditEntry, RunRecord
+from syncd.state_views import audit_to_json, describe_change, run_to_json
+
+AT = datetime(2026, 11, 30, 8, 15, tzinfo=UTC)
+
+
+def entry(before: PlatformUser | None, after: PlatformUser | None) -> AuditEntry:
+    return AuditEntry("r1", AT, "corp", "ada@example.com", "update", before, after)
+
+
+def ada(department: str | None, active_to: date | None = None) -> PlatformUser:
+    tags = make_tags({"department": department} if department else {})
+    return PlatformUser("Ada@example.com", tags, date(2026, 1, 5), active_to)
+
+
+def test_run_to_json_keeps_only_plan_counts_and_lists_the_guard_reasons() -> None:
+    record = RunRecord(
+        "r1",
+        "corp",
+        AT,
+        AT,
+        "held",
+        {
+            "insert": 3,
+            "end": 700,
+            "unchanged": 10,
+            "not_a_count": 5,
+            "update": "garbled",
+            "held_because": ["700 removals > max_removals 500"],
+            "write_calls": 0,
+        },
+    )
+    data = run_to_json(record)
+    assert data["counts"] == {"insert": 3, "end": 700, "unchanged": 10}
+    assert data["guard_reasons"] == ["700 removals > max_removals 500"]
+    assert (data["status"], data["failures"], data["error"]) == ("held", 0, None)
+    assert data["started_at"] == "2026-11-30T08:15:00+00:00"
+
+
+def test_describe_change_names_each_changed_field_with_before_and_after() -> None:
+    change = describe_change(entry(ada("Eng"), ada("Sales", date(2026, 11, 22))))
+    assert change == "tags.department: Eng → Sales; active_to: ∅ → 2026-11-22"
+    assert describe_change(entry(ada("Eng"), ada(None))) == "tags.department: Eng → ∅"
+    assert describe_change(entry(ada("Eng"), None)) == "deleted"
+    assert describe_change(entry(ada("Eng"), ada("Eng"))) == "no field changed"
+
+
+def test_audit_to_json_keeps_the_platform_spelling_in_before_and_after() -> None:
+    data = audit_to_json(entry(None, ada("Eng")))
+    assert data["end_user"] == "ada@example.com"
+    assert data["before"] is None
+    assert data["after"]["end_user"] == "Ada@example.com"
+    assert data["after"]["tags"] == {"department": "Eng"}
