@@ -167,6 +167,9 @@ class Daemon:
         self.metrics.add_job(
             job.name, [source.label for source in job.sources], target.url, target.api
         )
+        # Known at load (a certificate's notAfter, client_secret_expires): exposed before
+        # the first run, so an alert fires even while every run fails.
+        self.metrics.observe_credentials(job.name, resources.sources)
         idle = threading.Event()
         idle.set()
         return _Job(

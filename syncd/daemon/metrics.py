@@ -83,6 +83,12 @@ class DaemonMetrics:
             ["target", "method", "code"],
             registry=r,
         )
+        self.credential_expiry = Gauge(
+            "syncd_credential_expiry_timestamp_seconds",
+            "When a source's credential (certificate, client secret) expires.",
+            ["job", "source"],
+            registry=r,
+        )
         build = Gauge("syncd_build_info", "The running syncd version.", ["version"], registry=r)
         build.labels(version=__version__).set(1)
 
@@ -103,6 +109,20 @@ class DaemonMetrics:
         spec = FLAVOURS[flavour]
         for operation in Operation:
             self.api_requests.labels(target=target, method=spec.method(operation), code="200")
+
+    def observe_credentials(self, job: str, sources: Iterable[object]) -> None:
+        """Set the credential expiry of each source that knows it.
+
+        A source offers it through an optional ``credential_expiry() -> datetime | None``
+        hook (Entra ID: the certificate's notAfter or ``client_secret_expires``); the
+        others have no series, since an expiry of 0 would read as "expired".
+        """
+        for source in sources:
+            hook = getattr(source, "credential_expiry", None)
+            expires = hook() if callable(hook) else None
+            if expires is not None:
+                label = str(getattr(source, "label", ""))
+                self.credential_expiry.labels(job=job, source=label).set(expires.timestamp())
 
     def observe_run(self, job: str, summary: RunSummary) -> None:
         """Count one finished run."""

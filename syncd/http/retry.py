@@ -27,6 +27,7 @@ from tenacity import (
     stop_when_event_set,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
 from syncd.errors import SyncdError
 from syncd.http.policy import ApiPolicy
@@ -74,18 +75,26 @@ class RetrySettings:
     Backoff is full jitter (AWS architecture blog): uniform(0, min(backoff_max_s,
     backoff_base_s * 2**attempt)), so many clients throttled together do not come back
     in lockstep. A server's ``Retry-After`` replaces it, capped at ``max_retry_after_s``.
+
+    ``deadline_s`` (None: no bound but the attempts') bounds one call in time, every
+    attempt and wait included: each attempt's timeout is at most what is left, a wait
+    is cut to fit, and a ``Retry-After`` longer than what is left fails the call at
+    once (the next run retries) instead of being cut short and ignored.
     """
 
     max_retries: int = 5
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     max_retry_after_s: float = 300.0
+    deadline_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         if min(self.backoff_base_s, self.backoff_max_s, self.max_retry_after_s) < 0:
             raise ValueError("backoff_base_s, backoff_max_s and max_retry_after_s must be >= 0")
+        if self.deadline_s is not None and self.deadline_s <= 0:
+            raise ValueError("deadline_s must be > 0 (or None)")
 
     @property
     def attempts(self) -> int:
@@ -116,6 +125,52 @@ class _RetryableError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+
+
+# Time an attempt needs at the least: a wait that would leave less is not slept.
+_MIN_ATTEMPT_S = 0.2
+
+
+class _Deadline(stop_base):
+    """The time budget of one call (:attr:`RetrySettings.deadline_s`); as a tenacity
+    stop: the budget is spent, or the server asks to wait longer than is left."""
+
+    __slots__ = ("ends", "refused_wait", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.ends = time.monotonic() + seconds
+        self.refused_wait: float | None = None
+        """A ``Retry-After`` that did not fit: the call failed without waiting it out."""
+
+    def left(self) -> float:
+        return self.ends - time.monotonic()
+
+    def __call__(self, state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome is not None else None
+        left = self.left()
+        asked = error.retry_after if isinstance(error, _RetryableError) else None
+        if asked is not None and asked > left - _MIN_ATTEMPT_S:
+            self.refused_wait = asked
+            return True
+        return left <= _MIN_ATTEMPT_S
+
+    def cap_wait(self, seconds: float) -> float:
+        return max(0.0, min(seconds, self.left() - _MIN_ATTEMPT_S))
+
+    def timeout(self, configured: httpx.Timeout) -> httpx.Timeout:
+        """The client's timeouts, none longer than what is left."""
+        left = max(self.left(), 0.001)
+
+        def cap(value: float | None) -> float:
+            return left if value is None else min(value, left)
+
+        return httpx.Timeout(
+            connect=cap(configured.connect),
+            read=cap(configured.read),
+            write=cap(configured.write),
+            pool=cap(configured.pool),
+        )
 
 
 class RetryingCaller:
@@ -181,9 +236,18 @@ class RetryingCaller:
         request_headers = dict(headers or {})
         if content is not None:
             request_headers["Content-Type"] = "application/json"
+        deadline = _Deadline(self.settings.deadline_s) if self.settings.deadline_s else None
+        stop = stop_after_attempt(self.settings.attempts) | stop_when_event_set(self.stop)
+        if deadline is not None:
+            stop = stop | deadline
+
+        def wait(state: RetryCallState) -> float:
+            seconds = self._wait(state)
+            return seconds if deadline is None else deadline.cap_wait(seconds)
+
         retrying = Retrying(
-            stop=stop_after_attempt(self.settings.attempts) | stop_when_event_set(self.stop),
-            wait=self._wait,
+            stop=stop,
+            wait=wait,
             sleep=self._sleep,
             retry=retry_if_exception_type(_RetryableError),
             before_sleep=lambda state: self._log_retry(operation, method, path, state),
@@ -211,11 +275,18 @@ class RetryingCaller:
                             attempt=sent,
                             tally=tally,
                             log_fields=log_fields,
+                            timeout=(deadline.timeout(self.http.timeout) if deadline else None),
                         )
                     except _RetryableError as error:
                         failed = error
                         raise
         except _RetryableError as error:
+            if deadline is not None and deadline.refused_wait is not None:
+                raise self.policy.unavailable(
+                    f"{operation}: {method} {path}: {self.policy.subject} asks to wait "
+                    f"{deadline.refused_wait:g} s ({error.reason} with Retry-After), more than "
+                    f"this request's {deadline.seconds:g} s allow; the next run retries"
+                ) from error.__cause__
             raise self.policy.unavailable(
                 f"{operation}: {method} {path} still failing after {sent} attempt"
                 f"{'s' if sent != 1 else ''}; last error: {error.reason}"
@@ -257,14 +328,20 @@ class RetryingCaller:
         attempt: int,
         tally: CallTally | None,
         log_fields: Mapping[str, object],
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         started = time.perf_counter()
         if tally is not None:
             tally.calls += 1
         try:
-            response = self.http.request(
-                method, path, content=content, params=params, headers=headers
-            )
+            if timeout is None:  # the client's own timeout
+                response = self.http.request(
+                    method, path, content=content, params=params, headers=headers
+                )
+            else:
+                response = self.http.request(
+                    method, path, content=content, params=params, headers=headers, timeout=timeout
+                )
         except self.policy.retryable_errors as error:
             self._observe(method, None)
             reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -24,7 +24,7 @@ from syncd.ports import Source
 __all__ = ["Source", "SourceContext", "SourceType", "build_source", "source_types"]
 
 # The built-in source types, by module. Order is the order of the config docs.
-_SOURCE_MODULES = ("syncd.sources.csv", "syncd.sources.ldap")
+_SOURCE_MODULES = ("syncd.sources.csv", "syncd.sources.ldap", "syncd.sources.entra")
 
 
 @dataclass(frozen=True, slots=True)

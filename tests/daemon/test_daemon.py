@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from syncd.emulator import EndpointFaults, PlatformEmulator
@@ -232,3 +233,38 @@ def test_a_cycle_that_finds_the_job_locked_elsewhere_is_busy_and_keeps_the_hold(
         assert (metric(text, "syncd_runs_total", job="corp", status="busy") or 0) >= 2
         assert metric(text, "syncd_guard_held", job="corp") == 1
     daemon.wait_status("corp", lambda job: job["last_run"]["status"] == "held")
+
+
+def test_credential_expiry_is_a_metric_from_start_up_even_while_every_run_fails(
+    tmp_path: Path,
+) -> None:
+    # Nothing listens on the login or Graph URL: every run fails, the gauge still shows
+    # when the secret expires (the alert must not depend on a run succeeding).
+    expires = (datetime.now(UTC) + timedelta(days=12)).date()
+    entra = f"""
+  - name: cloud
+    schedule: {{every: 1h}}
+    target: {{base_url: "http://127.0.0.1:9", api_key: {EMULATOR_API_KEY}}}
+    sources:
+      - type: entra
+        name: corp-entra
+        tenant_id: 00000000-0000-0000-0000-000000000000
+        client_id: 11111111-1111-1111-1111-111111111111
+        client_secret: not-a-real-secret
+        client_secret_expires: {expires.isoformat()}
+        authority_url: https://127.0.0.1:9
+        graph_url: https://127.0.0.1:9
+"""
+    port = free_port()
+    config = write_config(tmp_path, [entra], port=port)
+    with DaemonProcess(config, port) as daemon:
+        daemon.wait_ready()
+        text = daemon.get("/metrics").text
+        value = metric(
+            text, "syncd_credential_expiry_timestamp_seconds", job="cloud", source="corp-entra"
+        )
+        midnight = datetime.combine(expires, datetime.min.time(), tzinfo=UTC)
+        assert value == midnight.timestamp()
+        assert "not-a-real-secret" not in text
+        code, _ = daemon.stop()
+        assert code == 0

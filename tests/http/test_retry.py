@@ -6,6 +6,7 @@ and raise different error types; the same caller must follow whichever it is giv
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -332,3 +333,73 @@ def test_parse_retry_after_is_still_importable_from_the_platform_client() -> Non
 def test_retry_settings_refuse_negative_values(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RetrySettings(**options)
+
+
+# ---------------------------------------------------------------- deadline_s
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A loopback port that accepts TCP connections (the kernel's backlog) and never
+    answers: a server that hangs."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def test_a_deadline_bounds_every_attempt_against_a_silent_server(
+    silent_url: str, caller_for: Callable[..., RetryingCaller]
+) -> None:
+    # The client's timeout is 5 s and 5 retries are allowed: ~30 s without a deadline.
+    settings = RetrySettings(max_retries=5, backoff_base_s=0.01, backoff_max_s=0.02,
+                             deadline_s=1.0)  # fmt: skip
+    caller = caller_for(silent_url, settings=settings)
+    started = time.monotonic()
+    with pytest.raises(SourceUnavailableError, match="still failing after"):
+        caller.call("users", "GET", "/v1.0/users")
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_retry_after_beyond_the_deadline_fails_at_once_quoting_it(
+    server: ScriptedServer, caller_for: Callable[..., RetryingCaller]
+) -> None:
+    server.script(Answer(429, headers={"Retry-After": "120"}), Answer(200))
+    settings = RetrySettings(max_retries=4, max_retry_after_s=300.0, deadline_s=30.0)
+    caller = caller_for(server.url, settings=settings)
+    started = time.monotonic()
+    with pytest.raises(SourceUnavailableError) as caught:
+        caller.call("users", "GET", "/v1.0/users")
+    assert time.monotonic() - started < 1.0
+    assert "asks to wait 120 s" in str(caught.value)
+    assert "the next run retries" in str(caught.value)
+    assert len(server.seen) == 1
+
+
+def test_a_retry_after_within_the_deadline_is_waited_out_in_full(
+    server: ScriptedServer, caller_for: Callable[..., RetryingCaller]
+) -> None:
+    server.script(Answer(503, headers={"Retry-After": "0.6"}), Answer(200))
+    settings = RetrySettings(max_retries=2, max_retry_after_s=300.0, deadline_s=5.0)
+    started = time.monotonic()
+    response = caller_for(server.url, settings=settings).call("users", "GET", "/v1.0/users")
+    assert response.status_code == 200
+    assert time.monotonic() - started >= 0.59
+
+
+def test_without_a_deadline_a_long_retry_after_is_capped_as_before(
+    server: ScriptedServer, caller_for: Callable[..., RetryingCaller]
+) -> None:
+    server.script(Answer(429, headers={"Retry-After": "120"}), Answer(200))
+    settings = RetrySettings(max_retries=1, max_retry_after_s=0.05)
+    response = caller_for(server.url, settings=settings).call("users", "GET", "/v1.0/users")
+    assert response.status_code == 200
+    assert len(server.seen) == 2
+
+
+def test_a_deadline_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="deadline_s"):
+        RetrySettings(deadline_s=0)

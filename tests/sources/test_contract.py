@@ -24,7 +24,9 @@ from syncd.model import RecordProblem, SourceUser
 from syncd.ports import Source
 from syncd.sources import SourceContext, build_source, source_types
 from syncd.sources.csv import CsvSourceConfig
+from syncd.sources.entra import EntraSourceConfig
 from syncd.sources.ldap import LdapSourceConfig
+from tests.sources.entra import support as entra
 from tests.sources.ldap.servers import SLAPD_PEOPLE_DN, DirectoryServer, start_slapd
 
 
@@ -179,7 +181,79 @@ class LdapCase(ContractCase):
         )
 
 
-CASES: dict[str, ContractCase] = {"csv": CsvCase(), "ldap": LdapCase()}
+class EntraCase(ContractCase):
+    """The Graph emulator over HTTPS, through MSAL; each source replaces its users."""
+
+    type_name = "entra"
+    wrong_secret = "contract-Wrong-Entra-Secret-3"
+    secrets = (entra.SECRET, wrong_secret)
+
+    def prepare(self, request: pytest.FixtureRequest) -> None:
+        self.server: entra.GraphServer = request.getfixturevalue("contract_graph")
+        self.server.emulator.reset()
+
+    def _graph_users(self, people: list[Person]) -> list[dict[str, object]]:
+        return [
+            entra.make_graph_user(index, mail=p.end_user, department=p.department)
+            for index, p in enumerate(people)
+        ]
+
+    def _source(self, *, page_size: int = 999, secret: str = entra.SECRET) -> Source:
+        config = EntraSourceConfig.model_validate(
+            {
+                "type": "entra",
+                "name": "corp-entra",
+                "tenant_id": entra.TENANT,
+                "client_id": entra.CLIENT_ID,
+                "client_secret": secret,
+                "authority_url": self.server.emulator.url,
+                "graph_url": self.server.emulator.url,
+                "ca_file": str(self.server.ca_file),
+                "id_attribute": "mail",
+                "tags": {"department": "department"},
+                "page_size": page_size,
+            }
+        )
+        return build_source(config, SourceContext(lowercase=True))
+
+    def holding(self, tmp_path: Path, people: list[Person]) -> Source:
+        self.server.emulator.clear_page_faults()
+        self.server.emulator.set_users(self._graph_users(people))
+        return self._source()
+
+    def with_bad_record(self, tmp_path: Path, people: list[Person]) -> Source:
+        users = self._graph_users(people)
+        users.insert(1, entra.make_graph_user(99, mail=None, department="Lost"))
+        self.server.emulator.set_users(users)
+        return self._source()
+
+    def breaking_after(self, tmp_path: Path, people: list[Person]) -> Source:
+        lost = entra.make_graph_user(98, mail="lost@example.com", department="Lost")
+        self.server.emulator.set_users([*self._graph_users(people), lost])
+        self.server.emulator.fail_page(2, 403)  # the page after the people is refused
+        return self._source(page_size=len(people))
+
+    def unreadable(self, tmp_path: Path) -> Source:
+        return self._source(secret=self.wrong_secret)
+
+    def config_text(self, tmp_path: Path) -> str:
+        return (
+            f"{{type: entra, tenant_id: {entra.TENANT}, client_id: {entra.CLIENT_ID}, "
+            f"client_secret: {entra.SECRET}}}"
+        )
+
+
+CASES: dict[str, ContractCase] = {"csv": CsvCase(), "ldap": LdapCase(), "entra": EntraCase()}
+
+
+@pytest.fixture(scope="module")
+def contract_graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[entra.GraphServer]:
+    """A Graph emulator over HTTPS for the Entra case."""
+    server = entra.start_graph(tmp_path_factory.mktemp("contract-graph"))
+    try:
+        yield server
+    finally:
+        server.emulator.stop()
 
 
 @pytest.fixture(scope="module")
