@@ -9,18 +9,25 @@ from __future__ import annotations
 import csv
 import secrets
 import tempfile
-from datetime import date
+from datetime import date, timedelta
 from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from syncd.config import parse_config
+from syncd.config import SyncdConfig, parse_config
 from syncd.emulator import PlatformEmulator
+from syncd.emulator.analytics import AnalyticsEmulator, generate_activity
+from syncd.errors import SyncdError
 from syncd.exitcodes import ExitCode, worst
 from syncd.logs import configure_logging
+from syncd.model import parse_api_date
+from syncd.platform.api import WireUser
 from syncd.render import render_planned, render_result
+from syncd.report.compute import Granularity
+from syncd.report.render import render_table
+from syncd.report.service import ReportRequest, build_report
 from syncd.runner import PlannedRun, today_utc
 from syncd.service import run_job
 
@@ -46,6 +53,9 @@ jobs:
     guard:
       max_removals: 5
       max_removal_ratio: 0.25
+analytics:
+  base_url: ${ANALYTICS_URL}
+  service_key: ${DEMO_API_KEY}
 """
 
 _WRITES = ("insert", "update", "delete")
@@ -85,6 +95,41 @@ def _platform_table(emulator: PlatformEmulator) -> Table:
     return table
 
 
+def _had_access(user: WireUser, day: date) -> bool:
+    starts = parse_api_date(user.active_from) if user.active_from else day
+    return starts <= day and (user.active_to is None or day <= parse_api_date(user.active_to))
+
+
+def _activation_report(
+    console: Console,
+    config: SyncdConfig,
+    platform: PlatformEmulator,
+    analytics: AnalyticsEmulator,
+    today: date,
+) -> ExitCode:
+    """The activation report of the demo's own users, with generated activity."""
+    start = today - timedelta(days=89)
+    users = platform.users()
+    # People use the tool while they have access; one contractor uses it without being
+    # on the list at all: the licence leakage the report lists.
+    analytics.add_activity(
+        (user, day)
+        for user, day in generate_activity(sorted(users), start, today, seed=1)
+        if _had_access(users[user], day)
+    )
+    analytics.add_activity([("contractor@example.com", start + timedelta(days=30))])
+    console.rule(
+        "[bold cyan]Activation report — last 90 days, from the emulated analytics API[/bold cyan]"
+    )
+    try:
+        report = build_report(config, ReportRequest(start, today, Granularity.MONTHLY))
+    except SyncdError as error:
+        console.print(f"[red]activation report failed:[/red] {error}", highlight=False)
+        return ExitCode.FAILED
+    render_table(console, report, limit=3)
+    return ExitCode.OK
+
+
 def run_demo(console: Console) -> ExitCode:
     """Run the demo; returns the worst exit code of its runs (0 when all went well)."""
     api_key = secrets.token_urlsafe(16)
@@ -93,6 +138,7 @@ def run_demo(console: Console) -> ExitCode:
     with (
         tempfile.TemporaryDirectory(prefix="syncd-demo-") as tmp,
         PlatformEmulator(api_key=api_key, max_batch_size=100) as emulator,
+        AnalyticsEmulator(api_key=api_key) as analytics,
     ):
         workdir = Path(tmp)
         employees = workdir / "employees.csv"
@@ -103,7 +149,12 @@ def run_demo(console: Console) -> ExitCode:
             DEMO_CONFIG,
             origin="demo config",
             base_dir=workdir,
-            environ={"EMULATOR_URL": emulator.url, "DEMO_API_KEY": api_key},
+            environ={
+                "EMULATOR_URL": emulator.url,
+                "ANALYTICS_URL": analytics.url,
+                "DEMO_API_KEY": api_key,
+            },
+            analytics_key=True,  # the demo ends with an activation report
         )
         configure_logging(config.log.format, config.log.level)
         job = config.jobs[0]
@@ -139,6 +190,7 @@ def run_demo(console: Console) -> ExitCode:
             codes.append(report.exit_code)
             console.print()
         console.print(_platform_table(emulator))
+        codes.append(_activation_report(console, config, emulator, analytics, today))
     outcome = worst(codes)
     if outcome is ExitCode.OK:
         console.print(

@@ -1,0 +1,1 @@
+"""The activation report: eligible users (platform) x active users (analytics API)."""
