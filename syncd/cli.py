@@ -2,38 +2,21 @@
 
 Each command parses its options, calls a function that tests can call too, and renders
 the result. Exit codes are in :mod:`syncd.exitcodes`; signals in :mod:`syncd.signals`.
+What a command needs is imported when it runs (:mod:`syncd.cli_sync` for plan and
+apply), so that ``syncd --help`` loads typer and little else.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
-import orjson
-import structlog
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as RichProgress
 
-from syncd import __version__, cli_daemon, cli_emulator, cli_sources, cli_state
-from syncd.cli_options import ConfigOption, JobOption, OutputFormat, OutputOption, config_path
-from syncd.config import SyncdConfig, load_config, masked_config
-from syncd.demo import run_demo
-from syncd.errors import ConfigError
-from syncd.exitcodes import ExitCode, worst
-from syncd.guard import Override
-from syncd.logs import configure_logging
-from syncd.platform.api import Operation
-from syncd.render import render_planned, render_result, report_to_json
-from syncd.runner import PlannedRun
-from syncd.service import JobReport, run_job
-from syncd.signals import interruptible
-
-log = structlog.get_logger(__name__)
+from syncd import __version__, cli_daemon, cli_emulator, cli_report, cli_sources, cli_state
+from syncd.cli_options import ConfigOption, JobOption, OutputFormat, OutputOption
+from syncd.exitcodes import ExitCode
 
 app = typer.Typer(
     name="syncd",
@@ -47,136 +30,39 @@ app = typer.Typer(
 LimitOption = Annotated[int, typer.Option(help="Changes listed per job in table output.")]
 
 
-def _err_console() -> Console:
-    return Console(stderr=True)
-
-
-def _load(path: Path | None) -> SyncdConfig:
-    config = load_config(config_path(path))
-    configure_logging(config.log.format, config.log.level)
-    return config
-
-
-class _RichProgress:
-    """Progress bars for each write operation, on a terminal only."""
-
-    def __init__(self, progress: RichProgress) -> None:
-        self._progress = progress
-        self._tasks: dict[Operation, tuple[TaskID, int]] = {}
-
-    def start(self, operation: Operation, total: int) -> Callable[[int], None]:
-        task = self._progress.add_task(operation.value, total=total)
-        self._tasks[operation] = (task, total)
-
-        def advance(count: int) -> None:
-            self._progress.advance(task, count)
-
-        return advance
-
-    def finish(self, operation: Operation) -> None:
-        task, total = self._tasks[operation]
-        self._progress.update(task, completed=total)
-
-
-def _run_jobs(
-    config_path: Path | None,
-    job_name: str | None,
-    *,
-    apply: bool,
-    output: OutputFormat,
-    limit: int,
-    override: Override,
-) -> ExitCode:
-    """Run the selected jobs in turn through :func:`syncd.service.run_job`; render each."""
-    console = Console()
-    err = _err_console()
-    try:
-        config = _load(config_path)
-        jobs = config.job(job_name)
-    except ConfigError as error:
-        err.print(f"[red]configuration error:[/red] {error}", highlight=False)
-        return ExitCode.CONFIG
-    reports: list[JobReport] = []
-    show_progress = apply and output is OutputFormat.TABLE and console.is_terminal
-    show_plan: Callable[[PlannedRun], None] | None = None
-    if output is OutputFormat.TABLE:
-
-        def show_plan(planned: PlannedRun) -> None:
-            render_planned(console, planned, limit=limit)
-
-    for job in jobs:
-        with RichProgress(
-            TextColumn("{task.description:>8}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not show_progress,
-        ) as bars:
-            report = run_job(
-                config,
-                job,
-                apply=apply,
-                override=override,
-                progress=_RichProgress(bars) if show_progress else None,
-                on_planned=show_plan,
-            )
-        reports.append(report)
-        try:
-            if report.result is not None:
-                if output is OutputFormat.TABLE:
-                    render_result(console, report.result)
-            elif report.planned is None:
-                _print_job_error(err, report)
-        except Exception as error:
-            # A rendering bug must not hide the other jobs' results.
-            log.exception("job.render_failed", job=job.name)
-            err.print(f"[red]job {job.name}: cannot show the result:[/red] {error}")
-            reports[-1] = dataclasses.replace(report, exit_code=ExitCode.FAILED)
-    if output is OutputFormat.JSON:
-        # Built only when asked for: a million changes make a large document.
-        documents = [_json_document(report) for report in reports]
-        sys.stdout.buffer.write(orjson.dumps({"jobs": documents}, option=orjson.OPT_INDENT_2))
-        sys.stdout.buffer.write(b"\n")
-        sys.stdout.flush()
-    return worst([report.exit_code for report in reports])
-
-
-def _json_document(report: JobReport) -> dict[str, object]:
-    """The report as JSON data; a rendering bug still yields the job's entry."""
-    try:
-        return report_to_json(report)
-    except Exception as error:
-        log.exception("job.render_failed", job=report.job)
-        return {
-            "job": report.job,
-            "run_id": report.run_id,
-            "status": report.status.value,
-            "exit_code": int(ExitCode.FAILED),
-            "error": f"cannot render the result: {type(error).__name__}: {error}",
-        }
-
-
-def _print_job_error(err: Console, report: JobReport) -> None:
-    if report.exit_code is ExitCode.CONFIG:
-        what = f"job {report.job}: configuration error:"
-    elif report.unexpected:
-        what = f"job {report.job} failed with an unexpected error:"
-    else:
-        what = f"job {report.job} failed:"
-    err.print(f"[red]{what}[/red] {report.error}", highlight=False)
-
-
 @app.command()
 def plan(
     config: ConfigOption = None,
     job: JobOption = None,
     output: OutputOption = OutputFormat.TABLE,
     limit: LimitOption = 50,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Also write the job's full plan to this file, to review and then apply "
+            "exactly with `syncd apply --plan FILE`.",
+        ),
+    ] = None,
 ) -> None:
     """Show what a sync would change on the live platform; write nothing."""
-    with interruptible(_err_console()) as interrupted:
-        code = _run_jobs(config, job, apply=False, output=output, limit=limit, override=Override())
+    from syncd import cli_planfile
+    from syncd.cli_sync import err_console, plan_file_command, run_jobs
+    from syncd.guard import Override
+    from syncd.signals import interruptible
+
+    with interruptible(err_console()) as interrupted:
+        if out is not None:
+            code = plan_file_command(
+                config,
+                lambda loaded, console, err: cli_planfile.write_plan(
+                    loaded, job, out, output=output, limit=limit, console=console, err=err
+                ),
+            )
+        else:
+            code = run_jobs(
+                config, job, apply=False, output=output, limit=limit, override=Override()
+            )
     raise typer.Exit(interrupted.code if interrupted.code else int(code))
 
 
@@ -188,26 +74,114 @@ def apply(
         int | None,
         typer.Option(min=0, help="Accept up to N removals this run, above the guard limits."),
     ] = None,
+    allow_updates: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Accept up to N updates this run (destructive ones included), above the "
+            "guard limits.",
+        ),
+    ] = None,
+    accept_identity_rules: Annotated[
+        bool,
+        typer.Option(
+            "--accept-identity-rules",
+            help="Accept changed identity rules (identity.lowercase, a source's id field) "
+            "this run; they become the job's rules once applied.",
+        ),
+    ] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Accept any number of removals this run.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Accept any number of removals and updates, bad records and changed "
+            "identity rules this run.",
+        ),
     ] = False,
     output: OutputOption = OutputFormat.TABLE,
-    limit: LimitOption = 50,
+    limit: Annotated[
+        int | None, typer.Option(help="Changes listed per job in table output [default: 50].")
+    ] = None,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan",
+            help="Apply exactly the changes of this file from `syncd plan --out`, after "
+            "checking that the platform list and the job's config did not change.",
+        ),
+    ] = None,
+    max_age: Annotated[
+        str | None,
+        typer.Option(
+            "--max-age", help="With --plan: refuse a plan older than this [default: 24h]."
+        ),
+    ] = None,
 ) -> None:
     """Sync: plan, check the guard, and write the changes in batches."""
-    override = Override(allow_removals=allow_removals, force=force)
-    with interruptible(_err_console()) as interrupted:
-        code = _run_jobs(config, job, apply=True, output=output, limit=limit, override=override)
+    from syncd import cli_planfile
+    from syncd.cli_sync import err_console, plan_file_command, run_jobs
+    from syncd.guard import Override
+    from syncd.signals import interruptible
+
+    conflict = cli_planfile.plan_option_conflicts(
+        plan_file=plan_file,
+        max_age=max_age,
+        allow_removals=allow_removals,
+        allow_updates=allow_updates,
+        accept_identity_rules=accept_identity_rules,
+        force=force,
+        limit=limit,
+    )
+    if conflict is not None:
+        err_console().print(f"[red]usage error:[/red] {conflict}", highlight=False)
+        raise typer.Exit(int(ExitCode.CONFIG))
+    if plan_file is not None:
+        with interruptible(err_console()) as interrupted:
+            code = plan_file_command(
+                config,
+                lambda loaded, console, err: cli_planfile.apply_plan(
+                    loaded,
+                    job,
+                    plan_file,
+                    max_age=max_age or "24h",
+                    output=output,
+                    progress=None,
+                    console=console,
+                    err=err,
+                ),
+            )
+        raise typer.Exit(interrupted.code if interrupted.code else int(code))
+    override = Override(
+        allow_removals=allow_removals,
+        allow_updates=allow_updates,
+        accept_identity_rules=accept_identity_rules,
+        force=force,
+    )
+    with interruptible(err_console()) as interrupted:
+        code = run_jobs(
+            config,
+            job,
+            apply=True,
+            output=output,
+            limit=50 if limit is None else limit,
+            override=override,
+        )
     raise typer.Exit(interrupted.code if interrupted.code else int(code))
 
 
 @app.command("check-config")
 def check_config(config: ConfigOption = None) -> None:
     """Validate the config and print it resolved, with secrets masked."""
+    import orjson
+
+    from syncd.cli_sync import err_console, load
+    from syncd.config import masked_config
+    from syncd.errors import ConfigError
+
     try:
-        loaded = _load(config)
+        loaded = load(config)
     except ConfigError as error:
-        _err_console().print(f"[red]configuration error:[/red] {error}", highlight=False)
+        err_console().print(f"[red]configuration error:[/red] {error}", highlight=False)
         raise typer.Exit(int(ExitCode.CONFIG)) from None
     sys.stdout.buffer.write(orjson.dumps(masked_config(loaded), option=orjson.OPT_INDENT_2))
     sys.stdout.buffer.write(b"\n")
@@ -217,7 +191,12 @@ def check_config(config: ConfigOption = None) -> None:
 @app.command()
 def demo() -> None:
     """Run a complete demo against an in-process emulator; needs no credentials."""
-    with interruptible(_err_console()) as interrupted:
+    from rich.console import Console
+
+    from syncd.demo import run_demo
+    from syncd.signals import interruptible
+
+    with interruptible(Console(stderr=True)) as interrupted:
         code = run_demo(Console())
     raise typer.Exit(interrupted.code if interrupted.code else int(code))
 
@@ -229,7 +208,7 @@ def version() -> None:
 
 
 # Command groups that live in their own modules.
-for _module in (cli_emulator, cli_sources, cli_daemon, cli_state):
+for _module in (cli_emulator, cli_sources, cli_daemon, cli_state, cli_report):
     _module.register(app)
 
 

@@ -67,7 +67,7 @@ def history(
 
     from syncd.errors import ConfigError, StateError
     from syncd.state import SqliteStateStore
-    from syncd.state_views import NO_RUNS, run_to_json
+    from syncd.state_views import NO_RUNS, run_note, run_to_json
 
     try:
         loaded = _load(config)
@@ -95,9 +95,7 @@ def history(
         changes = " ".join(
             str(counts.get(key, 0)) for key in ("insert", "update", "reactivate", "end", "delete")
         )
-        note = data["error"] or "; ".join(data["guard_reasons"])
-        if data["failures"]:
-            note = f"{data['failures']} not confirmed. {note}".strip()
+        note = run_note(data)
         table.add_row(
             record.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             record.job,

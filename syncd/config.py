@@ -34,7 +34,9 @@ from syncd.config_base import (
 )
 from syncd.config_yaml import ConfigYamlError, load_yaml
 from syncd.errors import ConfigError
+from syncd.guard import GuardLimits
 from syncd.platform.api import REGION_BASE_URLS, ApiFlavour, api_key_problem
+from syncd.report.config import UNRESOLVED_KEY, AnalyticsConfig
 from syncd.sources import source_types
 
 __all__ = [
@@ -208,10 +210,34 @@ class PolicyConfig(FrozenModel):
 
 
 class GuardConfig(FrozenModel):
-    """Thresholds above which a plan is held instead of applied."""
+    """Thresholds above which a plan is held instead of applied ("more than"; null: off)."""
 
     max_removals: int | None = Field(default=500, ge=0)
     max_removal_ratio: float | None = Field(default=0.10, ge=0, le=1)
+    max_removals_per_day: int | None = Field(default=1000, ge=0)
+    """Removals confirmed in the last 24 hours plus this plan's."""
+    max_updates: int | None = Field(default=1000, ge=0)
+    """Updates of active users (tags or dates changed)."""
+    max_update_ratio: float | None = Field(default=None, ge=0, le=1)
+    max_destructive_updates: int | None = Field(default=100, ge=0)
+    """Updates that empty a tag, move an active_from past today, or set an active_to in
+    the past on a user enabled in the source."""
+    max_destructive_update_ratio: float | None = Field(default=0.20, ge=0, le=1)
+    max_start_days_ahead: int = Field(default=366, ge=0, le=36_500)
+    """A source record whose active_from is more than this many days after today is a
+    bad record (a broken export or mapping), not a future joiner."""
+
+    def limits(self) -> GuardLimits:
+        """The thresholds as the pure guard takes them."""
+        return GuardLimits(
+            max_removals=self.max_removals,
+            max_removal_ratio=self.max_removal_ratio,
+            max_removals_per_day=self.max_removals_per_day,
+            max_updates=self.max_updates,
+            max_update_ratio=self.max_update_ratio,
+            max_destructive_updates=self.max_destructive_updates,
+            max_destructive_update_ratio=self.max_destructive_update_ratio,
+        )
 
 
 class JobConfig(FrozenModel):
@@ -280,6 +306,8 @@ class SyncdConfig(FrozenModel):
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
     jobs: tuple[JobConfig, ...] = Field(min_length=1)
+    analytics: AnalyticsConfig | None = None
+    """The analytics API of ``syncd report activation`` (see syncd.report)."""
 
     @model_validator(mode="after")
     def _unique_job_names(self) -> SyncdConfig:
@@ -356,11 +384,14 @@ def parse_config(
     base_dir: Path,
     environ: Mapping[str, str] | None = None,
     without_targets: bool = False,
+    analytics_key: bool = False,
 ) -> SyncdConfig:
     """Parse and validate config text; errors name ``origin`` and the key path.
 
     ``without_targets`` replaces every job's ``target`` with a placeholder before
     anything is expanded, for commands that never call the platform.
+    ``analytics_key`` (``syncd report``) resolves the ``analytics`` service key and checks
+    its mapping file at load; without it only the section's structure is checked.
     """
     try:
         tree = load_yaml(text)
@@ -377,8 +408,12 @@ def parse_config(
         for job in tree["jobs"]:
             if isinstance(job, dict) and "target" in job:
                 job["target"] = dict(_PLACEHOLDER_TARGET)
+        tree.pop("analytics", None)  # nor the analytics service key
+    environ = os.environ if environ is None else environ
+    # -- activation report: the analytics key is resolved for ``syncd report`` only --
+    unresolved_key = None if analytics_key else _defer_analytics_key(tree, environ)
     try:
-        tree = expand_variables(tree, os.environ if environ is None else environ)
+        tree = expand_variables(tree, environ)
     except ConfigError as error:
         raise ConfigError(f"{origin}: {error}") from None
     try:
@@ -399,15 +434,45 @@ def parse_config(
         ]
         raise ConfigError(f"{origin}: invalid configuration:\n" + "\n".join(problems)) from None
     config = resolve_paths(config, base_dir)
+    report_models: set[int] = set()
+    if config.analytics is not None:
+        report_models = {id(model) for model in walk_models(config.analytics)}
+        if unresolved_key is not None:
+            config.analytics.mark_unresolved(f"{origin}: {unresolved_key}")
     for model in walk_models(config):
         # Secret files are read now, so a missing one is a config error, not a failed run.
-        if isinstance(model, FrozenModel):
+        if not isinstance(model, FrozenModel):
+            continue
+        if id(model) not in report_models:
             model.check_secrets()
+        elif analytics_key:  # the analytics key and mapping file: `syncd report` only
+            try:
+                model.check_secrets()
+            except ConfigError as error:
+                raise ConfigError(f"{origin}: {error}") from None
     return config
 
 
+def _defer_analytics_key(tree: dict[str, Any], environ: Mapping[str, str]) -> str | None:
+    """Put a placeholder for an analytics ``service_key`` whose ``${VAR}`` is not set;
+    return why (None when it resolves, or there is none)."""
+    section = tree.get("analytics")
+    if not isinstance(section, dict) or not isinstance(section.get("service_key"), str):
+        return None
+    try:
+        expand_variables(section["service_key"], environ, "analytics.service_key")
+    except ConfigError as error:
+        section["service_key"] = UNRESOLVED_KEY
+        return str(error)
+    return None
+
+
 def load_config(
-    path: Path, environ: Mapping[str, str] | None = None, *, without_targets: bool = False
+    path: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    without_targets: bool = False,
+    analytics_key: bool = False,
 ) -> SyncdConfig:
     """Read, expand and validate the config file at ``path`` (see :func:`parse_config`)."""
     try:
@@ -426,6 +491,7 @@ def load_config(
         base_dir=path.resolve().parent,
         environ=environ,
         without_targets=without_targets,
+        analytics_key=analytics_key,
     )
 
 
@@ -436,4 +502,10 @@ def masked_config(config: SyncdConfig) -> dict[str, Any]:
     registered sources' included), and pydantic dumps those masked.
     """
     data: dict[str, Any] = config.model_dump(mode="json")
+    if config.analytics is not None:
+        # Only `syncd report` needs the key; the others load without it, so say here.
+        problem = config.analytics.key_problem()
+        data["analytics"]["service_key_status"] = (
+            "resolves" if problem is None else f"does not resolve: {problem}"
+        )
     return data

@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import date
 
+from syncd.messages import quoted
 from syncd.model import Origin, SourceUser, Tags, make_tags, parse_api_date
 
 _TRUE_WORDS = ("true", "1", "yes", "y", "enabled", "active")
@@ -25,6 +26,37 @@ _ENABLED_VALUES: dict[str, bool] = {
 }
 _ACCEPTED_ENABLED = ", ".join(_TRUE_WORDS + _FALSE_WORDS)
 _TAG_CACHE_SIZE = 100_000
+_ORDINARY_BLANKS = " \t\r\n"
+"""What trimming an identifier may remove: spaces, tabs and line breaks only."""
+
+MAX_ID_LENGTH = 1024
+"""An identifier longer than this is a bad record: an e-mail address has at most 254
+characters, a userPrincipalName 1024; anything longer is a broken field (a quote opened
+by mistake), and sending it could make the platform refuse the whole batch."""
+
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2100, 12, 31)
+"""Dates outside these bounds are not plausible for a person's access (a typo such as
+``0024-01-01``, a placeholder such as ``0001-01-01``, a year of 2206): a bad record."""
+OPEN_END_DATE = date(9999, 12, 31)
+"""HR systems (SAP among them) write this as the end date of a contract with no end:
+it means "no end date", not an end in the year 9999."""
+
+# Characters that are printable by Python's definition (so str.isprintable() accepts
+# them) but show as nothing: fillers and blanks that make two identifiers look equal.
+# With the non-printable ones, this covers every Default_Ignorable_Code_Point of Unicode
+# (tests/test_mapping.py checks that against the list in DerivedCoreProperties.txt).
+_INVISIBLE = frozenset(
+    "\u034f"  # COMBINING GRAPHEME JOINER
+    "\u115f\u1160"  # HANGUL CHOSEONG / JUNGSEONG FILLER
+    "\u2800"  # BRAILLE PATTERN BLANK
+    "\u3164"  # HANGUL FILLER
+    "\uffa0"  # HALFWIDTH HANGUL FILLER
+    "\u17b4\u17b5"  # KHMER VOWEL INHERENT AQ / AA
+    "\u180b\u180c\u180d\u180f"  # MONGOLIAN FREE VARIATION SELECTOR ONE..FOUR
+    + "".join(chr(code) for code in range(0xFE00, 0xFE10))  # VARIATION SELECTOR-1..16
+    + "".join(chr(code) for code in range(0xE0100, 0xE01F0))  # VARIATION SELECTOR-17..256
+)
 
 
 def normalize_end_user(raw: str, *, lowercase: bool) -> str:
@@ -52,6 +84,53 @@ def normalize_end_user(raw: str, *, lowercase: bool) -> str:
     return text
 
 
+def unusable_character(text: str, *, allow_line_breaks: bool = False) -> str | None:
+    """Describe the first character an identifier (or tag value) must not hold, or None.
+
+    Refused: every character Python does not call printable -- the Unicode categories
+    Cc (control: NUL, tab, line breaks), Cf (format: zero-width space and joiners,
+    bidirectional overrides, soft hyphen, BOM), Zl and Zp (line and paragraph
+    separators), Zs other than the ASCII space (no-break and other odd spaces), Cs
+    (surrogates), Co (private use) and Cn (unassigned) -- plus characters that are
+    printable but invisible (:data:`_INVISIBLE`: Hangul fillers, the blank Braille
+    pattern, variation selectors, the combining grapheme joiner). Each of them makes two
+    identifiers that look the same differ, or hides text (a bidi override), so the
+    record is refused rather than sent to the platform. ``allow_line_breaks`` accepts
+    tab, CR and LF (a quoted CSV field may hold a multi-line tag value).
+    """
+    if text.isascii():
+        if text.isprintable():  # O(n) in C; the common case of plain e-mail addresses
+            return None
+    elif text.isprintable() and _INVISIBLE.isdisjoint(text):
+        return None
+    for position, char in enumerate(text, start=1):
+        if allow_line_breaks and char in "\t\r\n":
+            continue
+        if not char.isprintable() or char in _INVISIBLE:
+            category = unicodedata.category(char)
+            name = unicodedata.name(char, "")
+            what = f"{name}, category {category}" if name else f"category {category}"
+            return f"U+{ord(char):04X} ({what}) at position {position}"
+    return None
+
+
+def check_date(value: date | None, *, end: bool = False) -> date | None:
+    """``value`` if it is a plausible date of access; for an ``end`` date, None for the
+    open-end sentinel :data:`OPEN_END_DATE`.
+
+    Raises ``ValueError`` for a date before :data:`EARLIEST_DATE` or after
+    :data:`LATEST_DATE`.
+    """
+    if value is None or EARLIEST_DATE <= value <= LATEST_DATE:
+        return value
+    if end and value == OPEN_END_DATE:
+        return None
+    raise ValueError(
+        f"implausible date {value.isoformat()}: expected a date between "
+        f"{EARLIEST_DATE.isoformat()} and {LATEST_DATE.isoformat()}"
+    )
+
+
 def parse_enabled(raw: str) -> bool:
     """Parse an "enabled" flag: true/1/yes/y/enabled/active or false/0/no/n/disabled/inactive.
 
@@ -63,7 +142,8 @@ def parse_enabled(raw: str) -> bool:
         value = _ENABLED_VALUES.get(raw.strip().lower())
         if value is None:
             raise ValueError(
-                f"invalid enabled value {raw!r}: expected one of {_ACCEPTED_ENABLED} (or empty)"
+                f"invalid enabled value {quoted(raw)}: expected one of {_ACCEPTED_ENABLED} "
+                "(or empty)"
             )
     return value
 
@@ -75,7 +155,13 @@ def parse_optional_date(raw: str) -> date | None:
     """
     if not raw or raw.isspace():
         return None
-    return parse_api_date(raw)
+    try:
+        return parse_api_date(raw)
+    except ValueError:
+        # Re-raised with the value cut short: a cell can hold 100 kB of garbage.
+        raise ValueError(
+            f"invalid date {quoted(raw)}: expected YYYY-MM-DD or an ISO-8601 timestamp"
+        ) from None
 
 
 def normalize_tag_value(raw: str) -> str:
@@ -169,16 +255,34 @@ class RecordMapper:
             end_user = normalize_end_user(id_value, lowercase=self.lowercase)
         except ValueError:  # its only failure: nothing left after trimming
             raise ValueError(f"empty id {self._id_label}") from None
+        if len(end_user) > MAX_ID_LENGTH:
+            raise ValueError(
+                f"{self._id_label}: {quoted(end_user, 40)} is longer than {MAX_ID_LENGTH} "
+                "characters"
+            )
+        # Inline fast path (a million ids per run): plain printable ASCII needs no scan.
+        # The raw value is checked, not the trimmed one: str.strip() also removes
+        # controls, separators and odd spaces (U+001C, U+0085, U+2028, U+00A0...) at the
+        # ends, which would hide a broken export; only ordinary blanks are trimming.
+        if not (id_value.isascii() and id_value.isprintable()):
+            bad = unusable_character(id_value.strip(_ORDINARY_BLANKS))
+            if bad is not None:
+                # Never sent to the platform: it would create a look-alike of a real user.
+                raise ValueError(f"{self._id_label}: {quoted(id_value)} holds the character {bad}")
         tags = self._tags(tag_values)
         start = end = None
         if active_from is not None:
             try:
                 start = parse_optional_date(active_from)
+                if start is not None and not EARLIEST_DATE <= start <= LATEST_DATE:
+                    start = check_date(start)  # raises
             except ValueError as error:
                 raise ValueError(f"{self._active_from_label}: {error}") from None
         if active_to is not None:
             try:
                 end = parse_optional_date(active_to)
+                if end is not None and not EARLIEST_DATE <= end <= LATEST_DATE:
+                    end = check_date(end, end=True)  # None for the open end, else raises
             except ValueError as error:
                 raise ValueError(f"{self._active_to_label}: {error}") from None
             if start is not None and end is not None and end < start:
@@ -203,13 +307,21 @@ class RecordMapper:
         if len(key) != len(names):
             # A bug in the calling source, not bad data: must not become a RecordProblem.
             raise TypeError(f"expected {len(names)} tag values, got {len(key)}")
-        tags = make_tags(
-            [
-                (name, value)
-                for name, value in zip(names, map(normalize_tag_value, key), strict=True)
-                if value
-            ]
-        )
+        pairs = [
+            (name, value)
+            for name, value in zip(names, map(normalize_tag_value, key), strict=True)
+            if value
+        ]
+        # The raw values, like identifiers: trimming must not hide a control or an odd
+        # space at the ends (a value of such characters only is refused, not blank).
+        for name, raw in zip(names, key, strict=True):
+            bad = unusable_character(raw, allow_line_breaks=True)
+            if bad is not None:
+                field = dict(self.tag_fields)[name]
+                raise ValueError(
+                    f"{self.kind} {field!r} (tag {name!r}): {quoted(raw)} holds the character {bad}"
+                )
+        tags = make_tags(pairs)
         # Directories repeat a few value combinations (department x country) across
         # many users: remembering them makes tags nearly free. Bounded, because a tag
         # can also be mapped to a column with a distinct value per user.

@@ -7,8 +7,10 @@ read counts as incomplete so that the conflict can never turn into a removal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 
+from syncd.messages import bounded_list
 from syncd.model import Origin, RecordProblem, SourceUser
 
 
@@ -20,7 +22,7 @@ class Conflict:
     origins: tuple[Origin, ...]
 
     def __str__(self) -> str:
-        where = ", ".join(str(origin) for origin in self.origins)
+        where = bounded_list(self.origins)
         return f"end_user {self.end_user!r} appears {len(self.origins)} times: {where}"
 
 
@@ -61,6 +63,42 @@ class DesiredUsers:
     def failed_sources(self) -> list[SourceSummary]:
         """Sources whose read raised."""
         return [source for source in self.sources if source.failed]
+
+    def refuse_starts_after(self, latest: date) -> int:
+        """Turn every user whose ``active_from`` is after ``latest`` into a bad record.
+
+        A start date years ahead is a broken export or mapping (a wrong column, a typo
+        in the year), and writing it would make the user ineligible until then. The
+        record is refused like any bad one, naming where it is; returns how many were.
+        """
+        refused = [
+            user
+            for user in self.users.values()
+            if user.active_from is not None and user.active_from > latest
+        ]
+        if not refused:
+            return 0
+        by_source: dict[str, int] = {}
+        for user in refused:
+            del self.users[user.end_user]
+            assert user.active_from is not None
+            self.problems.append(
+                RecordProblem(
+                    user.origin,
+                    f"active_from {user.active_from.isoformat()} is implausibly far in the "
+                    f"future (after {latest.isoformat()}, guard.max_start_days_ahead)",
+                )
+            )
+            by_source[user.origin.source] = by_source.get(user.origin.source, 0) + 1
+        self.sources = [
+            replace(
+                summary,
+                users=summary.users - by_source.get(summary.label, 0),
+                problems=summary.problems + by_source.get(summary.label, 0),
+            )
+            for summary in self.sources
+        ]
+        return len(refused)
 
 
 @dataclass(slots=True)

@@ -11,19 +11,28 @@ implement and which are injected through constructors:
   audit log of confirmed changes, source cursors, the per-job lock);
 * :class:`Progress` -- a display of write progress (a progress bar on a terminal).
 
-The analytics API of the activation report gets its port here too when it lands.
+* :class:`ActivitySource` -- the analytics API of the activation report (who was
+  active when), and :class:`ApiLedger` -- that report's response cache and query
+  budget in the state database.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 from syncd.model import PlatformUser, RecordProblem, SourceUser
 from syncd.platform.api import Operation
+
+if TYPE_CHECKING:
+    # Types only: the report package imports this module, so a runtime import would cycle.
+    from datetime import date, timedelta
+
+    from syncd.report.client import Activity
+    from syncd.report.compute import Granularity
 
 # ------------------------------------------------------------------------ sources
 
@@ -315,4 +324,73 @@ class StateStore(Protocol):
 
     def current_lock(self, job: str) -> JobLock | None:
         """Who holds the job's lock now, or None (a stale row is reported as it is)."""
+        ...
+
+    # -- core guard (identity rules, rolling removal budget) --
+
+    def job_rules(self, job: str) -> dict[str, object] | None:
+        """The identity rules the job last applied with (JSON data), or None before any."""
+        ...
+
+    def set_job_rules(self, job: str, rules: Mapping[str, object]) -> None:
+        """Remember the identity rules the job applied with (after a confirmed apply)."""
+        ...
+
+    def removals_since(self, job: str, since: datetime) -> int:
+        """End-dates and deletes the platform confirmed for the job at or after ``since``
+        (from the audit log: exact, confirmed changes only)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    """A rate-limited API's answer as the state store caches it (activation report).
+
+    ``url`` is the request without credentials, for people reading the table; ``body``
+    is whatever the client chose to keep (the decoded activity, compressed).
+    """
+
+    url: str
+    etag: str | None
+    body: bytes
+    fetched_at: datetime
+
+
+# ------------------------------------------------------------ activation report
+
+
+class ActivitySource(Protocol):
+    """Who was active when (:class:`~syncd.report.client.AnalyticsClient`)."""
+
+    def fetch(self, start: date, end: date, granularity: Granularity) -> Activity:
+        """The activity of ``[start, end]`` in buckets of ``granularity``, by raw user_id."""
+        ...
+
+
+class ApiLedger(Protocol):
+    """Cached answers and the query budget of a rate-limited read API, kept in the state
+    folder so that every report (and every process) sharing it shares the budget."""
+
+    def cached_response(self, cache_key: str) -> CachedResponse | None:
+        """The cached answer stored under ``cache_key``, or None (also without a database)."""
+        ...
+
+    def store_response(self, cache_key: str, entry: CachedResponse, *, keep: timedelta) -> None:
+        """Store (or replace) the answer of ``cache_key``; entries fetched more than
+        ``keep`` before it are dropped."""
+        ...
+
+    def reserve_request(
+        self, api: str, now: datetime, *, window: timedelta, limit: int
+    ) -> int | datetime:
+        """Atomically count the requests to ``api`` inside ``(now - window, now]`` and,
+        below ``limit``, record a pending one: its id; else when the next is allowed."""
+        ...
+
+    def finish_request(self, request_id: int, status: int | None) -> None:
+        """Fill in the status of a reserved request (None: no answer came)."""
+        ...
+
+    def api_requests_since(self, api: str, since: datetime) -> list[datetime]:
+        """When each budgeted request to ``api`` was sent after ``since``, oldest first."""
         ...

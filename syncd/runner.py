@@ -10,25 +10,28 @@ longer (HTTP clients, open sources) belongs to :mod:`syncd.service`.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol, TypeVar
 
 import structlog
 
 from syncd.audit import audit_batches
 from syncd.config import JobConfig
-from syncd.errors import PlatformError, SourceError, StateError
+from syncd.errors import PlatformError, SourceError, StateError, SyncdError
 from syncd.exitcodes import RunStatus
-from syncd.guard import GuardLimits, Override, Verdict, check_plan
+from syncd.guard import GuardHistory, Override, Verdict, check_plan
+from syncd.identity import identity_rule_changes, identity_rules
 from syncd.mapping import normalize_end_user
 from syncd.merge import DesiredUsers, DesiredUsersBuilder
 from syncd.model import PlatformUser
 from syncd.plan import Plan, PlanPolicy, plan_changes
 from syncd.platform.api import Operation
+from syncd.platform.outcome import Settlement, Target, count_uncertain, settle, unverified
 from syncd.ports import (
     PlatformPort,
     Progress,
@@ -78,6 +81,11 @@ class PlannedRun:
     verdict: Verdict
     policy: PlanPolicy
     timings: dict[str, float] = field(default_factory=dict)
+    identity_rules: dict[str, object] = field(default_factory=dict)
+    """The job's identity rules of this run (see :func:`identity_rules`); recorded in
+    the state store once an apply with them was confirmed."""
+    plan_file: str | None = None
+    """The plan file applied (``apply --plan``; no source read), else None."""
 
 
 @dataclass(slots=True)
@@ -90,6 +98,9 @@ class RunResult:
     error: str | None = None
     confirmed_at: dict[Operation, datetime] = field(default_factory=dict)
     """When each operation ended: the time of its audit rows."""
+    settlement: Settlement | None = None
+    """What re-reading the platform found for writes no answer confirmed (None: no
+    write was in doubt, so the platform was not re-read)."""
 
     @property
     def failures(self) -> int:
@@ -104,9 +115,11 @@ class RunResult:
     def summary(self) -> dict[str, object]:
         """Counts for logs and the run history."""
         plan = self.planned.plan
+        from_file = self.planned.plan_file
         summary: dict[str, object] = {
             "status": self.status.value,
-            "source_users": len(self.planned.desired.users),
+            # A run from a plan file read no source: no count rather than a false 0.
+            "source_users": len(self.planned.desired.users) if from_file is None else None,
             "platform_users": self.planned.current_users,
             "write_calls": self.write_calls,
             "failures": self.failures,
@@ -115,8 +128,14 @@ class RunResult:
             summary.update(plan.counts())
         if self.planned.verdict.reasons:
             summary["held_because"] = list(self.planned.verdict.reasons)
+        if from_file is not None:
+            summary["approved_from_plan"] = from_file
+        if self.planned.verdict.overridden:  # accepted: an override, or a plan file
+            summary["overridden"] = list(self.planned.verdict.overridden)
         if self.error is not None:
             summary["error"] = self.error
+        if self.settlement is not None:
+            summary["settled"] = self.settlement.summary()
         summary["timings_s"] = {k: round(v, 3) for k, v in self.planned.timings.items()}
         return summary
 
@@ -127,6 +146,14 @@ def platform_identity(end_user: str, *, lowercase: bool) -> str:
         return normalize_end_user(end_user, lowercase=lowercase)
     except ValueError:
         return end_user  # an empty name matches no source user; it stays as it is
+
+
+def _unconfirmed_inserts(plan: Plan, outcomes: Sequence[WriteOutcome]) -> set[str]:
+    """The plan's inserts the platform did not confirm (all of them if none was sent)."""
+    for outcome in outcomes:
+        if outcome.operation is Operation.INSERT:
+            return {failure.end_user for failure in outcome.failures}
+    return {change.user.end_user for change in plan.inserts}
 
 
 def today_utc() -> date:
@@ -163,9 +190,10 @@ class JobRunner:
         run_id = run_id or new_run_id()
         started_at = datetime.now(UTC)
         timings: dict[str, float] = {}
+        today = self._today()
 
         clock = time.perf_counter()
-        desired = self._read_sources()
+        desired = self._read_sources(today)
         timings["read_sources"] = time.perf_counter() - clock
         log.info(
             "sources.read",
@@ -175,17 +203,24 @@ class JobRunner:
             failed=[source.label for source in desired.failed_sources],
             seconds=round(timings["read_sources"], 3),
         )
-        limits = GuardLimits(
-            max_removals=self._job.guard.max_removals,
-            max_removal_ratio=self._job.guard.max_removal_ratio,
-        )
+        limits = self._job.guard.limits()
         policy = self._policy()
+        rules = identity_rules(self._job)
         if desired.failed_sources:
             # No plan from a failed read: what is missing is unknown, not gone.
             verdict = check_plan(Plan(), desired, limits=limits)
             log.warning("guard.held", reasons=list(verdict.reasons))
             return PlannedRun(
-                self._job.name, run_id, started_at, desired, 0, None, verdict, policy, timings
+                self._job.name,
+                run_id,
+                started_at,
+                desired,
+                0,
+                None,
+                verdict,
+                policy,
+                timings,
+                rules,
             )
 
         clock = time.perf_counter()
@@ -198,7 +233,7 @@ class JobRunner:
             desired.users,
             current,
             policy,
-            self._today(),
+            today,
             source_complete=desired.complete,
             identity=self._identity,
         )
@@ -208,6 +243,9 @@ class JobRunner:
             desired,
             limits=limits,
             override=override or Override(),
+            history=self._guard_history(rules, plan),
+            today=today,
+            identity=self._identity,
         )
         log.info("plan.computed", **plan.counts(), seconds=round(timings["plan"], 3))
         if verdict.overridden:
@@ -224,30 +262,70 @@ class JobRunner:
             verdict,
             policy,
             timings,
+            rules,
         )
 
+    def _guard_history(self, rules: dict[str, object], plan: Plan) -> GuardHistory:
+        """What the guard needs from the state store: the last rules, recent removals."""
+        previous = self._state.job_rules(self._job.name)
+        removed = 0
+        if plan.removals and self._job.guard.max_removals_per_day is not None:
+            removed = self._state.removals_since(
+                self._job.name, datetime.now(UTC) - timedelta(days=1)
+            )
+        return GuardHistory(
+            removed_last_day=removed,
+            # No rules recorded yet (a first run, or a database from before them): the
+            # rules of this run become the reference once it is applied.
+            identity_changes=identity_rule_changes(previous, rules) if previous else (),
+        )
+
+    def record_identity_rules(self, result: RunResult) -> None:
+        """Remember the run's identity rules once the platform confirmed its apply.
+
+        Called after the run is recorded: from then on, a change to the rules is held.
+        Only a run that wrote with the rules (applied or partial) makes them the
+        reference; a held or failed one leaves the previous rules in place.
+        """
+        planned = result.planned
+        if not planned.identity_rules:
+            return
+        if result.status not in (RunStatus.APPLIED, RunStatus.PARTIAL):
+            return
+        if self._state.job_rules(self._job.name) != planned.identity_rules:
+            self._state.set_job_rules(self._job.name, planned.identity_rules)
+
     def apply(self, planned: PlannedRun) -> RunResult:
-        """Write the plan unless the guard held it; record the run."""
+        """Write the plan unless the guard held it; record the run.
+
+        Before anything is reported, writes that may have been applied without an
+        answer saying so (a timeout or a lost connection after the request was sent)
+        are settled by one re-read of the platform: the status, the summary, the audit
+        log and ownership follow what the platform holds.
+        """
         if planned.verdict.held or planned.plan is None:
             result = RunResult(planned, RunStatus.HELD)
             self._record(result)
             return result
         plan = planned.plan
         self._state.ensure_writable()
-        # FAILED until the writes return normally: an interrupted run must never be
+        # FAILED until the writes are settled: an interrupted run must never be
         # recorded as applied.
         result = RunResult(planned, RunStatus.FAILED)
         clock = time.perf_counter()
+        failed: PlatformError | None = None
         try:
-            self._write(plan, result)
-            result.status = RunStatus.PARTIAL if result.failures else RunStatus.APPLIED
-        except PlatformError as error:
-            # result.outcomes keeps what the platform confirmed before it failed (run
-            # history, owned users); the next run re-plans from the live list.
-            result.error = str(error)
-            log.error("apply.failed", error=str(error))
+            try:
+                self._write(plan, result)
+            except PlatformError as error:
+                # result.outcomes keeps what the platform confirmed before it failed (run
+                # history, owned users); the next run re-plans from the live list.
+                failed = error
+                log.error("apply.failed", error=str(error))
+            self._settle(plan, result)
         except BaseException as error:
             # Ctrl-C, SIGTERM, a bug: record the run as failed, then let it propagate.
+            # No re-read after an interruption: it must stop at once.
             result.error = f"interrupted by {type(error).__name__}: {error}".rstrip(": ")
             log.error("apply.interrupted", error=result.error)
             planned.timings["apply"] = time.perf_counter() - clock
@@ -257,27 +335,88 @@ class JobRunner:
                 # Never let a failing record hide the interruption itself.
                 log.error("run.record_failed", error=str(record_error))
             raise
+        result.status = self._status(plan, result, failed)
         planned.timings["apply"] = time.perf_counter() - clock
         self._record(result)
+        # From now on a change to these rules is held (see guard.check_identity_rules).
+        self.record_identity_rules(result)
         return result
 
+    def _status(self, plan: Plan, result: RunResult, failed: PlatformError | None) -> RunStatus:
+        """How the writes ended, once settled."""
+        if failed is None:
+            return RunStatus.PARTIAL if result.failures else RunStatus.APPLIED
+        written = {outcome.operation for outcome in result.outcomes if outcome.ok}
+        planned_ops = {
+            operation
+            for operation, count in (
+                (Operation.INSERT, len(plan.inserts)),
+                (Operation.UPDATE, len(plan.update_calls_users)),
+                (Operation.DELETE, len(plan.deletes)),
+            )
+            if count
+        }
+        if planned_ops <= written:
+            # The error hid writes that all went through (the re-read found every user
+            # as written): the platform holds the whole plan.
+            log.warning("apply.recovered", error=str(failed))
+            return RunStatus.APPLIED
+        result.error = str(failed)
+        return RunStatus.FAILED
+
     def _write(self, plan: Plan, result: RunResult) -> None:
-        job = self._job.name
         if plan.inserts:
-            if self._job.policy.scope == "owned":
-                # Recorded before the call: owning a user that failed to insert is
-                # harmless, while losing track of one that was inserted is not.
-                self._state.add_owned(job, (change.user.end_user for change in plan.inserts))
             users = [change.user for change in plan.inserts]
-            self._run(Operation.INSERT, users, self._platform.insert, result)
+            outcome = self._outcome(Operation.INSERT, len(users), result)
+            try:
+                self._run(Operation.INSERT, users, self._platform.insert, result, outcome)
+            finally:
+                # Owned only once confirmed: a user whose insert was refused is not the
+                # job's, so a hand-made user of that name later is left alone. (A crash
+                # between the two loses nobody: the next run adopts its source users.)
+                self._own(outcome.confirmed)
         updates = list(plan.update_calls_users)
         if updates:
-            self._run(Operation.UPDATE, updates, self._platform.update, result)
+            outcome = self._outcome(Operation.UPDATE, len(updates), result)
+            self._run(Operation.UPDATE, updates, self._platform.update, result, outcome)
         if plan.deletes:
             end_users = [change.user.end_user for change in plan.deletes]
-            outcome = self._run(Operation.DELETE, end_users, self._platform.delete, result)
-            if self._job.policy.scope == "owned":
-                self._state.remove_owned(job, (self._identity(name) for name in outcome.confirmed))
+            outcome = self._outcome(Operation.DELETE, len(end_users), result)
+            try:
+                self._run(Operation.DELETE, end_users, self._platform.delete, result, outcome)
+            finally:
+                self._disown(outcome.confirmed)
+
+    def _own(self, end_users: Sequence[str]) -> None:
+        """With ``scope: owned``, record confirmed inserts as the job's."""
+        if self._job.policy.scope == "owned" and end_users:
+            self._track(lambda: self._state.add_owned(self._job.name, end_users))
+
+    def _disown(self, end_users: Sequence[str]) -> None:
+        """With ``scope: owned``, forget users whose delete was confirmed."""
+        if self._job.policy.scope == "owned" and end_users:
+            names = [self._identity(name) for name in end_users]
+            self._track(lambda: self._state.remove_owned(self._job.name, names))
+
+    @staticmethod
+    def _track(write: Callable[[], None]) -> None:
+        if sys.exc_info()[1] is None:
+            write()
+            return
+        try:
+            write()
+        except StateError as error:
+            # Already failing (an interruption, a platform error): never let the state
+            # store hide that error; the next run adopts its source users again.
+            log.error("state.owned_failed", error=str(error))
+
+    @staticmethod
+    def _outcome(operation: Operation, requested: int, result: RunResult) -> WriteOutcome:
+        # The run owns the outcome before the call starts, so whatever was confirmed
+        # survives an error or an interruption half-way.
+        outcome = WriteOutcome(operation=operation, requested=requested)
+        result.outcomes.append(outcome)
+        return outcome
 
     def _run(
         self,
@@ -285,11 +424,8 @@ class JobRunner:
         items: list[_Item],
         call: _WriteCall[_Item],
         result: RunResult,
-    ) -> WriteOutcome:
-        # The run owns the outcome before the call starts, so whatever was confirmed
-        # survives an error or an interruption half-way.
-        outcome = WriteOutcome(operation=operation, requested=len(items))
-        result.outcomes.append(outcome)
+        outcome: WriteOutcome,
+    ) -> None:
         advance = self._progress.start(operation, len(items)) if self._progress else None
         try:
             returned = call(items, advance, outcome=outcome)
@@ -309,14 +445,72 @@ class JobRunner:
             failed=len(outcome.failures),
             calls=outcome.calls,
         )
-        for failure in outcome.failures[:20]:
-            log.warning(
-                "platform.user_failed",
-                operation=operation.value,
-                end_user=failure.end_user,
-                reason=failure.reason,
+
+    def _settle(self, plan: Plan, result: RunResult) -> None:
+        """Re-read the platform if a write is in doubt, and sort every unconfirmed user
+        into applied or not (see :mod:`syncd.platform.outcome`)."""
+        doubtful = count_uncertain(result.outcomes)
+        if doubtful:
+            failed = {f.end_user for outcome in result.outcomes for f in outcome.failures}
+            log.info("apply.settling", uncertain=doubtful, unconfirmed=len(failed))
+            try:
+                listed = self._platform.list_users()
+            except SyncdError as error:
+                # The users stay "may have been applied": neither claimed as written nor
+                # as failed; the next run's plan finds out.
+                result.outcomes[:] = [unverified(o, str(error)) for o in result.outcomes]
+                result.settlement = Settlement(unverified=doubtful, error=str(error))
+                log.error("apply.settle_failed", uncertain=doubtful, error=str(error))
+            else:
+                held = {user.end_user: user for user in listed if user.end_user in failed}
+                del listed
+                self._settle_outcomes(plan, result, failed, held)
+        for outcome in result.outcomes:
+            for failure in outcome.failures[:20]:
+                log.warning(
+                    "platform.user_failed",
+                    operation=outcome.operation.value,
+                    end_user=failure.end_user,
+                    reason=failure.reason,
+                )
+
+    def _settle_outcomes(
+        self,
+        plan: Plan,
+        result: RunResult,
+        failed: set[str],
+        held: dict[str, PlatformUser],
+    ) -> None:
+        targets: dict[Operation, dict[str, Target]] = {
+            Operation.INSERT: {
+                c.user.end_user: c.user for c in plan.inserts if c.user.end_user in failed
+            },
+            Operation.UPDATE: {
+                u.end_user: u for u in plan.update_calls_users if u.end_user in failed
+            },
+            Operation.DELETE: {
+                c.user.end_user: None for c in plan.deletes if c.user.end_user in failed
+            },
+        }
+        total = Settlement()
+        for index, outcome in enumerate(result.outcomes):
+            if not outcome.failures:
+                continue
+            before = len(outcome.confirmed)
+            settled, counts = settle(outcome, targets[outcome.operation], held)
+            result.outcomes[index] = settled
+            found = settled.confirmed[before:]
+            if outcome.operation is Operation.INSERT:
+                self._own(found)
+            elif outcome.operation is Operation.DELETE:
+                self._disown(found)
+            total = Settlement(
+                checked=total.checked + counts.checked,
+                applied=total.applied + counts.applied,
+                not_applied=total.not_applied + counts.not_applied,
             )
-        return outcome
+        result.settlement = total
+        log.info("apply.settled", **total.summary())
 
     def _policy(self) -> PlanPolicy:
         policy = self._job.policy
@@ -332,7 +526,7 @@ class JobRunner:
             owned=owned,
         )
 
-    def _read_sources(self) -> DesiredUsers:
+    def _read_sources(self, today: date) -> DesiredUsers:
         builder = DesiredUsersBuilder()
         for source in self._sources:
             builder.begin_source(source.label)
@@ -344,7 +538,10 @@ class JobRunner:
                 log.error("source.failed", source=source.label, error=str(error))
             else:
                 builder.end_source()
-        return builder.build()
+        desired = builder.build()
+        # A start years ahead is a broken export, not a joiner: refused like a bad row.
+        desired.refuse_starts_after(today + timedelta(days=self._job.guard.max_start_days_ahead))
+        return desired
 
     def _record(self, result: RunResult) -> None:
         planned = result.planned
@@ -355,8 +552,10 @@ class JobRunner:
         ):
             # Users in the source are managed by this job from now on: it adopts
             # matching hand-made entries, and a user whose insert was confirmed just
-            # before a crash. Owning a user that is not on the platform is harmless.
+            # before a crash. Not a user whose insert the platform did not confirm:
+            # a hand-made user of that name later must be left alone.
             removed = {self._identity(change.user.end_user) for change in planned.plan.deletes}
+            removed |= _unconfirmed_inserts(planned.plan, result.outcomes)
             already = planned.policy.owned
             self._state.add_owned(
                 self._job.name,

@@ -58,7 +58,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -535,6 +535,57 @@ class SqliteStateStore:
                 return None
             row = connection.execute(f"{_LOCK_SELECT} WHERE job = ?", (job,)).fetchone()
         return _lock_of(row)
+
+    # -- activation report (syncd.report): its response cache and query budget are
+    # syncd.state_http_cache.SqliteApiLedger, which uses this store's connections --
+
+    # -- core guard (identity rules, rolling removal budget) --
+
+    def job_rules(self, job: str) -> dict[str, object] | None:
+        """The identity rules the job last applied with, or None (also without a database)."""
+        with self._read("job_rules") as connection:
+            if connection is None:
+                return None
+            row = connection.execute("SELECT rules FROM job_rules WHERE job = ?", (job,)).fetchone()
+        if row is None:
+            return None
+        try:
+            rules = json.loads(row[0])
+        except ValueError:
+            raise StateError(
+                f"state database {self._path}: the identity rules of job {job} are not JSON"
+            ) from None
+        if not isinstance(rules, dict):
+            raise StateError(
+                f"state database {self._path}: the identity rules of job {job} are not an object"
+            )
+        return rules
+
+    def set_job_rules(self, job: str, rules: Mapping[str, object]) -> None:
+        """Remember (replace) the identity rules the job applied with."""
+        with self._connect(create=True) as connection:
+            assert connection is not None
+            with _transaction(connection):
+                connection.execute(
+                    "INSERT OR REPLACE INTO job_rules (job, rules, recorded_at) VALUES (?, ?, ?)",
+                    (job, json.dumps(dict(rules), sort_keys=True), stored_time(datetime.now(UTC))),
+                )
+
+    def removals_since(self, job: str, since: datetime) -> int:
+        """Confirmed end-dates and deletes of the job at or after ``since`` (audit log)."""
+        with self._read("audit", "audit_ops") as connection:
+            if connection is None:
+                return 0
+            # Counted in the audit rows themselves (each op's rows are one id range), so
+            # a pruned or empty op can never be miscounted.
+            (count,) = connection.execute(
+                "SELECT count(*) FROM audit_ops JOIN audit "
+                "ON audit.id BETWEEN audit_ops.first_row AND audit_ops.last_row "
+                "WHERE audit_ops.job = ? AND audit_ops.operation IN ('end', 'delete') "
+                "AND audit_ops.at >= ?",
+                (job, stored_time(since)),
+            ).fetchone()
+        return int(count)
 
 
 _LOCK_SELECT = (

@@ -25,6 +25,7 @@ def run_to_json(record: RunRecord) -> dict[str, Any]:
     summary = record.summary
     counts = {key: summary[key] for key in _COUNT_KEYS if isinstance(summary.get(key), int)}
     reasons = summary.get("held_because")
+    overridden = summary.get("overridden")
     return {
         "run_id": record.run_id,
         "job": record.job,
@@ -38,7 +39,29 @@ def run_to_json(record: RunRecord) -> dict[str, Any]:
         "failures": summary.get("failures", 0),
         "error": summary.get("error"),
         "guard_reasons": list(reasons) if isinstance(reasons, list) else [],
+        # Set when the run applied a reviewed plan file (`apply --plan`), with the
+        # guard reasons that applying it approved.
+        "approved_from_plan": summary.get("approved_from_plan"),
+        "overridden": list(overridden) if isinstance(overridden, list) else [],
     }
+
+
+def run_note(run: dict[str, Any]) -> str:
+    """The note column of ``syncd history``, from :func:`run_to_json`'s data: failures,
+    the plan file a run applied and what it approved, the error or the hold's reasons."""
+    parts = []
+    if run["failures"]:
+        parts.append(f"{run['failures']} not confirmed.")
+    if run["approved_from_plan"]:
+        approved = "; ".join(run["overridden"])
+        parts.append(
+            f"applied plan file {run['approved_from_plan']}"
+            + (f", approving: {approved}." if approved else ".")
+        )
+    reason = run["error"] or "; ".join(run["guard_reasons"])
+    if reason:
+        parts.append(reason)
+    return " ".join(parts)
 
 
 def audit_to_json(entry: AuditEntry) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -440,6 +441,8 @@ def test_demo_runs_three_times_and_ends_with_zero_writes(tmp_path: Path) -> None
     assert "emulator saw write calls: insert=1, update=1, delete=0" in runs[2]
     assert "emulator saw write calls: insert=0, update=0, delete=0" in runs[3]
     assert "Demo done." in out
+    # It ends with an activation report of its own users: one contractor is leakage.
+    assert "active but never eligible (leakage): 1: contractor@example.com" in runs[3]
     assert list(tmp_path.iterdir()) == []  # the demo leaves nothing behind
 
 
@@ -490,3 +493,206 @@ def test_json_output_lists_a_job_that_failed_before_planning(
     (job,) = json.loads(result.stdout)["jobs"]
     assert (job["job"], job["status"], job["exit_code"]) == ("corp", "failed", 1)
     assert "ConnectError" in job["error"]
+
+
+# ------------------------------------------- hostile source input (core hardening)
+
+
+def _source_option(workspace: Workspace, text: str) -> None:
+    """Add ``text`` (YAML lines) to the CSV source of the workspace's config."""
+    config = workspace.config.read_text()
+    workspace.config.write_text(
+        config.replace("enabled_column: enabled", f"enabled_column: enabled\n        {text}")
+    )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())  # rich wraps long lines
+
+
+def test_a_file_without_a_header_is_a_failed_read_that_cannot_be_forced(
+    workspace: Workspace,
+) -> None:
+    workspace.write_users(rows(4))
+    assert workspace.apply().returncode == 0
+    workspace.csv.write_bytes(b"")  # an export that died before writing anything
+    workspace.emulator.reset_counters()
+    for args in ((), ("--force",)):
+        result = workspace.apply(*args)
+        assert result.returncode == 3, result.stdout + result.stderr
+        out = _one_line(result.stdout)
+        assert "users.csv has no header (it is empty or holds only blank lines)" in out
+        assert "cannot be forced" in out
+    assert workspace.emulator.calls()["list"] == 0
+    assert workspace.writes() == {"insert": 0, "update": 0, "delete": 0}
+    assert all(u.active_to is None for u in workspace.emulator.users().values())
+
+
+def test_identifiers_with_invisible_characters_never_reach_the_platform(
+    workspace: Workspace,
+) -> None:
+    bad = [
+        "zero\u200bwidth@example.com",
+        "\u202eevil@example.com",
+        "nul\x00l@example.com",
+        "blank\u2800@example.com",
+        "edge@example.com\u2028",  # at the end, where trimming must not hide it
+    ]
+    text = rows(2) + "".join(f"{name},Eng,DE,2024-01-01,,true\n" for name in bad)
+    workspace.write_users(text)
+    held = workspace.apply()
+    assert held.returncode == 3
+    out = _one_line(held.stdout)
+    for line, code in ((4, "U+200B"), (5, "U+202E"), (6, "U+0000"), (7, "U+2800"), (8, "U+2028")):
+        assert f"users.csv:{line}: column 'email':" in out
+        assert code in out
+    assert workspace.writes() == {"insert": 0, "update": 0, "delete": 0}
+    forced = workspace.apply("--force")
+    assert forced.returncode == 0, forced.stdout
+    assert set(workspace.emulator.users()) == {"user0@example.com", "user1@example.com"}
+
+
+def test_implausible_dates_are_bad_rows_naming_the_line(workspace: Workspace) -> None:
+    workspace.write_users(
+        rows(2)
+        + "old@example.com,Eng,DE,1850-01-01,,true\n"
+        + "typo@example.com,Eng,DE,2024-01-01,2206-01-31,true\n"
+    )
+    held = workspace.apply()
+    assert held.returncode == 3
+    out = _one_line(held.stdout)
+    assert "users.csv:4: column 'start_date': implausible date 1850-01-01" in out
+    assert "users.csv:5: column 'end_date': implausible date 2206-01-31" in out
+    assert workspace.writes() == {"insert": 0, "update": 0, "delete": 0}
+
+
+def test_a_codec_that_is_not_a_text_encoding_is_a_config_error(workspace: Workspace) -> None:
+    workspace.write_users(rows(2))
+    _source_option(workspace, "encoding: rot13")
+    result = workspace.apply()
+    assert result.returncode == 2
+    assert "encoding 'rot13' is not a text encoding" in _one_line(result.stderr)
+    assert "Traceback" not in result.stderr
+    assert workspace.emulator.calls()["list"] == 0
+
+
+def test_bytes_that_do_not_fit_the_encoding_name_file_line_and_encoding(
+    workspace: Workspace,
+) -> None:
+    _source_option(workspace, "encoding: cp1252")
+    workspace.csv.write_bytes((HEADER + rows(2)).encode() + b"b\x81d@example.com,Eng,DE,,,\n")
+    result = workspace.apply()
+    assert result.returncode == 3
+    out = _one_line(result.stdout)
+    assert f"cannot read CSV file {workspace.csv}: line 4: bytes that are not valid cp1252" in out
+    assert "Traceback" not in result.stderr
+    assert workspace.writes() == {"insert": 0, "update": 0, "delete": 0}
+
+
+def test_min_file_age_holds_a_file_that_is_still_being_written(workspace: Workspace) -> None:
+    workspace.write_users(rows(3))
+    assert workspace.apply().returncode == 0
+    _source_option(workspace, "min_file_age_s: 300")
+    workspace.write_users(rows(1))  # fresh: two users would be ended
+    workspace.emulator.reset_counters()
+    result = workspace.apply()
+    assert result.returncode == 3
+    assert "less than min_file_age_s=300" in _one_line(result.stdout)
+    assert workspace.writes() == {"insert": 0, "update": 0, "delete": 0}
+    assert all(u.active_to is None for u in workspace.emulator.users().values())
+
+
+def test_a_header_of_100000_columns_gives_a_bounded_message(workspace: Workspace) -> None:
+    workspace.csv.write_text(",".join(f"c{i}" for i in range(100_000)) + "\n")
+    result = workspace.apply()
+    assert result.returncode == 3
+    assert len(result.stdout) + len(result.stderr) < 20_000
+    assert "... and 99970 more" in _one_line(result.stdout)
+
+
+# ------------------------------------------------------------ the update guard
+
+
+def test_blanking_a_tag_for_everyone_is_held_and_can_be_allowed(workspace: Workspace) -> None:
+    workspace.write_users(rows(10))
+    assert workspace.apply().returncode == 0
+    # The export lost its Department values: every user would lose the tag.
+    workspace.write_users(rows(10).replace(",Eng,", ",,"))
+    workspace.emulator.reset_counters()
+    held = workspace.apply()
+    assert held.returncode == 3, held.stdout
+    out = _one_line(held.stdout)
+    assert (
+        "10 updates take information away or change eligibility (10 tag department emptied), "
+        "above max_destructive_update_ratio=20% of 10 active users: "
+        "user0@example.com (tag department emptied)"
+    ) in out
+    assert "--allow-updates 10" in out
+    assert workspace.writes() == {"insert": 0, "update": 0, "delete": 0}
+    assert workspace.apply("--allow-updates", "9").returncode == 3
+    allowed = workspace.apply("--allow-updates", "10")
+    assert allowed.returncode == 0, allowed.stdout
+    assert all("department" not in u.tags for u in workspace.emulator.users().values())
+
+
+def test_moving_every_start_past_today_is_held(workspace: Workspace) -> None:
+    workspace.write_users(rows(5))
+    assert workspace.apply().returncode == 0
+    # A wrong column mapped as the start: in two months, so every user becomes ineligible.
+    start = (datetime.now(UTC).date() + timedelta(days=60)).isoformat()
+    later = "".join(f"user{i}@example.com,Eng,DE,{start},,true\n" for i in range(5))
+    workspace.write_users(later)
+    workspace.emulator.reset_counters()
+    held = workspace.apply()
+    assert held.returncode == 3
+    assert "5 active_from moved past today" in _one_line(held.stdout)
+    assert workspace.writes() == {"insert": 0, "update": 0, "delete": 0}
+
+
+# ------------------------------------------------------------ trustworthy output
+
+
+def test_the_plan_table_shows_removals_first_and_says_what_it_left_out(
+    workspace: Workspace,
+) -> None:
+    workspace.write_config(max_removals=1000)
+    workspace.write_users(rows(20))
+    assert workspace.apply().returncode == 0
+    # 3 leave, 1 changes department, 40 join: the removals must not hide below inserts.
+    workspace.write_users(rows(1, dept="Sales") + rows(16, start=1) + rows(40, start=100))
+    result = workspace.run("plan", "-c", str(workspace.config), "--limit", "5")
+    out = _one_line(result.stdout)
+    table = out[out.index("end_user") :]
+    ends = [table.index(f"user{i}@example.com") for i in (17, 18, 19)]
+    first_insert = table.index("user100@example.com")
+    assert max(ends) < first_insert
+    assert table.index("user0@example.com") < first_insert  # the update comes before too
+    assert "… and 39 more changes: 39 inserts (--output json lists them all)" in out
+
+
+def test_json_lists_every_job_held_failed_or_planned_with_status_and_exit_code(
+    workspace: Workspace, unused_port: int
+) -> None:
+    workspace.write_users(rows(4))
+    assert workspace.apply().returncode == 0
+    workspace.csv.write_bytes(b"")  # job corp: a failed read, held
+    config = workspace.config.read_text()
+    ok_job = (
+        config.split("jobs:\n", 1)[1]
+        .replace("name: corp", "name: other")
+        .replace("path: users.csv", "path: other.csv")
+    )
+    down_job = ok_job.replace("name: other", "name: down").replace(
+        workspace.emulator.url, f"http://127.0.0.1:{unused_port}"
+    )
+    workspace.config.write_text(config + ok_job + down_job)
+    (workspace.path / "other.csv").write_text(HEADER + rows(1, start=50))
+    result = workspace.run("plan", "-c", str(workspace.config), "--output", "json")
+    jobs = {job["job"]: job for job in json.loads(result.stdout)["jobs"]}
+    assert set(jobs) == {"corp", "other", "down"}
+    assert (jobs["corp"]["status"], jobs["corp"]["exit_code"]) == ("held", 3)
+    assert "has no header" in jobs["corp"]["held_because"][0]
+    assert (jobs["other"]["status"], jobs["other"]["exit_code"]) == ("planned", 0)
+    assert jobs["other"]["error"] is None
+    assert (jobs["down"]["status"], jobs["down"]["exit_code"]) == ("failed", 1)
+    assert result.returncode == 1

@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 
 from syncd.mapping import (
     RecordMapper,
+    check_date,
     normalize_end_user,
     normalize_tag_value,
     parse_enabled,
     parse_optional_date,
+    unusable_character,
 )
 from syncd.model import Origin, SourceUser
 
@@ -289,3 +291,150 @@ def test_normalize_tag_value() -> None:
     assert normalize_tag_value("  Sales\t") == "Sales"
     assert normalize_tag_value("Mu\u0308nchen ") == "M\u00fcnchen"
     assert normalize_tag_value("   ") == ""
+
+
+# ------------------------------------------------- identifiers that must never be sent
+
+_REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def _refused(char: str) -> bool:
+    category = unicodedata.category(char)
+    return (
+        category in _REFUSED_CATEGORIES
+        or (category == "Zs" and char != " ")
+        or char in "\u2800\u3164\u115f\u1160\uffa0\u034f"
+        or 0xFE00 <= ord(char) <= 0xFE0F
+    )
+
+
+@given(
+    prefix=st.text(max_size=5),
+    bad=st.characters(categories=["Cc", "Cf", "Zl", "Zp", "Co"]),
+    suffix=st.text(max_size=5),
+)
+def test_no_identifier_with_a_control_or_format_character_is_ever_built(
+    prefix: str, bad: str, suffix: str
+) -> None:
+    # Between two letters, so trimming can never remove it.
+    raw = f"{prefix}x{bad}y{suffix}@example.com"
+    with pytest.raises(ValueError, match=r"^column 'email': .* holds the character U\+"):
+        RecordMapper(id_field="email").build(ORIGIN, raw)
+
+
+@given(raw=st.text(min_size=1, max_size=30))
+def test_every_identifier_built_is_printable_and_visible(raw: str) -> None:
+    mapper = RecordMapper(id_field="mail", kind="attribute", lowercase=False)
+    try:
+        user = mapper.build(ORIGIN, raw)
+    except ValueError:
+        return
+    assert not any(_refused(char) for char in user.end_user)
+
+
+@pytest.mark.parametrize(
+    "name", ["alice@example.com", "José.Müller@example.com", "李小龍@example.cn", "a b@x.com"]
+)
+def test_ordinary_identifiers_are_accepted(name: str) -> None:
+    assert unusable_character(name) is None
+
+
+def test_unusable_character_names_the_code_point_and_position() -> None:
+    assert unusable_character("ab\u200bc") == (
+        "U+200B (ZERO WIDTH SPACE, category Cf) at position 3"
+    )
+    assert unusable_character("a\nb") == "U+000A (category Cc) at position 2"
+    assert unusable_character("a\nb", allow_line_breaks=True) is None
+    assert unusable_character("a\x00b", allow_line_breaks=True) is not None
+
+
+def test_the_error_quotes_the_identifier_escaped_and_bounded() -> None:
+    mapper = RecordMapper(id_field="email")
+    with pytest.raises(ValueError, match=r"'a\\u200b") as info:
+        mapper.build(ORIGIN, "a\u200b" + "x" * 10_000)
+    assert len(str(info.value)) < 300
+
+
+# ------------------------------------------------------------- implausible dates
+
+
+@pytest.mark.parametrize("value", [date(1899, 12, 31), date(2101, 1, 1), date(1, 1, 1)])
+def test_dates_outside_1900_to_2100_are_refused(value: date) -> None:
+    with pytest.raises(ValueError, match="implausible date"):
+        check_date(value)
+    with pytest.raises(ValueError, match="implausible date"):
+        check_date(value, end=True)
+
+
+def test_the_open_end_sentinel_is_no_end_only_for_end_dates() -> None:
+    assert check_date(date(9999, 12, 31), end=True) is None
+    with pytest.raises(ValueError, match="implausible date 9999-12-31"):
+        check_date(date(9999, 12, 31))
+    assert check_date(date(1900, 1, 1)) == date(1900, 1, 1)
+    assert check_date(date(2100, 12, 31)) == date(2100, 12, 31)
+
+
+def test_build_refuses_an_implausible_start_naming_the_field() -> None:
+    with pytest.raises(ValueError, match=r"column 'start_date': implausible date 1066-10-14"):
+        _mapper().build(ORIGIN, "a@x.com", ["", ""], active_from="1066-10-14")
+
+
+def test_an_identifier_longer_than_1024_characters_is_refused() -> None:
+    mapper = RecordMapper(id_field="email")
+    assert mapper.build(ORIGIN, "a" * 1012 + "@example.com").end_user.startswith("a")
+    with pytest.raises(ValueError, match=r"column 'email': 'aaa.*is longer than 1024 characters"):
+        mapper.build(ORIGIN, "a" * 1013 + "@example.com")
+
+
+# ------------------------------------------- unusable characters at the ends of a value
+
+_ORDINARY_BLANKS = " \t\r\n"
+
+
+@given(
+    bad=st.characters(categories=["Cc", "Cf", "Zl", "Zp", "Zs", "Co"]).filter(
+        lambda char: char not in _ORDINARY_BLANKS
+    ),
+    leading=st.booleans(),
+)
+def test_an_unusable_character_at_either_end_is_refused_not_trimmed_away(
+    bad: str, leading: bool
+) -> None:
+    # str.strip() removes \x1c-\x1f, \x85, U+2028, U+00A0, U+3000...: trimming them would
+    # hide a broken export; only spaces, tabs and line breaks are ordinary trimming.
+    raw = f"{bad}alice@example.com" if leading else f"alice@example.com{bad}"
+    with pytest.raises(ValueError, match=r"^column 'email': .* holds the character U\+"):
+        RecordMapper(id_field="email").build(ORIGIN, raw)
+
+
+@pytest.mark.parametrize("raw", [" alice@x.com ", "\talice@x.com\r\n", "\nalice@x.com"])
+def test_spaces_tabs_and_line_breaks_around_an_identifier_are_trimmed(raw: str) -> None:
+    assert RecordMapper(id_field="email").build(ORIGIN, raw).end_user == "alice@x.com"
+
+
+@pytest.mark.parametrize("value", ["Sales\u2028", "\x1cSales", "Sales\u00a0", "\u200b"])
+def test_an_unusable_character_at_the_end_of_a_tag_value_is_refused(value: str) -> None:
+    mapper = RecordMapper(id_field="email", tag_fields={"department": "dept"})
+    with pytest.raises(ValueError, match=r"^column 'dept' \(tag 'department'\): .* U\+"):
+        mapper.build(ORIGIN, "a@x.com", [value])
+
+
+# Default_Ignorable_Code_Point (Unicode DerivedCoreProperties.txt): characters that show
+# as nothing; every one of them must be refused in an identifier.
+_DEFAULT_IGNORABLE = [
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+    (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+    (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+]  # fmt: skip
+
+
+def test_every_default_ignorable_code_point_is_refused() -> None:
+    accepted = [
+        f"U+{code:04X}"
+        for first, last in _DEFAULT_IGNORABLE
+        for code in range(first, last + 1)
+        if unusable_character(f"a{chr(code)}b") is None
+    ]
+    assert accepted == []

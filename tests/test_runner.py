@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import sqlite3
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from syncd.config import SyncdConfig, parse_config
 from syncd.emulator import EndpointFaults, PlatformEmulator
 from syncd.errors import SourceError, StateError
 from syncd.guard import Override
+from syncd.mapping import RecordMapper, unusable_character
 from syncd.model import Origin, RecordProblem, SourceUser, make_tags
 from syncd.platform.api import Operation, WireUser
 from syncd.runner import JobRunner, RunStatus
@@ -224,11 +228,11 @@ def test_an_interrupted_apply_is_recorded_as_failed_not_applied(
     (record,) = SqliteStateStore(tmp_path / "state").runs("corp")
     assert record.status == "failed"
     assert record.summary["error"] == "interrupted by KeyboardInterrupt"
-    # Owned: the users whose insert was attempted (recorded before the call), not every
-    # source user as after a finished run.
+    # Owned: the users whose insert the platform confirmed before the interruption,
+    # not every source user as after a finished run, nor those never written.
     owned = SqliteStateStore(tmp_path / "state").owned_users("corp")
-    assert owned == frozenset(names(20))
     assert 0 < len(emulator.users()) < 20
+    assert owned == frozenset(emulator.users())
 
 
 def test_a_broken_state_database_stops_the_run_before_any_write(
@@ -238,10 +242,12 @@ def test_a_broken_state_database_stops_the_run_before_any_write(
     write_users(tmp_path, names(3))
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "syncd.sqlite3").write_bytes(b"this is not a database" * 100)
-    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
-        planned = runner.plan()
-        with pytest.raises(StateError, match=r"syncd\.sqlite3: file is not a database"):
-            runner.apply(planned)
+    # The plan reads the job's identity rules from the store, so it fails there.
+    with (
+        open_job(config, config.jobs[0], today=lambda: TODAY) as runner,
+        pytest.raises(StateError, match=r"syncd\.sqlite3: file is not a database"),
+    ):
+        runner.apply(runner.plan())
     assert emulator.users() == {}
     assert emulator.calls()["insert"] == 0
 
@@ -466,3 +472,243 @@ def test_a_locked_database_stops_the_run_before_any_write_naming_the_file(
         holder.close()
     assert emulator.users() == {}
     assert emulator.calls()["insert"] == 0
+
+
+# ------------------------------------------------ plan side: the guard's history
+
+
+CSV_SOURCE = "{type: csv, path: users.csv, id_column: email, tags: {department: Department}}"
+
+
+def config_with(
+    tmp_path: Path,
+    emulator: PlatformEmulator,
+    key: str,
+    *,
+    guard: str = "{max_removal_ratio: null}",
+    identity: str = "{lowercase: true}",
+    source: str = CSV_SOURCE,
+) -> SyncdConfig:
+    text = (
+        CONFIG.replace("SCOPE", "all")
+        .replace("EXTRA", "on_missing: end_date")
+        .replace("API", "platform-users")
+        .replace(
+            "    guard: {max_removal_ratio: null}", f"    guard: {guard}\n    identity: {identity}"
+        )
+        .replace(f"      - {CSV_SOURCE}", f"      - {source}")
+    )
+    return parse_config(
+        text, origin="test", base_dir=tmp_path, environ={"URL": emulator.url, "KEY": key}
+    )
+
+
+def apply_and_remember(config: SyncdConfig, override: Override | None = None) -> RunStatus:
+    """An apply, whose identity rules become the job's reference when it writes."""
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        return runner.apply(runner.plan(override)).status
+
+
+def test_a_first_run_records_the_identity_rules_without_holding(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    config = config_with(tmp_path, emulator, emulator_api_key)
+    write_users(tmp_path, names(3))
+    assert SqliteStateStore(tmp_path / "state").job_rules("corp") is None
+    assert apply_and_remember(config) is RunStatus.APPLIED
+    assert SqliteStateStore(tmp_path / "state").job_rules("corp") == {
+        "lowercase": True,
+        "normalisation": "trim+nfc+printable",
+        "sources": {"users.csv": {"type": "csv", "id_column": "email"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("identity", "source", "change"),
+    [
+        (
+            "{lowercase: false}",
+            None,
+            "identity.lowercase: true -> false",
+        ),
+        (
+            "{lowercase: true}",
+            "{type: csv, path: users.csv, id_column: upn, tags: {department: Department}}",
+            "source users.csv id_column: 'email' -> 'upn'",
+        ),
+    ],
+)
+def test_changed_identity_rules_are_held_instead_of_renaming_everyone(
+    tmp_path: Path,
+    emulator: PlatformEmulator,
+    emulator_api_key: str,
+    identity: str,
+    source: str | None,
+    change: str,
+) -> None:
+    config = config_with(tmp_path, emulator, emulator_api_key)
+    people = [f"User{i:02d}@Example.com" for i in range(6)]
+    (tmp_path / "users.csv").write_text(
+        "email,upn,Department\n"
+        + "".join(f"{name},{name.split('@')[0]}@corp.example,Eng\n" for name in people)
+    )
+    assert apply_and_remember(config) is RunStatus.APPLIED
+    before = emulator.users()
+    emulator.reset_counters()
+    changed = config_with(
+        tmp_path,
+        emulator,
+        emulator_api_key,
+        identity=identity,
+        **({"source": source} if source else {}),
+    )
+    with open_job(changed, changed.jobs[0], today=lambda: TODAY) as runner:
+        planned = runner.plan()
+        assert planned.plan is not None
+        # Applied as it is, this would end 6 users and insert the same 6 people again.
+        assert (len(planned.plan.ends), len(planned.plan.inserts)) == (6, 6)
+        assert planned.verdict.held
+        assert planned.verdict.reasons[0] == (
+            "the identity rules changed since the last applied run, so the same people "
+            f"would get other end_users (ended, then inserted again): {change}; the plan "
+            "ends or deletes 6 and inserts 6 users: "
+        ) + "; ".join(planned.plan.inserts[i].user.end_user for i in range(5)) + (
+            "; ... and 1 more"
+        )
+        assert "--accept-identity-rules" in planned.verdict.options
+        result = runner.apply(planned)
+    assert result.status is RunStatus.HELD
+    assert emulator.users() == before
+    assert sum(emulator.calls()[name] for name in ("insert", "update", "delete")) == 0
+    # Held runs leave the reference alone; an accepted one makes the new rules it.
+    accepted = Override(accept_identity_rules=True)
+    assert apply_and_remember(changed, accepted) is RunStatus.APPLIED
+    with open_job(changed, changed.jobs[0], today=lambda: TODAY) as runner:
+        assert not runner.plan().verdict.held
+
+
+def test_removals_of_the_last_24_hours_count_against_the_daily_budget(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    config = config_with(
+        tmp_path,
+        emulator,
+        emulator_api_key,
+        guard="{max_removal_ratio: null, max_removals_per_day: 5}",
+    )
+    write_users(tmp_path, names(20))
+    assert apply_and_remember(config) is RunStatus.APPLIED
+    write_users(tmp_path, names(17))  # 3 leave: within the budget
+    assert apply_and_remember(config) is RunStatus.APPLIED
+    assert (
+        SqliteStateStore(tmp_path / "state").removals_since(
+            "corp", datetime.now(UTC) - timedelta(days=1)
+        )
+        == 3
+    )
+    write_users(tmp_path, names(14))  # 3 more: 6 in a day
+    emulator.reset_counters()
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        planned = runner.plan()
+        result = runner.apply(planned)
+    assert result.status is RunStatus.HELD
+    assert planned.verdict.reasons == (
+        "3 removals confirmed in the last 24 hours plus 3 in this plan exceed "
+        "max_removals_per_day=5: user14@example.com; user15@example.com; user16@example.com",
+    )
+    assert emulator.calls()["update"] == 0
+    assert apply_and_remember(config, Override(allow_removals=3)) is RunStatus.APPLIED
+
+
+def test_a_start_date_years_ahead_is_a_bad_record_naming_its_line(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    config = config_with(
+        tmp_path,
+        emulator,
+        emulator_api_key,
+        source="{type: csv, path: users.csv, id_column: email, active_from_column: start}",
+    )
+    (tmp_path / "users.csv").write_text(
+        "email,start\nsoon@example.com,2027-06-01\nlater@example.com,2028-01-01\n"
+    )
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        planned = runner.plan()
+    assert list(planned.desired.users) == ["soon@example.com"]
+    (problem,) = planned.desired.problems
+    assert str(problem) == (
+        "users.csv:3: active_from 2028-01-01 is implausibly far in the future (after 2027-11-23, "
+        "guard.max_start_days_ahead)"
+    )
+    assert [(s.users, s.problems) for s in planned.desired.sources] == [(1, 1)]
+    assert planned.verdict.held
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    local_parts=st.lists(
+        st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=8),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_no_identifier_with_an_unusable_character_is_ever_written(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str, local_parts: list[str]
+) -> None:
+    # Forced through, so the good rows are written next to the bad ones; users of
+    # earlier examples stay (on_missing: ignore) and are checked again.
+    config = make_config(tmp_path, emulator, emulator_api_key, policy="on_missing: ignore")
+    with (tmp_path / "users.csv").open("w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["email", "Department"])
+        writer.writerows([f"{part}@example.com", "Eng"] for part in local_parts)
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        runner.apply(runner.plan(Override(force=True)))
+    on_platform = emulator.users()
+    for name in on_platform:
+        assert unusable_character(name) is None, name
+    # ... and the check is not vacuous: every good, unique row was written.
+    mapper = RecordMapper(id_field="email")
+    built: list[str] = []
+    for part in local_parts:
+        try:
+            built.append(mapper.build(Origin("users.csv", 2), f"{part}@example.com").end_user)
+        except ValueError:
+            continue
+    for name in built:
+        if built.count(name) == 1:
+            assert name in on_platform
+
+
+def test_an_empty_secondary_source_holds_only_when_it_would_cost_someone_access(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    contractors = "{type: csv, name: contractors, path: contractors.csv, id_column: email}"
+    text = (
+        CONFIG.replace("SCOPE", "all")
+        .replace("EXTRA", "on_missing: end_date")
+        .replace("API", "platform-users")
+        .replace(f"      - {CSV_SOURCE}", f"      - {CSV_SOURCE}\n      - {contractors}")
+    )
+    config = parse_config(
+        text,
+        origin="test",
+        base_dir=tmp_path,
+        environ={"URL": emulator.url, "KEY": emulator_api_key},
+    )
+    write_users(tmp_path, names(5))
+    (tmp_path / "contractors.csv").write_text("email\n")  # no contractor yet: fine
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        assert runner.apply(runner.plan()).status is RunStatus.APPLIED
+    assert len(emulator.users()) == 5
+    write_users(tmp_path, names(4))  # user04 is gone, and the second source is empty
+    with open_job(config, config.jobs[0], today=lambda: TODAY) as runner:
+        planned = runner.plan()
+    assert planned.verdict.reasons == (
+        "source contractors returned no users and the plan removes 1 active users missing "
+        "from the sources: user04@example.com",
+    )

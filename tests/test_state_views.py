@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 from syncd.model import PlatformUser, make_tags
 from syncd.ports import AuditEntry, RunRecord
-from syncd.state_views import audit_to_json, describe_change, run_to_json
+from syncd.state_views import audit_to_json, describe_change, run_note, run_to_json
 
 AT = datetime(2026, 11, 30, 8, 15, tzinfo=UTC)
 
@@ -58,3 +58,19 @@ def test_audit_to_json_keeps_the_platform_spelling_in_before_and_after() -> None
     assert data["before"] is None
     assert data["after"]["end_user"] == "Ada@example.com"
     assert data["after"]["tags"] == {"department": "Eng"}
+
+
+def test_the_history_note_names_the_plan_file_and_what_it_approved() -> None:
+    summary: dict[str, object] = {
+        "approved_from_plan": "/srv/plan.json",
+        "overridden": ["700 removals > max_removals 500"],
+        "failures": 2,
+    }
+    data = run_to_json(RunRecord("r1", "corp", AT, AT, "partial", summary))
+    assert run_note(data) == (
+        "2 not confirmed. applied plan file /srv/plan.json, approving: "
+        "700 removals > max_removals 500."
+    )
+    held = run_to_json(RunRecord("r2", "corp", AT, AT, "held", {"held_because": ["x", "y"]}))
+    assert run_note(held) == "x; y"
+    assert run_note(run_to_json(RunRecord("r3", "corp", AT, AT, "applied", {}))) == ""

@@ -48,11 +48,11 @@ def apply_command(config_path: Path, job: str, report: JobReport) -> str | None:
     planned = report.planned
     if not report.held or planned is None or planned.plan is None:
         return None  # a failed source read cannot be forced: there is nothing to apply
-    desired = planned.desired
+    options = planned.verdict.options  # what the guard says passes this hold, exactly
+    if not options:
+        return None
     base = f"syncd apply -c {shlex.quote(str(config_path))} --job {shlex.quote(job)}"
-    if desired.problems or desired.conflicts:
-        return f"{base} --force"
-    return f"{base} --allow-removals {planned.plan.removals}"
+    return " ".join([base, *(shlex.quote(option) for option in options)])
 
 
 @dataclass(frozen=True, slots=True)

@@ -351,6 +351,7 @@ class PlatformEmulator(EmulatorServer[Operation]):
             raise _BadBodyError(detail_response(422, f"malformed JSON body: {exc}")) from None
         count = len(decoded.users)
         if count > self.max_batch_size:
+            self.count_fired("batch_too_large")
             message = f"batch of {count} users exceeds the maximum of {self.max_batch_size}"
             raise _BadBodyError(detail_response(413, message))
         return decoded
@@ -361,6 +362,8 @@ class PlatformEmulator(EmulatorServer[Operation]):
         except _BadBodyError as bad:
             return bad.response
         # Validation (date parsing) happens outside the lock.
+        if refused and (left_out := sum(u.end_user in refused for u in request.users)):
+            self.count_fired("refused_user", left_out)
         candidates = [u for u in request.users if u.end_user not in refused and _user_is_valid(u)]
         done: list[_User] = []
         with self._lock:

@@ -11,7 +11,9 @@ The base does the rest, the same way for every emulator:
 * bearer-key authentication (constant-time compare, the key is never echoed);
 * call counters per operation and per HTTP verb;
 * fault injection per operation (:class:`EndpointFaults`: 503, 429 + Retry-After,
-  latency, seeded random errors, partial success) from Python or over HTTP;
+  any other status, latency, seeded random errors, partial success, and answers that
+  never come: a connection dropped or a reply held past the client's timeout, before
+  or *after* the call was applied) from Python or over HTTP;
 * the control endpoints under ``/_emulator``: ``stats``, ``reset-counters``, ``faults``;
 * :meth:`~EmulatorServer.mock_transport`: the same dispatch in process, without sockets.
 
@@ -29,6 +31,7 @@ import ssl
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -96,6 +99,27 @@ class EndpointFaults:
     """Ids a write silently leaves out (partial success). The emulated API decides what
     an id is and which operations honour it (the platform emulator: insert and update,
     by ``end_user``); the base only hands the set to :meth:`EmulatorServer.handle`."""
+    status_next: int = 0
+    """The next N calls answer ``status_code`` without being handled (a permanent error
+    such as 400, 404 or 405, or any 5xx)."""
+    status_code: int = 400
+    """The status of ``status_next`` answers (400-599)."""
+    drop_next: int = 0
+    """The next N calls get no answer: the connection is closed before the call is
+    handled (a reset before the server did anything)."""
+    drop_after_apply_next: int = 0
+    """The next N calls are handled (a write is applied), then the connection is closed
+    without an answer: the client cannot know the write happened."""
+    stall_next: int = 0
+    """The next N calls are held for ``stall_s`` without being handled, then the
+    connection is closed (a client with a shorter timeout sees a read timeout)."""
+    stall_after_apply_next: int = 0
+    """The next N calls are handled (a write is applied), then the answer is held for
+    ``stall_s`` before it is sent: too late for a client with a shorter timeout."""
+    stall_s: float = 5.0
+    """How long ``stall_next`` / ``stall_after_apply_next`` hold a call (cut short when
+    the server stops). Over :meth:`EmulatorServer.mock_transport` nothing waits: the
+    client gets ``httpx.ReadTimeout`` at once."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` if a field is out of range."""
@@ -105,6 +129,41 @@ class EndpointFaults:
             raise ValueError("retry_after_s and latency_ms must be >= 0")
         if not 0.0 <= self.error_rate <= 1.0:
             raise ValueError("error_rate must be between 0 and 1")
+        counts = (
+            self.status_next,
+            self.drop_next,
+            self.drop_after_apply_next,
+            self.stall_next,
+            self.stall_after_apply_next,
+        )
+        if min(counts) < 0:
+            raise ValueError(
+                "status_next, drop_next, drop_after_apply_next, stall_next and "
+                "stall_after_apply_next must be >= 0"
+            )
+        if not 400 <= self.status_code <= 599:
+            raise ValueError("status_code must be between 400 and 599")
+        if self.stall_s < 0:
+            raise ValueError("stall_s must be >= 0")
+
+
+class _NoAnswerError(Exception):
+    """A fault: the client gets no answer in time (raised inside the dispatch).
+
+    ``late`` is the answer of a call that was handled and is sent after the stall
+    (None: the connection is closed without one); ``stall_s`` is how long to hold the
+    call first (0: at once).
+    """
+
+    def __init__(self, *, stall_s: float = 0.0, late: Response | None = None) -> None:
+        super().__init__("no answer (emulated fault)")
+        self.stall_s = stall_s
+        self.late = late
+
+
+class _ConnectionDroppedError(ConnectionAbortedError):
+    """Raised out of :meth:`EmulatorServer.dispatch` so the socket server closes the
+    connection without writing an answer (it treats a ConnectionError quietly)."""
 
 
 class _FaultsBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -117,6 +176,13 @@ class _FaultsBody(msgspec.Struct, forbid_unknown_fields=True):
     latency_ms: float = 0.0
     error_rate: float = 0.0
     refuse_users: list[str] = msgspec.field(default_factory=list)
+    status_next: int = 0
+    status_code: int = 400
+    drop_next: int = 0
+    drop_after_apply_next: int = 0
+    stall_next: int = 0
+    stall_after_apply_next: int = 0
+    stall_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,10 +247,14 @@ class EmulatorServer(ABC, Generic[OpT]):
         self._random = random.Random(seed)  # noqa: S311 -- reproducible faults, not crypto
         self._op_calls: dict[OpT, int] = dict.fromkeys(operations, 0)
         self._verb_calls: dict[str, int] = dict.fromkeys(self._counted_verbs, 0)
+        # Faults that fired (one set but never reached is not met): fired_faults().
+        self._fired: Counter[str] = Counter()
 
         self._lifecycle = threading.Lock()
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # Set by stop(): calls held by a stall fault wake up instead of delaying it.
+        self._stopping = threading.Event()
 
     # ------------------------------------------------------------ what subclasses add
 
@@ -231,7 +301,10 @@ class EmulatorServer(ABC, Generic[OpT]):
         with self._lifecycle:
             if self._server is not None:
                 return self
-            server = EmulatorHTTPServer((self._host, self._port), self.dispatch, self._ssl_context)
+            self._stopping.clear()
+            server = EmulatorHTTPServer(
+                (self._host, self._port), self._serve_http, self._ssl_context
+            )
             # Remember the port a port-0 bind got, so stop()/start() keeps the URL.
             self._port = int(server.server_address[1])
             thread = threading.Thread(
@@ -251,6 +324,7 @@ class EmulatorServer(ABC, Generic[OpT]):
             if server is None:
                 return
             self._server = self._thread = None
+            self._stopping.set()
             server.shutdown()
             server.close_connections(_DRAIN_TIMEOUT_S)
             server.server_close()
@@ -317,10 +391,23 @@ class EmulatorServer(ABC, Generic[OpT]):
             return counts
 
     def reset_counters(self) -> None:
-        """Set every call counter back to zero."""
+        """Set every call counter (and the fired-fault counts) back to zero."""
         with self._control_lock:
             self._op_calls = dict.fromkeys(self._operations, 0)
             self._verb_calls = dict.fromkeys(self._counted_verbs, 0)
+            self._fired.clear()
+
+    def fired_faults(self) -> dict[str, int]:
+        """Faults that fired, by kind (``throttle``, ``fail``, ``random_error``, ``status``,
+        ``drop``, ``stall``, ``drop_after_apply``, ``stall_after_apply``, and the API's
+        own: :meth:`count_fired`). Kept by clear_faults(), zeroed by reset_counters()."""
+        with self._control_lock:
+            return dict(self._fired)
+
+    def count_fired(self, kind: str, count: int = 1) -> None:
+        """Count a fault of the emulated API's own (e.g. a 413, a refused user)."""
+        with self._control_lock:
+            self._fired[kind] += count
 
     # ------------------------------------------------------------------ dispatch
 
@@ -339,7 +426,16 @@ class EmulatorServer(ABC, Generic[OpT]):
                 ((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw),
                 request.read(),
             )
-            response = self.dispatch(emulated)
+            try:
+                response = self.dispatch(emulated)
+            except _NoAnswerError as no_answer:
+                # No socket to hold or close: raise what a client would have seen.
+                if no_answer.stall_s > 0:
+                    raise httpx.ReadTimeout("timed out (emulated stall)", request=request) from None
+                raise httpx.RemoteProtocolError(
+                    "Server disconnected without sending a response. (emulated fault)",
+                    request=request,
+                ) from None
             headers = response_headers(response)
             without_body = response.status == 304 or emulated.method == "HEAD"
             content = b"" if without_body else response.body
@@ -348,12 +444,32 @@ class EmulatorServer(ABC, Generic[OpT]):
         return httpx.MockTransport(answer)
 
     def dispatch(self, request: Request) -> Response:
-        """Answer one request; a failing handler becomes a 500, logged with its traceback."""
+        """Answer one request; a failing handler becomes a 500, logged with its traceback.
+
+        A fault that sends no answer raises instead (an internal exception, which a
+        subclass that overrides this method lets through): the socket server and the
+        mock transport each turn it into what a client of theirs would see.
+        """
         try:
             return self._dispatch(request)
+        except _NoAnswerError:
+            raise
         except Exception:
             logger.exception("emulator handler failed on %s %s", request.method, request.path)
             return detail_response(500, "Internal emulator error")
+
+    def _serve_http(self, request: Request) -> Response:
+        """:meth:`dispatch` for the socket server: a fault without an answer holds the
+        call for its stall (woken by stop()), then sends the late answer or raises a
+        ConnectionError, which the server takes as "close without a reply"."""
+        try:
+            return self.dispatch(request)
+        except _NoAnswerError as no_answer:
+            if no_answer.stall_s > 0:
+                self._stopping.wait(no_answer.stall_s)
+            if no_answer.late is not None:
+                return no_answer.late
+            raise _ConnectionDroppedError("connection dropped (emulated fault)") from None
 
     def _dispatch(self, request: Request) -> Response:
         is_control = request.path in _CONTROL_PATHS
@@ -372,7 +488,11 @@ class EmulatorServer(ABC, Generic[OpT]):
         refused = self._admit(operation, request.method)
         if isinstance(refused, Response):
             return refused
-        return self.handle(Call(operation, request, route.params, refused))
+        response = self.handle(Call(operation, request, route.params, refused))
+        after = self._after_handle(operation)
+        if after is not None:
+            raise _NoAnswerError(stall_s=after, late=response if after > 0 else None)
+        return response
 
     def _authorized(self, header: str | None) -> bool:
         if not header:
@@ -400,14 +520,49 @@ class EmulatorServer(ABC, Generic[OpT]):
                 return frozenset()
             if faults.throttle_next > 0:
                 faults.throttle_next -= 1
+                self._fired["throttle"] += 1
                 retry_after = _format_retry_after(faults.retry_after_s)
                 return detail_response(429, "Too Many Requests", [("Retry-After", retry_after)])
             if faults.fail_next > 0:
                 faults.fail_next -= 1
+                self._fired["fail"] += 1
                 return detail_response(503, "Service Unavailable (emulated fault)")
+            if faults.status_next > 0:
+                faults.status_next -= 1
+                self._fired["status"] += 1
+                return detail_response(
+                    faults.status_code, f"HTTP {faults.status_code} (emulated fault)"
+                )
+            if faults.drop_next > 0:
+                faults.drop_next -= 1
+                self._fired["drop"] += 1
+                raise _NoAnswerError()
+            if faults.stall_next > 0:
+                faults.stall_next -= 1
+                self._fired["stall"] += 1
+                raise _NoAnswerError(stall_s=faults.stall_s)
             if faults.error_rate > 0 and self._random.random() < faults.error_rate:
+                self._fired["random_error"] += 1
                 return detail_response(503, "Service Unavailable (emulated random error)")
             return faults.refuse_users
+
+    def _after_handle(self, operation: OpT) -> float | None:
+        """A fault that withholds the answer of a handled call: None (answer now), 0
+        (drop the connection) or the seconds to hold the answer."""
+        with self._control_lock:
+            faults = self._faults.get(operation)
+            if faults is None:
+                return None
+            if faults.drop_after_apply_next > 0:
+                faults.drop_after_apply_next -= 1
+                self._fired["drop_after_apply"] += 1
+                return 0.0
+            if faults.stall_after_apply_next > 0:
+                faults.stall_after_apply_next -= 1
+                self._fired["stall_after_apply"] += 1
+                # A zero stall still answers (late by nothing), unlike a drop.
+                return max(faults.stall_s, 1e-9)
+            return None
 
     def _control(self, request: Request) -> Response:
         method, path = request.method, request.path
@@ -435,6 +590,13 @@ class EmulatorServer(ABC, Generic[OpT]):
                 latency_ms=body.latency_ms,
                 error_rate=body.error_rate,
                 refuse_users=frozenset(body.refuse_users),
+                status_next=body.status_next,
+                status_code=body.status_code,
+                drop_next=body.drop_next,
+                drop_after_apply_next=body.drop_after_apply_next,
+                stall_next=body.stall_next,
+                stall_after_apply_next=body.stall_after_apply_next,
+                stall_s=body.stall_s,
             )
             # The enum lookup raises ValueError for an operation this API does not have.
             self.set_faults(self._operations(body.operation), faults)

@@ -13,26 +13,28 @@ Error policy, in one place:
   retry a :class:`~syncd.errors.PlatformUnavailableError`.
 * 401 / 403: :class:`~syncd.errors.AuthenticationError` at once (retrying cannot help).
 * 413 on a write: the batch is split in half and each half sent again.
-* any other 4xx / 5xx on a write: every user of that batch is a :class:`WriteFailure`;
-  the other batches go on. On a list: :class:`~syncd.errors.PlatformError`.
+* any other 4xx / 5xx on a write is permanent (404, 405, 400 ...): every batch would get
+  it, so the write stops at once with one :class:`~syncd.errors.PlatformError` saying
+  what to check; batches not yet sent are not sent. On a list: a PlatformError too.
 * a 2xx body that is not JSON or not the documented shape:
   :class:`~syncd.errors.PlatformError` naming the operation.
 
 A write that raises has filled the caller's outcome first: what was confirmed before
-the error, and every other requested user as a failure.
+the error, and every other requested user as a failure. A failure whose write may have
+been applied (sent, then a timeout or a lost connection; left out after a retry; a 2xx
+with an unreadable body) is an :class:`~syncd.platform.outcome.UncertainFailure`: the
+runner re-reads the platform to settle it (:mod:`syncd.platform.outcome`).
 """
 
 from __future__ import annotations
 
 import contextvars
 import math
-import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import date
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 import msgspec
@@ -51,16 +53,23 @@ from syncd.http import (
     track_connections,
     walk_cursors,
 )
-from syncd.model import PlatformUser, make_tags, parse_api_date
+from syncd.model import PlatformUser
+from syncd.platform.answers import check_delete_body, confirmed_names
 from syncd.platform.api import (
     FLAVOURS,
     ApiFlavour,
     DeleteBody,
     Operation,
     OutgoingBody,
-    Pagination,
-    WireUser,
     outgoing_user,
+)
+from syncd.platform.listing import decode_page
+from syncd.platform.outcome import (
+    UncertainFailure,
+    account_unfinished,
+    doubtful,
+    outcome_for,
+    permanent_error_message,
 )
 from syncd.ports import ProgressCallback, WriteFailure, WriteOutcome
 
@@ -73,8 +82,8 @@ PLATFORM_API = ApiPolicy(
     subject="the platform",
     # Every operation of this API is idempotent (insert leaves existing users out,
     # update replaces, delete of a missing user is a no-op), so a retry is safe, even
-    # of a write that timed out after the platform applied it: at worst its users are
-    # reported "not confirmed", which the next run's list settles.
+    # of a write that timed out after the platform applied it: its users are reported
+    # uncertain, and the runner's re-read of the list settles them.
     retryable_statuses=frozenset(
         {
             408,  # the server gave up waiting for a slow request: try again
@@ -93,35 +102,14 @@ PLATFORM_API = ApiPolicy(
     auth_message="the platform rejected the API key (HTTP {status}) for {target}",
 )
 
-# A listed page is first split into raw user objects (views into the body, ~50 bytes
-# each), then decoded and converted this many at a time. Decoding a million users into
-# WireUser objects at once would hold ~400 MB of dicts and strings next to the body;
-# chunks keep that to a few hundred kB, and are faster than one decode call per user.
-_DECODE_CHUNK = 500
-
-# msgspec names the failing element of a decoded chunk as ``$[12]`` in its messages.
-_ITEM_PATH = re.compile(r"\$\[(\d+)\]([^`\s]*)")
-
 _Item = TypeVar("_Item")
 
 
-class _RawPage(msgspec.Struct):
-    """A list response with its users left undecoded (see _DECODE_CHUNK)."""
+@dataclass(slots=True)
+class _Attempts:
+    """Counts the attempts of one request (a :class:`~syncd.http.CallTally`)."""
 
-    users: list[msgspec.Raw]
-    pagination: Pagination | None = None
-
-
-class _ConfirmedUser(msgspec.Struct):
-    """Only what confirmation needs from an insert/update response user."""
-
-    end_user: str
-
-
-class _ConfirmResponse(msgspec.Struct):
-    """Insert/update response, read leniently: extra fields and odd tags do not matter."""
-
-    users: list[_ConfirmedUser]
+    calls: int = 0
 
 
 @dataclass(slots=True)
@@ -131,7 +119,7 @@ class _BatchResult:
     size: int
     confirmed: list[str] = field(default_factory=list)
     failures: list[WriteFailure] = field(default_factory=list)
-    calls: int = 0  # counted by RetryingCaller, one per attempt
+    calls: int = 0  # every attempt of the batch's requests (413 halves included)
     error: SyncdError | None = None
 
 
@@ -305,7 +293,7 @@ class PlatformClient:
                 first_etag = response.headers.get("ETag")
             # The body (150 MB for a million users) is dropped on return, before the
             # next page is asked for.
-            return _read_page(response.content, by_name, duplicates)
+            return decode_page(response.content, by_name, duplicates)
 
         # The documented API does not paginate; should a server page, its cursors are
         # followed, and walk_cursors stops a repeated cursor or a runaway page count.
@@ -390,7 +378,7 @@ class PlatformClient:
         progress: ProgressCallback | None,
         outcome: WriteOutcome | None,
     ) -> WriteOutcome:
-        filled = _outcome_for(operation, len(items), outcome)
+        filled = outcome_for(operation, len(items), outcome)
         names = [key(item) for item in items]
         if len(set(names)) != len(names):
             # Confirmation matches by end_user; two entries for one user are ambiguous.
@@ -456,14 +444,14 @@ class PlatformClient:
             for future in in_flight:
                 if future.done() and not future.cancelled():
                     absorb(future.result())
-            _account_unfinished(filled, names, interrupt)
+            account_unfinished(filled, names, interrupt)
             raise
         finally:
             pool.shutdown(wait=True)
         if error is not None:
             if self._cancelled.is_set() and "cancelled" not in str(error):
                 error = self._cancelled_error(operation, error)
-            _account_unfinished(filled, names, error)
+            account_unfinished(filled, names, error)
             raise error
         return filled
 
@@ -489,26 +477,56 @@ class PlatformClient:
         encode: Callable[[Sequence[_Item]], bytes],
         key: Callable[[_Item], str],
         result: _BatchResult,
+        in_doubt: bool = False,
     ) -> None:
-        response = self._caller.call(
-            operation.value,
-            self._spec.method(operation),
-            self._spec.path,
-            content=encode(batch),
-            tally=result,
-            batch_size=len(batch),
-        )
+        """Write one batch; ``in_doubt``: an earlier request carrying these users (the
+        batch a 413 split) got no clear answer, so it may have applied them."""
+        names = [key(item) for item in batch]
+        method, path = self._spec.method(operation), self._spec.path
+        # This request's own attempts: more than one means an earlier attempt got no
+        # clear answer and may have been applied.
+        attempts = _Attempts()
+        try:
+            response = self._caller.call(
+                operation.value,
+                method,
+                path,
+                content=encode(batch),
+                tally=attempts,
+                batch_size=len(batch),
+            )
+        except PlatformUnavailableError as error:
+            # Sent, and never answered clearly: a timeout or a lost connection after the
+            # request left may hide a write the platform applied.
+            reason = doubtful(f"no clear answer after {attempts.calls} attempt(s): {error}")
+            result.failures.extend(UncertainFailure(name, reason) for name in names)
+            raise
+        finally:
+            result.calls += attempts.calls
+        # A 413 half inherits the doubt of the batch it was split from.
+        retried = in_doubt or attempts.calls > 1
         status = response.status_code
         if 200 <= status < 300:
-            names = [key(item) for item in batch]
-            if operation is Operation.DELETE:
-                self._check_delete_body(response)
-                result.confirmed.extend(names)
-                return
-            confirmed = self._confirmed_names(operation, response)
+            try:
+                if operation is Operation.DELETE:
+                    check_delete_body(self._spec, response)
+                    confirmed: set[str] | None = None
+                else:
+                    confirmed = confirmed_names(self._spec, operation, response)
+            except PlatformError:
+                # A 2xx says the platform took the batch; only its answer is unreadable.
+                reason = doubtful(f"HTTP {status} with an unreadable body")
+                result.failures.extend(UncertainFailure(name, reason) for name in names)
+                raise
             for name in names:
-                if name in confirmed:
+                if confirmed is None or name in confirmed:
                     result.confirmed.append(name)
+                elif retried:
+                    # An earlier attempt may have inserted it: "left out" now means
+                    # "exists", which a refusal looks exactly like.
+                    result.failures.append(
+                        UncertainFailure(name, doubtful("not confirmed after a retry"))
+                    )
                 else:
                     result.failures.append(WriteFailure(name, "not confirmed by the platform"))
             return
@@ -516,7 +534,12 @@ class PlatformClient:
             raise self._caller.refused(status)
         if status == 413:
             if len(batch) == 1:
-                result.failures.append(WriteFailure(key(batch[0]), "rejected with 413 even alone"))
+                alone = "rejected with 413 even alone"
+                result.failures.append(
+                    UncertainFailure(names[0], doubtful(alone))
+                    if retried
+                    else WriteFailure(names[0], alone)
+                )
                 return
             half = len(batch) // 2
             log.debug(
@@ -524,145 +547,26 @@ class PlatformClient:
                 operation=str(operation),
                 batch_size=len(batch),
             )
-            self._write_batch(operation, batch[:half], encode, key, result)
-            self._write_batch(operation, batch[half:], encode, key, result)
+            self._write_batch(operation, batch[:half], encode, key, result, retried)
+            self._write_batch(operation, batch[half:], encode, key, result, retried)
             return
+        # Any other answer is permanent (retryable statuses never get here): every batch
+        # would get it too, so the operation stops at once with one error instead of
+        # failing each remaining batch in turn.
         reason = self._caller.failure_reason(response)
-        log.warning(
-            "platform refused a batch",
+        log.error(
+            "platform refused a batch; stopping",
             operation=str(operation),
             status=status,
             batch_size=len(batch),
             reason=reason,
         )
-        result.failures.extend(WriteFailure(key(item), reason) for item in batch)
-
-    def _confirmed_names(self, operation: Operation, response: httpx.Response) -> set[str]:
-        try:
-            body = msgspec.json.decode(response.content, type=_ConfirmResponse)
-        except msgspec.DecodeError as error:  # ValidationError is a DecodeError
-            raise self._bad_body_error(operation, response, error) from None
-        return {user.end_user for user in body.users}
-
-    def _check_delete_body(self, response: httpx.Response) -> None:
-        if not response.content.strip():
-            return  # 204 No Content, or an empty 200: the status is the confirmation
-        try:
-            body = msgspec.json.decode(response.content)
-        except msgspec.DecodeError as error:
-            raise self._bad_body_error(Operation.DELETE, response, error) from None
-        if not isinstance(body, dict):
-            raise self._bad_body_error(
-                Operation.DELETE, response, f"expected a JSON object, got {type(body).__name__}"
-            )
-
-    def _bad_body_error(
-        self, operation: Operation, response: httpx.Response, problem: object
-    ) -> PlatformError:
-        content_type = response.headers.get("Content-Type", "no content type")
-        return PlatformError(
-            f"{operation}: {self._spec.method(operation)} {self._spec.path} answered "
-            f"HTTP {response.status_code} with an unexpected body ({content_type}): {problem}",
-            status_code=response.status_code,
+        refused = f"refused: {reason}"
+        result.failures.extend(
+            UncertainFailure(name, doubtful(refused)) if retried else WriteFailure(name, refused)
+            for name in names
         )
-
-
-def _outcome_for(operation: Operation, requested: int, given: WriteOutcome | None) -> WriteOutcome:
-    """The caller's outcome, checked to be a new one for this write; else a new one."""
-    if given is None:
-        return WriteOutcome(operation=operation, requested=requested)
-    if given.operation != operation or given.requested != requested:
-        raise ValueError(
-            f"{operation}: the outcome passed in is for {given.operation} of "
-            f"{given.requested} users, not {operation} of {requested}"
+        raise PlatformError(
+            permanent_error_message(operation, method, path, reason, status),
+            status_code=status,
         )
-    if given.confirmed or given.failures or given.calls:
-        raise ValueError(f"{operation}: the outcome passed in is already filled")
-    return given
-
-
-def _account_unfinished(outcome: WriteOutcome, names: list[str], error: BaseException) -> None:
-    """Make confirmed + failures cover every requested user after an early stop."""
-    finished = set(outcome.confirmed)
-    finished.update(failure.end_user for failure in outcome.failures)
-    reason = f"not written: the operation stopped ({type(error).__name__})"
-    outcome.failures.extend(WriteFailure(name, reason) for name in names if name not in finished)
-
-
-# ------------------------------------------------------------------- list decoding
-
-
-def _read_page(
-    content: bytes, by_name: dict[str, PlatformUser], duplicates: list[str]
-) -> str | None:
-    """Decode one list response into ``by_name`` (last one wins); return the next cursor."""
-    try:
-        page = msgspec.json.decode(content, type=_RawPage)
-    except msgspec.ValidationError as error:
-        raise PlatformError(
-            f"list: the platform's response has an unexpected shape: {error}"
-        ) from None
-    except msgspec.DecodeError as error:
-        raise PlatformError(f"list: the platform's response is not valid JSON ({error})") from None
-    decoder = msgspec.json.Decoder(list[WireUser])
-    raws = page.users
-    for start in range(0, len(raws), _DECODE_CHUNK):
-        chunk = raws[start : start + _DECODE_CHUNK]
-        try:
-            wire_users = decoder.decode(b"[" + b",".join(chunk) + b"]")
-        except msgspec.ValidationError as error:
-            raise _invalid_user_error(chunk, start, error) from None
-        for wire in wire_users:
-            name = wire.end_user
-            if name in by_name:
-                duplicates.append(name)
-            by_name[name] = _from_wire(wire)
-    return page.pagination.next_page_cursor if page.pagination is not None else None
-
-
-def _parse_date(wire: WireUser, name: str, value: str) -> date:
-    try:
-        return parse_api_date(value)
-    except ValueError as error:
-        raise PlatformError(
-            f"list: the platform returned user {wire.end_user!r} with an invalid {name}: {error}"
-        ) from None
-
-
-def _from_wire(wire: WireUser) -> PlatformUser:
-    """Convert a listed user; a missing or bad date is a PlatformError naming the user."""
-    if wire.active_from is None:
-        raise PlatformError(
-            f"list: the platform returned user {wire.end_user!r} without active_from"
-        )
-    active_from = _parse_date(wire, "active_from", wire.active_from)
-    active_to = None if wire.active_to is None else _parse_date(wire, "active_to", wire.active_to)
-    return PlatformUser(wire.end_user, make_tags(wire.tags), active_from, active_to)
-
-
-def _invalid_user_error(
-    chunk: list[msgspec.Raw], offset: int, error: msgspec.ValidationError
-) -> PlatformError:
-    """A PlatformError naming the listed user (and field) msgspec could not decode."""
-    message = str(error)
-    match = _ITEM_PATH.search(message)
-    if match is None:
-        return PlatformError(f"list: the platform's response has an unexpected shape: {message}")
-    index = int(match.group(1))
-    field_path = match.group(2).lstrip(".") or "user object"
-    reason = message.split(" - at ", 1)[0]
-    # Only on this error path: decode the one user without a schema to find its name
-    # and, for tags (msgspec reports ``tags[...]``), which tag is wrong.
-    name: Any = None
-    try:
-        user = msgspec.json.decode(chunk[index])
-        name = user.get("end_user")
-        if field_path.startswith("tags["):
-            bad = [key for key, value in user["tags"].items() if not isinstance(value, str)]
-            field_path = f"tags.{bad[0]}" if bad else "tags"
-    except (msgspec.DecodeError, KeyError, IndexError, TypeError, AttributeError):
-        pass
-    who = f"user {name!r}" if isinstance(name, str) else f"user #{offset + index} (no end_user)"
-    return PlatformError(
-        f"list: the platform returned {who} with an invalid {field_path}: {reason}"
-    )

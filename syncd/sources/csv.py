@@ -14,12 +14,27 @@ safety:
 
 Line numbers are physical lines; a record that spans several lines is reported at the
 line it starts on; the header is line 1.
+
+A read is only taken as the directory when it saw one consistent file:
+
+* a file without a header (0 bytes, or blank lines only) fails the read: without a
+  header nothing can be checked against the mapping. A header and no rows is an empty
+  source, which the guard judges;
+* the file's size and modification time are compared before and after the read; a file
+  that changed meanwhile (an exporter rewriting it in place) fails the read
+  (:class:`SourceUnavailableError`: the next run reads it again);
+* with ``min_file_age_s``, a file modified more recently than that is not read at all,
+  for exporters that write in place. Exports written atomically (a temporary file
+  renamed over the old one) need neither: the open file stays the old one.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import os
+import stat
+import time
 from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
@@ -29,8 +44,9 @@ from typing import Literal, Protocol, Self
 from pydantic import Field, field_validator
 
 from syncd.config_base import SourceConfigBase
-from syncd.errors import SourceError
+from syncd.errors import SourceError, SourceUnavailableError
 from syncd.mapping import RecordMapper
+from syncd.messages import bounded_list, quoted
 from syncd.model import Origin, RecordProblem, SourceUser
 from syncd.sources import SourceContext, SourceType
 
@@ -50,6 +66,8 @@ class CsvSourceConfig(SourceConfigBase):
     enabled_column: str | None = None
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     encoding: str = "utf-8"
+    min_file_age_s: float = Field(default=0, ge=0, le=86_400)
+    """Refuse a file modified less than this many seconds ago (0: off)."""
 
     @field_validator("tags")
     @classmethod
@@ -63,9 +81,19 @@ class CsvSourceConfig(SourceConfigBase):
     @classmethod
     def _check_encoding(cls, value: str) -> str:
         try:
-            codecs.lookup(value)
+            info = codecs.lookup(value)
         except LookupError:
-            raise ValueError(f"unknown encoding {value!r}") from None
+            raise ValueError(
+                f"unknown encoding {quoted(value)}: use a text encoding such as utf-8, "
+                "utf-16, cp1252 or latin-1"
+            ) from None
+        # base64, rot13, zlib, hex... are codecs too, but they do not decode bytes to
+        # text: opening a file with one of them fails with a TypeError.
+        if not getattr(info, "_is_text_encoding", True):
+            raise ValueError(
+                f"encoding {value!r} is not a text encoding (it is a {info.name} "
+                "transformation); use a text encoding such as utf-8, utf-16, cp1252 or latin-1"
+            )
         return value
 
     @property
@@ -129,29 +157,73 @@ class CsvSource:
         """
         path = self._config.path
         try:
+            # A FIFO would block the open until some writer appears, a device never ends
+            # (/dev/zero): only a regular file (or a link to one) is an export.
+            if not stat.S_ISREG(os.stat(path).st_mode) and not path.is_dir():
+                raise SourceError(f"cannot read CSV file {path}: not a regular file")
             # newline="" lets the csv module see the real line breaks (CRLF, and line
             # breaks inside quoted fields); `with` closes the file even if the caller
             # abandons the generator early.
             with open(path, encoding=self._encoding, newline="") as file:
+                before = os.fstat(file.fileno())
+                self._check_age(before)
                 reader = csv.reader(file, delimiter=self._config.delimiter, strict=True)
                 yield from self._records(reader)
-        except UnicodeDecodeError as error:
+                # The same open file (an atomic rename does not change it): a different
+                # size or time means it was rewritten while it was read.
+                after = os.fstat(file.fileno())
+                if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                    raise SourceUnavailableError(
+                        f"CSV file {path} changed while it was read (size {before.st_size} -> "
+                        f"{after.st_size} bytes); it is being written: write exports to a "
+                        "temporary file and rename it, or set min_file_age_s"
+                    )
+        except UnicodeError as error:
+            # UnicodeDecodeError for a bad byte; a plain UnicodeError from some codecs
+            # (utf-16 without a byte-order mark).
             line = _locate_decode_error(path, self._encoding)
             where = f"line {line}" if line is not None else "somewhere"
+            reason = getattr(error, "reason", None) or str(error)
             raise SourceError(
                 f"cannot read CSV file {path}: {where}: bytes that are not valid "
-                f"{self._config.encoding} ({error.reason}); set 'encoding' in the source "
+                f"{self._config.encoding} ({reason}); set 'encoding' in the source "
                 "config if the file uses another encoding"
             ) from None
         except OSError as error:
             reason = error.strerror or str(error)
             raise SourceError(f"cannot read CSV file {path}: {reason}") from None
 
+    def _check_age(self, status: os.stat_result) -> None:
+        """Refuse a file modified less than ``min_file_age_s`` ago (an export in progress)."""
+        minimum = self._config.min_file_age_s
+        if not minimum:
+            return
+        age = time.time() - status.st_mtime
+        if age < 0:
+            # Its age is unknown (a clock ahead on the exporter's host, or a touch with a
+            # future date): it could have been written a moment ago.
+            raise SourceUnavailableError(
+                f"CSV file {self._config.path} has a modification time {-age:.1f} s in the "
+                f"future, so min_file_age_s={minimum:g} cannot be checked: fix the clock of "
+                "the host that writes it (or the file's time); the next run reads it again"
+            )
+        if age < minimum:
+            raise SourceUnavailableError(
+                f"CSV file {self._config.path} was modified {age:.1f} s ago, less "
+                f"than min_file_age_s={minimum:g}: it may still be being written; the next "
+                "run reads it"
+            )
+
     def _records(self, reader: _Reader) -> Iterator[SourceUser | RecordProblem]:
         path = self._config.path
         found = self._read_header(reader)
         if found is None:
-            return  # an empty file is an empty source; the guard decides what that means
+            # No header, nothing to check the mapping against: a truncated or failed
+            # export, never "the directory is empty" (that is a header without rows).
+            raise SourceError(
+                f"CSV file {path} has no header (it is empty or holds only blank lines); "
+                "a file with a header and no rows is an empty source"
+            )
         header_line, header = found
         width = len(header)
         indexes = self._resolve_columns(header, header_line=header_line)
@@ -232,12 +304,13 @@ class CsvSource:
                 f"CSV file {path}: mapped column{plural} {_names(missing)} not found in the "
                 f"header (line {header_line}); the header has {len(header)} "
                 f"column{'s' if len(header) != 1 else ''} with delimiter "
-                f"{self._config.delimiter!r}: {_names(header)}"
+                f"{self._config.delimiter!r} and encoding {self._config.encoding!r}: "
+                f"{_names(header)}"
             )
         repeated = [column for column in needed if len(positions[column]) > 1]
         if repeated:
             detail = "; ".join(
-                f"{column!r} at positions {', '.join(str(i + 1) for i in positions[column])}"
+                f"{quoted(column)} at positions {bounded_list([i + 1 for i in positions[column]])}"
                 for column in repeated
             )
             raise SourceError(
@@ -263,7 +336,8 @@ def _strip(name: str | None) -> str | None:
 
 
 def _names(names: Sequence[str]) -> str:
-    return ", ".join(repr(name) for name in names)
+    """Quoted names, at most a few dozen (a header can have 100,000 columns)."""
+    return bounded_list(names, show=lambda name: quoted(str(name)))
 
 
 def _is_blank(row: Sequence[str]) -> bool:
@@ -327,18 +401,18 @@ def _locate_decode_error(path: Path, encoding: str) -> int | None:
                 try:
                     count(decoder.decode(block))
                     continue
-                except UnicodeDecodeError:
+                except UnicodeError:
                     decoder.setstate(state)
                 # Redo the failing block byte by byte to find the line of the bad byte.
                 for offset in range(len(block)):
                     try:
                         count(decoder.decode(block[offset : offset + 1]))
-                    except UnicodeDecodeError:
+                    except UnicodeError:
                         return breaks + 1
                 return breaks + 1  # pragma: no cover - the block failed as a whole
             try:
                 decoder.decode(b"", final=True)  # a multi-byte sequence cut by the end
-            except UnicodeDecodeError:
+            except UnicodeError:
                 return breaks + 1
     except OSError:
         return None

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from syncd.config import SyncdConfig, parse_config
 from syncd.daemon.status import (
@@ -83,8 +84,10 @@ def test_a_held_run_is_summarised_with_the_command_that_passes_it(
     summary = _summary(config, Path("/etc/syncd conf.yaml"))
     assert summary.status == "held"
     assert summary.exit_code == 3
+    # Both holds, in one command: the 15 ends, and the 5 users losing their region tag
+    # (5 of 20 is above max_destructive_update_ratio); either option alone would not pass.
     assert summary.command == (
-        "syncd apply -c '/etc/syncd conf.yaml' --job corp --allow-removals 15"
+        "syncd apply -c '/etc/syncd conf.yaml' --job corp --allow-removals 15 --allow-updates 5"
     )
     assert summary.counts["end"] == 15
     assert summary.source_users == {"users.csv": 5}
@@ -143,11 +146,16 @@ def test_job_state_keeps_one_summary_and_counts_held_cycles(
     document = status_document([state], version="9", started_at=T0, now=T1)
     assert document["jobs"][0]["held_cycles"] == 3
     assert document["jobs"][0]["last_run"]["status"] == "held"
-    emulator.seed_users([])
+    # The source now lists the platform's 20 users as they are (one tag, department):
+    # a run that passes resets the count of held cycles.
+    same = [replace(user, tags={"department": "x"}) for user in make_users(20)]
+    emulator.seed_users(same)
     (tmp_path / "users.csv").write_text(
-        "email,department\n" + "".join(f"user{i:07d}@example.com,x\n" for i in range(20))
+        "email,department\n" + "".join(f"{user.end_user},x\n" for user in same)
     )
     state.finished(_summary(config, Path("/c.yaml")))
+    assert state.last is not None
+    assert state.last.status == "applied"
     assert state.held_cycles == 0
     assert state.runs == 4
 

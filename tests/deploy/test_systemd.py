@@ -72,7 +72,10 @@ def test_unit_exposure_is_at_most_2() -> None:
     assert ANALYZE is not None
     result = subprocess.run(
         [ANALYZE, "security", "--offline=true", "--no-pager", str(UNIT)],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     match = re.search(r"Overall exposure level for syncd\.service: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
@@ -176,9 +179,7 @@ def test_daemon_runs_as_execstart_would_start_it(tmp_path: Path) -> None:
                 # WatchdogSec= sets WATCHDOG_USEC; the daemon pings at half of it.
                 wait_for(lambda: seen("WATCHDOG=1"), timeout_s=5, what="WATCHDOG=1")
                 base = f"http://127.0.0.1:{port}"
-                wait_for(
-                    lambda: len(emulator.users()) == 2, timeout_s=20, what="the first sync"
-                )
+                wait_for(lambda: len(emulator.users()) == 2, timeout_s=20, what="the first sync")
                 assert set(emulator.users()) == {"ann@corp.example", "bob@corp.example"}
                 for path in ("/healthz", "/readyz", "/metrics"):
                     assert status_code(base + path) == 200, path

@@ -201,3 +201,192 @@ def test_bad_faults_body_is_422(
     assert response.status_code == 422
     assert response.json()["detail"].startswith("invalid faults body")
     assert emulator.faults(Operation.LIST) == EndpointFaults()
+
+
+# ------------------------------------------------ answers that never come, permanent
+
+
+@pytest.mark.parametrize("status", [400, 404, 405, 500])
+def test_status_next_answers_that_status_without_handling_the_call(
+    emulator: PlatformEmulator, client: httpx.Client, status: int
+) -> None:
+    emulator.set_faults(Operation.INSERT, EndpointFaults(status_next=2, status_code=status))
+    payload = {"users": [user("a")]}
+    assert [client.post(EU.path, json=payload).status_code for _ in range(3)] == [
+        status,
+        status,
+        200,
+    ]
+    assert list(emulator.users()) == ["a"]
+    assert emulator.calls()["insert"] == 3
+
+
+def test_drop_next_closes_the_connection_before_applying(
+    emulator: PlatformEmulator, client: httpx.Client
+) -> None:
+    emulator.set_faults(Operation.INSERT, EndpointFaults(drop_next=1))
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.post(EU.path, json={"users": [user("a")]})
+    assert emulator.users() == {}
+    # The fault is used up; the client reconnects and the next call is handled.
+    assert client.post(EU.path, json={"users": [user("a")]}).status_code == 200
+    assert list(emulator.users()) == ["a"]
+
+
+@pytest.mark.parametrize("op", [Operation.INSERT, Operation.UPDATE, Operation.DELETE])
+def test_drop_after_apply_next_applies_the_write_then_closes_the_connection(
+    emulator: PlatformEmulator, client: httpx.Client, op: Operation
+) -> None:
+    if op is not Operation.INSERT:
+        emulator.seed_users([wire("a")])
+    emulator.set_faults(op, EndpointFaults(drop_after_apply_next=1))
+    body: object = {"users": ["a"]} if op is Operation.DELETE else {"users": [user("a", t="1")]}
+    with pytest.raises(httpx.RemoteProtocolError):
+        call(client, ApiFlavour.ELIGIBLE_USERS, op, body)
+    stored = emulator.users()
+    if op is Operation.DELETE:
+        assert stored == {}
+    else:
+        assert stored["a"].tags == {"t": "1"}
+    assert emulator.faults(op).drop_after_apply_next == 0
+
+
+def test_stall_after_apply_next_applies_then_answers_too_late(
+    emulator: PlatformEmulator,
+) -> None:
+    emulator.set_faults(Operation.INSERT, EndpointFaults(stall_after_apply_next=1, stall_s=1.0))
+    with httpx.Client(base_url=emulator.url, headers=AUTH, timeout=0.2) as impatient:
+        started = time.perf_counter()
+        with pytest.raises(httpx.ReadTimeout):
+            impatient.post(EU.path, json={"users": [user("a")]})
+        assert time.perf_counter() - started < 0.9
+    assert list(emulator.users()) == ["a"]
+    with httpx.Client(base_url=emulator.url, headers=AUTH, timeout=5) as patient:
+        emulator.set_faults(Operation.INSERT, EndpointFaults(stall_after_apply_next=1, stall_s=0.3))
+        late = patient.post(EU.path, json={"users": [user("b")]})
+    assert late.status_code == 200
+    assert [u["end_user"] for u in late.json()["users"]] == ["b"]
+
+
+def test_stall_next_holds_the_call_and_never_applies_it(emulator: PlatformEmulator) -> None:
+    emulator.set_faults(Operation.INSERT, EndpointFaults(stall_next=1, stall_s=0.3))
+    with httpx.Client(base_url=emulator.url, headers=AUTH, timeout=5) as patient:
+        started = time.perf_counter()
+        with pytest.raises(httpx.RemoteProtocolError):
+            patient.post(EU.path, json={"users": [user("a")]})
+        assert time.perf_counter() - started >= 0.3
+    assert emulator.users() == {}
+
+
+def test_a_stalled_call_does_not_delay_stop() -> None:
+    emu = PlatformEmulator(api_key=KEY).start()
+    try:
+        emu.set_faults(Operation.LIST, EndpointFaults(stall_next=1, stall_s=60))
+        with (
+            httpx.Client(base_url=emu.url, headers=AUTH, timeout=0.2) as http,
+            pytest.raises(httpx.ReadTimeout),
+        ):
+            http.get(EU.path)
+    finally:
+        started = time.perf_counter()
+        emu.stop()
+    assert time.perf_counter() - started < 3
+
+
+@pytest.mark.parametrize(
+    ("faults", "error"),
+    [
+        (EndpointFaults(drop_next=1), httpx.RemoteProtocolError),
+        (EndpointFaults(drop_after_apply_next=1), httpx.RemoteProtocolError),
+        (EndpointFaults(stall_next=1), httpx.ReadTimeout),
+        (EndpointFaults(stall_after_apply_next=1), httpx.ReadTimeout),
+    ],
+)
+def test_the_mock_transport_raises_what_a_client_would_see(
+    faults: EndpointFaults, error: type[Exception]
+) -> None:
+    emu = PlatformEmulator(api_key=KEY)
+    emu.set_faults(Operation.INSERT, faults)
+    started = time.perf_counter()
+    transport = emu.mock_transport()
+    with (
+        httpx.Client(base_url="http://emu.test", headers=AUTH, transport=transport) as http,
+        pytest.raises(error),
+    ):
+        http.post(EU.path, json={"users": [user("a")]})
+    assert time.perf_counter() - started < 1  # nothing waits without a socket
+    applied = faults.drop_after_apply_next or faults.stall_after_apply_next
+    assert ("a" in emu.users()) is bool(applied)
+
+
+def test_the_new_faults_over_the_control_endpoint(
+    emulator: PlatformEmulator, client: httpx.Client
+) -> None:
+    body = {
+        "operation": "update",
+        "status_next": 1,
+        "status_code": 405,
+        "drop_next": 2,
+        "drop_after_apply_next": 3,
+        "stall_next": 4,
+        "stall_after_apply_next": 5,
+        "stall_s": 0.5,
+    }
+    assert client.post("/_emulator/faults", json=body).status_code == 200
+    assert emulator.faults(Operation.UPDATE) == EndpointFaults(
+        status_next=1,
+        status_code=405,
+        drop_next=2,
+        drop_after_apply_next=3,
+        stall_next=4,
+        stall_after_apply_next=5,
+        stall_s=0.5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("faults", "message"),
+    [
+        (EndpointFaults(status_code=302), "status_code"),
+        (EndpointFaults(status_code=600), "status_code"),
+        (EndpointFaults(drop_next=-1), "drop_next"),
+        (EndpointFaults(stall_after_apply_next=-1), "stall_after_apply_next"),
+        (EndpointFaults(stall_s=-1), "stall_s"),
+    ],
+)
+def test_the_new_faults_are_validated(
+    emulator: PlatformEmulator, faults: EndpointFaults, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        emulator.set_faults(Operation.INSERT, faults)
+
+
+# ------------------------------------------------------------------- fired faults
+
+
+def test_fired_faults_count_what_fired_not_what_was_set(
+    emulator: PlatformEmulator, client: httpx.Client
+) -> None:
+    emulator.reset_counters()
+    # Set generously: only the calls that meet a fault count.
+    emulator.set_faults(Operation.INSERT, EndpointFaults(fail_next=5, throttle_next=1))
+    emulator.set_faults(Operation.DELETE, EndpointFaults(drop_after_apply_next=3))
+    payload = {"users": [user("a")]}
+    assert client.put(PU.path, json=payload).status_code == 429
+    assert client.put(PU.path, json=payload).status_code == 503
+    assert emulator.fired_faults() == {"throttle": 1, "fail": 1}
+    emulator.clear_faults()
+    emulator.set_faults(Operation.INSERT, EndpointFaults(refuse_users=frozenset({"b", "c"})))
+    emulator.max_batch_size = 1
+    assert client.put(PU.path, json={"users": [user("a"), user("b")]}).status_code == 413
+    emulator.max_batch_size = 1000
+    assert client.put(PU.path, json={"users": [user("a"), user("b")]}).status_code == 200
+    # Clearing the faults keeps the counts; resetting the counters zeroes them.
+    assert emulator.fired_faults() == {
+        "throttle": 1,
+        "fail": 1,
+        "batch_too_large": 1,
+        "refused_user": 1,
+    }
+    emulator.reset_counters()
+    assert emulator.fired_faults() == {}

@@ -735,21 +735,33 @@ def test_a_2xx_body_of_the_wrong_shape_is_a_platform_error(body: object) -> None
             client.list_users()
 
 
-def test_a_rejected_batch_fails_its_users_and_the_others_go_on() -> None:
+def test_a_batch_refused_with_a_permanent_error_stops_the_write_at_once() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         users = json.loads(request.content)["users"]
         if any(u["end_user"] == "user0003@example.com" for u in users):
             return httpx.Response(422, json={"detail": "tag value too long"})
         return httpx.Response(200, json={"users": users})
 
-    with mock_client(handler, batch_size=2) as client:
-        outcome = client.insert(platform_users(6))
-    assert sorted(outcome.confirmed) == [f"user000{i}@example.com" for i in (0, 1, 4, 5)]
-    assert sorted(outcome.failures, key=lambda f: f.end_user) == [
-        WriteFailure("user0002@example.com", "HTTP 422: tag value too long"),
-        WriteFailure("user0003@example.com", "HTTP 422: tag value too long"),
+    outcome = WriteOutcome(Operation.INSERT, requested=6)
+    with (
+        mock_client(handler, batch_size=2, concurrency=1) as client,
+        pytest.raises(PlatformError) as caught,
+    ):
+        client.insert(platform_users(6), outcome=outcome)
+    assert caught.value.status_code == 422
+    assert str(caught.value) == (
+        "insert: POST /api/external/eligible-users answered HTTP 422: tag value too long; "
+        "stopped at once, the remaining batches were not sent (the platform refused the "
+        "request body, so every batch would be refused too)"
+    )
+    assert sorted(outcome.confirmed) == ["user0000@example.com", "user0001@example.com"]
+    assert outcome.failures == [
+        WriteFailure("user0002@example.com", "refused: HTTP 422: tag value too long"),
+        WriteFailure("user0003@example.com", "refused: HTTP 422: tag value too long"),
+        WriteFailure("user0004@example.com", "not written: the operation stopped (PlatformError)"),
+        WriteFailure("user0005@example.com", "not written: the operation stopped (PlatformError)"),
     ]
-    assert outcome.calls == 3  # a 422 is not retried
+    assert outcome.calls == 2  # a 422 is not retried, and the third batch is never sent
 
 
 def test_a_single_user_rejected_with_413_is_a_failure() -> None:
@@ -793,22 +805,26 @@ def test_transient_statuses_are_retried(status: int) -> None:
         assert client.list_users() == []
 
 
-@pytest.mark.parametrize("status", [400, 404, 409, 422, 501])
-def test_other_error_statuses_are_not_retried(status: int) -> None:
+@pytest.mark.parametrize("status", [400, 404, 405, 409, 422, 501])
+def test_other_error_statuses_are_not_retried_and_stop_the_write(status: int) -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         return httpx.Response(status, json={"message": "no"})
 
+    outcome = WriteOutcome(Operation.UPDATE, requested=2)
     with mock_client(handler) as client:
         with pytest.raises(PlatformError) as caught:
             client.list_users()
-        outcome = client.update(platform_users(2))
+        with pytest.raises(PlatformError) as stopped:
+            client.update(platform_users(2), outcome=outcome)
     assert caught.value.status_code == status
     assert f"HTTP {status}: no" in str(caught.value)
+    assert stopped.value.status_code == status
+    assert f"answered HTTP {status}: no; stopped at once" in str(stopped.value)
     assert outcome.failures == [
-        WriteFailure(u.end_user, f"HTTP {status}: no") for u in platform_users(2)
+        WriteFailure(u.end_user, f"refused: HTTP {status}: no") for u in platform_users(2)
     ]
     assert len(seen) == 2
 
@@ -897,14 +913,17 @@ def test_an_error_body_that_echoes_the_key_is_masked() -> None:
         return httpx.Response(422, json={"detail": f"bad: {request.headers['Authorization']}"})
 
     user = PlatformUser("a@x.com", make_tags({}), date(2026, 1, 1))
+    outcome = WriteOutcome(Operation.INSERT, requested=1)
     with make_client(MOCK_URL, secret, transport=httpx.MockTransport(handler)) as client:
-        outcome = client.insert([user])
+        with pytest.raises(PlatformError) as writing:
+            client.insert([user], outcome=outcome)
         with pytest.raises(PlatformError) as listing:
             client.list_users()
     (failure,) = outcome.failures
-    assert failure.reason == "HTTP 422: bad: Bearer **********"
-    assert secret not in str(listing.value)
-    assert "Bearer **********" in str(listing.value)
+    assert failure.reason == "refused: HTTP 422: bad: Bearer **********"
+    for error in (writing.value, listing.value):
+        assert secret not in str(error)
+        assert "Bearer **********" in str(error)
 
 
 def test_a_malformed_proxy_variable_is_a_config_error_without_the_key(
@@ -925,9 +944,15 @@ def test_masking_happens_before_the_detail_is_cut_short() -> None:
         )
 
     user = PlatformUser("a@x.com", make_tags({}), date(2026, 1, 1))
-    with make_client(MOCK_URL, secret, transport=httpx.MockTransport(handler)) as client:
-        (failure,) = client.insert([user]).failures
-    assert "sk-long" not in failure.reason
-    assert "ABCDEFGH" not in failure.reason
+    outcome = WriteOutcome(Operation.INSERT, requested=1)
+    with (
+        make_client(MOCK_URL, secret, transport=httpx.MockTransport(handler)) as client,
+        pytest.raises(PlatformError) as writing,
+    ):
+        client.insert([user], outcome=outcome)
+    (failure,) = outcome.failures
+    for text in (failure.reason, str(writing.value)):
+        assert "sk-long" not in text
+        assert "ABCDEFGH" not in text
     # 300 characters are kept: the cut falls inside the mask, never inside the key.
     assert failure.reason.endswith(" got Bearer ********")

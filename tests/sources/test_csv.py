@@ -283,11 +283,20 @@ def test_leading_blank_lines_before_the_header(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- empty sources
 
 
-@pytest.mark.parametrize(
-    "content", ["", "\n\n", "\r\n  \r\n", f"{HEADER}\n", HEADER, f"{HEADER}\n\n"]
-)
-def test_empty_and_header_only_files_yield_nothing(tmp_path: Path, content: str) -> None:
+@pytest.mark.parametrize("content", [f"{HEADER}\n", HEADER, f"{HEADER}\n\n"])
+def test_header_only_files_are_an_empty_source(tmp_path: Path, content: str) -> None:
     assert _read(_write(tmp_path, content)) == []
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "\r\n  \r\n", "\ufeff"])
+def test_a_file_without_a_header_fails_the_read(tmp_path: Path, content: str) -> None:
+    path = _write(tmp_path, content)
+    with pytest.raises(SourceError) as info:
+        _read(path)
+    assert str(info.value) == (
+        f"CSV file {path} has no header (it is empty or holds only blank lines); "
+        "a file with a header and no rows is an empty source"
+    )
 
 
 # ---------------------------------------------------------------- bad rows
@@ -378,7 +387,8 @@ def test_wrong_delimiter_is_visible_in_the_message(tmp_path: Path) -> None:
         _read(path, **(ID_ONLY | {"tags": {"department": "Department"}}))
     assert str(info.value) == (
         f"CSV file {path}: mapped columns 'email', 'Department' not found in the header "
-        "(line 1); the header has 1 column with delimiter ',': 'email;Department'"
+        "(line 1); the header has 1 column with delimiter ',' and encoding 'utf-8': "
+        "'email;Department'"
     )
 
 

@@ -43,9 +43,7 @@ PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
 _NO_ATTRIBUTES = ["1.1"]
 # groupOfNames / groupOfUniqueNames (OpenLDAP, FreeIPA) and AD's group, which also lists
 # its members in ``member``: the walk works on either kind of directory.
-_GROUP_FILTER = (
-    "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group))"
-)
+_GROUP_FILTER = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group))"
 _MEMBER_ATTRIBUTES = ("member", "uniquemember")
 # Result codes worth a later retry: timeLimitExceeded, busy, unavailable, unwillingToPerform
 # is not one of them (a policy), nor are the rest.

@@ -31,8 +31,7 @@ class ScriptedConnection:
         controls = {} if cookie is None else {PAGED_RESULTS_OID: {"value": {"cookie": cookie}}}
         self.result = {"result": 0, "description": "success", "controls": controls}
         self.response = [
-            {"type": "searchResEntry", "dn": f"uid={n},dc=x", "raw_attributes": {}}
-            for n in names
+            {"type": "searchResEntry", "dn": f"uid={n},dc=x", "raw_attributes": {}} for n in names
         ]
         return True
 
@@ -53,7 +52,8 @@ def _source() -> LdapSource:
 def _search(connection: ScriptedConnection) -> list[str]:
     found: list[str] = []
     found.extend(
-        dn for dn, _ in _source()._search(connection, "dc=x", "(objectClass=*)", ["mail"])  # type: ignore[arg-type]
+        dn
+        for dn, _ in _source()._search(connection, "dc=x", "(objectClass=*)", ["mail"])  # type: ignore[arg-type]
     )
     return found
 
