@@ -36,11 +36,14 @@ from syncd.planfile import (
     build_plan_file,
     check_integrity,
     check_plan_file,
+    check_signature,
     encode_plan_file,
     job_fingerprint,
     load_plan_file,
     parse_max_age,
     plan_from_file,
+    sign,
+    signing_key,
 )
 from syncd.planfile_checks import (
     new_guard_reasons,
@@ -139,6 +142,13 @@ def write_plan(
         today=today_utc(),
     )
     try:
+        key = signing_key(config.state_dir, create=True)
+    except ConfigError as error:
+        err.print(f"[red]job {job.name}: {error}[/red]", highlight=False)
+        return ExitCode.CONFIG
+    assert key is not None  # create=True makes one
+    plan_file = sign(plan_file, key)
+    try:
         _write_atomically(out, encode_plan_file(plan_file))
     except OSError as error:
         err.print(f"[red]cannot write the plan file {out}:[/red] {error.strerror}")
@@ -213,7 +223,13 @@ def apply_plan(
     except ConfigError as error:
         err.print(f"[red]configuration error:[/red] {error}", highlight=False)
         return ExitCode.CONFIG
-    edited = check_integrity(plan_file)
+    try:
+        edited = check_integrity(plan_file) or check_signature(
+            plan_file, signing_key(config.state_dir, create=False), config.state_dir
+        )
+    except ConfigError as error:
+        err.print(f"[red]configuration error:[/red] {error}", highlight=False)
+        return ExitCode.CONFIG
     if edited:
         # Before the lock and the listing: an edited file is refused as it is.
         message = f"plan file {plan_path} not applied: " + "; ".join(edited)

@@ -86,8 +86,7 @@ def identity_rule_changes(
     old_sources = previous.get("sources")
     new_sources = current.get("sources")
     if isinstance(old_sources, Mapping) and isinstance(new_sources, Mapping):
-        for label, rules in new_sources.items():
-            before = old_sources.get(label)
+        for label, before, rules in _paired(old_sources, new_sources):
             if not isinstance(before, Mapping) or not isinstance(rules, Mapping):
                 continue
             for key in sorted(before.keys() | (rules.keys() & _DEFAULTS.keys())):
@@ -95,3 +94,17 @@ def identity_rule_changes(
                 if old != new:
                     changes.append(f"source {label} {key}: {_show(old)} -> {_show(new)}")
     return tuple(changes)
+
+
+def _paired(
+    old: Mapping[str, object], new: Mapping[str, object]
+) -> list[tuple[str, object, object]]:
+    """The sources of two rule sets side by side: by label, or, when as many sources
+    are there but their labels changed (a renamed file, an edited ``name:``), by
+    position, so that renaming a source in the same edit as its id field is seen."""
+    if old.keys() == new.keys() or len(old) != len(new):
+        return [(label, old.get(label), rules) for label, rules in new.items()]
+    return [
+        (label if label == old_label else f"{old_label} (now {label})", before, rules)
+        for (old_label, before), (label, rules) in zip(old.items(), new.items(), strict=True)
+    ]

@@ -228,7 +228,9 @@ def _target_state(source: SourceUser, before: PlatformUser | None, today: date) 
     return PlatformUser(end_user, source.tags, active_from, active_to)
 
 
-def _classify(before: PlatformUser, after: PlatformUser) -> ChangeKind:
+def classify_update(before: PlatformUser, after: PlatformUser) -> ChangeKind:
+    """The kind of a change of ``before`` into ``after``: an earlier end ends, a later
+    or no end reactivates, anything else is an update."""
     old_to, new_to = before.active_to, after.active_to
     if new_to is not None and (old_to is None or new_to < old_to):
         return ChangeKind.END
@@ -323,7 +325,7 @@ def plan_changes(
         if after == before:
             unchanged += 1
             continue
-        kind = _classify(before, after)
+        kind = classify_update(before, after)
         by_kind[kind].append(Change(kind, after, before, _reason(source, kind)))
 
     skipped_disabled = 0

@@ -29,6 +29,9 @@ taken from the config with its secrets masked, and users are names, tags and dat
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
+import secrets
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -51,6 +54,7 @@ __all__ = [
     "build_plan_file",
     "check_integrity",
     "check_plan_file",
+    "check_signature",
     "content_digests",
     "encode_plan_file",
     "job_fingerprint",
@@ -58,11 +62,14 @@ __all__ = [
     "parse_max_age",
     "plan_from_file",
     "platform_fingerprint",
+    "sign",
+    "signing_key",
     "validate_plan_file",
 ]
 
-PLAN_FORMAT = "syncd-plan/2"
-"""Version 2 added the SHA-256 of the changes and of the verdict, and active_managed."""
+PLAN_FORMAT = "syncd-plan/3"
+"""Version 2 added the SHA-256 of the changes and of the verdict, and active_managed;
+version 3 the signature with the state directory's key."""
 
 # A plan file is read whole; a million changes take ~150 MB. This bounds a wrong file.
 _MAX_FILE_BYTES = 2 * 1024**3
@@ -116,6 +123,10 @@ class PlanFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     changes_sha256: str
     """SHA-256 of ``changes``, canonical JSON."""
     changes: list[PlanChange]
+    signature: str = ""
+    """HMAC-SHA256 of everything above with the state directory's plan signing key
+    (:func:`signing_key`): whoever can edit the file but not read that key cannot
+    make an edited file pass (the SHA-256 above can be recomputed by anyone)."""
 
 
 # -------------------------------------------------------------------- fingerprints
@@ -338,6 +349,63 @@ def validate_plan_file(plan_file: PlanFile) -> list[str]:
         if count < 0:
             problems.append(f"counts.{name}: {count} is not a count")
     return problems
+
+
+SIGNING_KEY_FILE = "plan-signing.key"
+"""In ``state_dir``: the key plan files are signed with (mode 0600, never printed)."""
+
+
+def signing_key(state_dir: Path, *, create: bool) -> bytes | None:
+    """The state directory's plan signing key; with ``create``, made if missing.
+
+    32 random bytes, hex, in a 0600 file next to the state database: a plan file can
+    be applied only with the state directory it was planned with. None when missing
+    and not ``create``; ConfigError naming the file when unreadable.
+    """
+    path = state_dir / SIGNING_KEY_FILE
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        if not create:
+            return None
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read the plan signing key {path}: {error}") from None
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return signing_key(state_dir, create=False)  # another plan made it just now
+    except OSError as error:
+        raise ConfigError(f"cannot create the plan signing key {path}: {error}") from None
+    key = secrets.token_bytes(32)
+    with os.fdopen(descriptor, "w", encoding="ascii") as sink:
+        sink.write(key.hex())
+    return key
+
+
+def sign(plan_file: PlanFile, key: bytes) -> PlanFile:
+    """``plan_file`` with its :attr:`PlanFile.signature` set."""
+    return msgspec.structs.replace(plan_file, signature=_signature(plan_file, key))
+
+
+def _signature(plan_file: PlanFile, key: bytes) -> str:
+    unsigned = msgspec.json.encode(msgspec.structs.replace(plan_file, signature=""), order="sorted")
+    return "hmac-sha256:" + hmac.new(key, unsigned, hashlib.sha256).hexdigest()
+
+
+def check_signature(plan_file: PlanFile, key: bytes | None, state_dir: Path) -> list[str]:
+    """Empty if ``plan_file`` was signed with this state directory's key."""
+    if key is None:
+        return [
+            f"there is no plan signing key in {state_dir}: a plan file can only be "
+            "applied with the state directory it was made with"
+        ]
+    if not hmac.compare_digest(plan_file.signature, _signature(plan_file, key)):
+        return [
+            "the plan file's signature does not match: it was modified after it was "
+            "written, or made with another state directory: make a new plan"
+        ]
+    return []
 
 
 def check_integrity(plan_file: PlanFile) -> list[str]:

@@ -26,7 +26,7 @@ from syncd.guard import GuardHistory, GuardLimits, Override, check_plan
 from syncd.merge import DesiredUsers
 from syncd.messages import bounded_list
 from syncd.model import PlatformUser
-from syncd.plan import ChangeKind, Plan
+from syncd.plan import ChangeKind, Plan, classify_update
 
 __all__ = ["new_guard_reasons", "platform_problems", "protected_problems"]
 
@@ -46,17 +46,6 @@ def protected_problems(
         f"the plan changes {len(touched)} user(s) of policy.protected, which no run may "
         f"touch: {bounded_list(touched, separator='; ', limit=5)}"
     ]
-
-
-def _kind_of(before: PlatformUser, after: PlatformUser) -> ChangeKind:
-    """The kind the planner gives an update of ``before`` to ``after`` (the same rule as
-    :func:`syncd.plan._classify`): an earlier end ends, a later or no end reactivates."""
-    old_to, new_to = before.active_to, after.active_to
-    if new_to is not None and (old_to is None or new_to < old_to):
-        return ChangeKind.END
-    if old_to is not None and (new_to is None or new_to > old_to):
-        return ChangeKind.REACTIVATE
-    return ChangeKind.UPDATE
 
 
 def platform_problems(
@@ -79,11 +68,11 @@ def platform_problems(
         elif held != change.before:
             wrong.append(f"{change.kind.value} {name}: the user before is not the platform's")
         elif change.kind is not ChangeKind.DELETE and (
-            _kind_of(held, change.user) is not change.kind
+            classify_update(held, change.user) is not change.kind
         ):
             wrong.append(
                 f"{change.kind.value} {name}: its before and after make it "
-                f"{_kind_of(held, change.user).value}"
+                f"{classify_update(held, change.user).value}"
             )
     if not wrong:
         return []

@@ -42,6 +42,9 @@ def run_to_json(record: RunRecord) -> dict[str, Any]:
         # Set when the run applied a reviewed plan file (`apply --plan`), with the
         # guard reasons that applying it approved.
         "approved_from_plan": summary.get("approved_from_plan"),
+        # What the re-read after writes in doubt found (checked, applied, not_applied,
+        # unverified), when there were any.
+        "settled": summary.get("settled"),
         "overridden": list(overridden) if isinstance(overridden, list) else [],
     }
 
@@ -58,6 +61,13 @@ def run_note(run: dict[str, Any]) -> str:
             f"applied plan file {run['approved_from_plan']}"
             + (f", approving: {approved}." if approved else ".")
         )
+    settled = run.get("settled")
+    if isinstance(settled, dict) and settled.get("checked"):
+        found = ", ".join(
+            f"{settled.get(key, 0)} {key.replace('_', ' ')}"
+            for key in ("applied", "not_applied", "unverified")
+        )
+        parts.append(f"{settled['checked']} writes in doubt re-read: {found}.")
     reason = run["error"] or "; ".join(run["guard_reasons"])
     if reason:
         parts.append(reason)

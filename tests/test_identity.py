@@ -94,3 +94,17 @@ def test_a_key_the_recorded_rules_lack_is_not_a_change() -> None:
         "source hr.csv id_column: 'email' -> None",
         "source hr.csv type: 'csv' -> 'ldap'",
     )
+
+
+def test_a_source_renamed_in_the_same_edit_as_its_id_field_is_still_an_identity_change() -> None:
+    # users.csv moved to people.csv while id_column went from email to employee_id:
+    # the labels differ, but one source was replaced by one source.
+    renamed = {**RULES, "sources": {"people.csv": {"type": "csv", "id_column": "employee_id"}}}
+    assert identity_rule_changes(RULES, renamed) == (
+        "source hr.csv (now people.csv) id_column: 'email' -> 'employee_id'",
+    )
+    switched = {**RULES, "sources": {"corp-entra": {"type": "entra", "id_attribute": "mail"}}}
+    changes = identity_rule_changes(RULES, switched)
+    assert "source hr.csv (now corp-entra) type: 'csv' -> 'entra'" in changes
+    renamed_only = {**RULES, "sources": {"people.csv": {"type": "csv", "id_column": "email"}}}
+    assert identity_rule_changes(RULES, renamed_only) == ()

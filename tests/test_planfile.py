@@ -33,6 +33,8 @@ from syncd.planfile import (
     parse_max_age,
     plan_from_file,
     platform_fingerprint,
+    sign,
+    signing_key,
 )
 from syncd.platform.api import WireUser
 
@@ -178,7 +180,7 @@ def test_a_bad_max_age_is_a_config_error(text: str) -> None:
     [
         (b"not json", "not a syncd plan file"),
         (b'{"format": "syncd-plan/99"}', "format 'syncd-plan/99'"),
-        (b'{"format": "syncd-plan/2", "job": 3}', "invalid"),
+        (b'{"format": "syncd-plan/3", "job": 3}', "invalid"),
         (b'{"format": "syncd-plan/1", "job": "corp"}', "format 'syncd-plan/1'"),
     ],
 )
@@ -322,6 +324,7 @@ def test_a_plan_older_than_max_age_is_refused(ws: Workspace) -> None:
     document = json.loads(path.read_text())
     made = datetime.fromisoformat(document["created_at"]) - timedelta(hours=30)
     document["created_at"] = made.isoformat()
+    _rehash(document, ws.path / "state")  # as if it had been written 30 hours ago
     path.write_text(json.dumps(document))
     refused = ws.syncd("apply", "--plan", "plan.json")
     assert refused.returncode == 2
@@ -423,12 +426,18 @@ GUARDED = """\
 """
 
 
-def _rehash(document: dict[str, Any]) -> None:
-    """What an editor who knows the format does: recompute the file's own SHA-256."""
+def _rehash(document: dict[str, Any], key_from: Path | None = None) -> None:
+    """What an editor who knows the format does: recompute the file's own SHA-256;
+    with ``key_from`` (a state directory), one who can also read its signing key."""
     plan_file = msgspec.json.decode(json.dumps(document).encode(), type=PlanFile)
     document["guard_sha256"], document["changes_sha256"] = content_digests(
         plan_file.guard, plan_file.changes
     )
+    if key_from is not None:
+        key = signing_key(key_from, create=False)
+        assert key is not None
+        rehashed = msgspec.json.decode(json.dumps(document).encode(), type=PlanFile)
+        document["signature"] = sign(rehashed, key).signature
 
 
 def _end(name: str, today: str) -> dict[str, Any]:
@@ -460,7 +469,9 @@ def held(ws: Workspace) -> dict[str, Any]:
     return document
 
 
-def _tamper(ws: Workspace, document: dict[str, Any], *, rehash: bool) -> str:
+def _tamper(
+    ws: Workspace, document: dict[str, Any], *, rehash: bool, resign: bool = False
+) -> str:
     today = document["today"]
     document["changes"] += [_end(name, today) for name in names(10)]
     boss = {
@@ -472,7 +483,7 @@ def _tamper(ws: Workspace, document: dict[str, Any], *, rehash: bool) -> str:
     document["changes"].append({"kind": "delete", "user": boss, "before": boss, "reason": "x"})
     document["guard"]["held"] = False
     if rehash:
-        _rehash(document)
+        _rehash(document, ws.path / "state" if resign else None)
     (ws.path / "tampered.json").write_text(json.dumps(document))
     applied = ws.syncd("apply", "--plan", "tampered.json")
     assert applied.returncode == 2, applied.stdout + applied.stderr
@@ -492,10 +503,33 @@ def test_a_tampered_plan_file_is_refused(ws: Workspace, held: dict[str, Any]) ->
     assert entry["plan_file"] == "tampered.json"
 
 
-def test_a_tampered_plan_file_with_recomputed_hashes_is_refused_naming_why(
+def test_recomputed_hashes_do_not_pass_without_the_state_directory_s_key(
     ws: Workspace, held: dict[str, Any]
 ) -> None:
     message = _tamper(ws, held, rehash=True)
+    assert "the plan file's signature does not match" in message
+    assert ws.emulator.calls()["list"] == 1  # refused before anything was listed
+    key = ws.path / "state" / "plan-signing.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert key.read_text() not in (ws.path / "plan.json").read_text()
+
+
+def test_a_plan_file_needs_the_state_directory_it_was_made_with(
+    ws: Workspace, held: dict[str, Any]
+) -> None:
+    (ws.path / "state" / "plan-signing.key").unlink()
+    applied = ws.syncd("apply", "--plan", "plan.json")
+    assert applied.returncode == 2
+    assert "there is no plan signing key in" in " ".join(applied.stderr.split())
+    assert ws.writes() == 0
+
+
+def test_a_tampered_plan_file_signed_again_is_still_refused_naming_why(
+    ws: Workspace, held: dict[str, Any]
+) -> None:
+    # Defence in depth: even an editor who can read the state directory's key does
+    # not get protected users, unrecorded holds or edited befores through.
+    message = _tamper(ws, held, rehash=True, resign=True)
     assert "1 user(s) of policy.protected, which no run may touch: delete boss@example.com" in (
         message
     )
@@ -511,7 +545,7 @@ def test_a_before_that_is_not_the_platforms_user_is_refused(
     # edited to hide what the change takes away.
     held["changes"][0]["kind"] = "update"
     held["changes"][1]["before"]["tags"] = {"department": "Sales"}
-    _rehash(held)
+    _rehash(held, ws.path / "state")
     (ws.path / "edited.json").write_text(json.dumps(held))
     applied = ws.syncd("apply", "--plan", "edited.json")
     assert applied.returncode == 2

@@ -74,3 +74,10 @@ def test_the_history_note_names_the_plan_file_and_what_it_approved() -> None:
     held = run_to_json(RunRecord("r2", "corp", AT, AT, "held", {"held_because": ["x", "y"]}))
     assert run_note(held) == "x; y"
     assert run_note(run_to_json(RunRecord("r3", "corp", AT, AT, "applied", {}))) == ""
+
+
+def test_history_shows_what_the_re_read_of_writes_in_doubt_found() -> None:
+    settled = {"checked": 5, "applied": 3, "not_applied": 2, "unverified": 0}
+    data = run_to_json(RunRecord("r1", "corp", AT, AT, "applied", {"settled": settled}))
+    assert data["settled"] == settled
+    assert run_note(data) == "5 writes in doubt re-read: 3 applied, 2 not applied, 0 unverified."

@@ -78,6 +78,16 @@ def _rate(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` as a spreadsheet shows it, never run: a directory value such as
+    ``=HYPERLINK(...)`` would be a formula in Excel or LibreOffice, so one starting
+    like a formula gets a leading ``'`` (what spreadsheets themselves use)."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 def to_csv(report: ActivationReport) -> str:
     """One row per period and per period x group, then the totals (``period=total``)."""
     out = io.StringIO()
@@ -92,8 +102,8 @@ def to_csv(report: ActivationReport) -> str:
                 period,
                 start,
                 end,
-                tag,
-                value,
+                spreadsheet_safe(tag),
+                spreadsheet_safe(value),
                 c.eligible,
                 c.active,
                 c.active_eligible,

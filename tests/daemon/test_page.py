@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import struct
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from syncd.daemon.page import REFRESH_S, render_page
+from tests.chromium import run_chromium
 from tests.daemon.conftest import IDS, HeldDaemon, auth, move_to_held
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -97,22 +97,16 @@ def test_the_live_page_renders_in_headless_chromium(held: HeldDaemon, tmp_path: 
         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=2000",
         "--window-size=1100,1000",
     ]  # fmt: skip
-    shot = subprocess.run(
-        [*flags, f"--screenshot={screenshot}", saved.as_uri()],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert shot.returncode == 0, shot.stderr
+    shot_code, shot_log = run_chromium([*flags, f"--screenshot={screenshot}", saved.as_uri()])
+    assert shot_code == 0, shot_log
     assert _png_size(screenshot) == (1100, 1000)
     assert screenshot.stat().st_size > 20_000  # a rendered page, not a blank one
-    dom = subprocess.run(
-        [*flags, "--dump-dom", saved.as_uri()],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert dom.returncode == 0, dom.stderr
-    assert "--allow-removals 15" in dom.stdout
-    assert "Held because" in dom.stdout
-    for stderr in (shot.stderr, dom.stderr):
-        assert "CONSOLE" not in stderr
-        assert "Failed to load resource" not in stderr
+    dom_code, dom_log = run_chromium([*flags, "--dump-dom", saved.as_uri()])
+    assert dom_code == 0, dom_log
+    assert "--allow-removals 15" in dom_log
+    assert "Held because" in dom_log
+    for log in (shot_log, dom_log):
+        assert "CONSOLE" not in log
+        assert "Failed to load resource" not in log
     for user in IDS:
-        assert user not in dom.stdout
+        assert user not in dom_log

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
-import subprocess
 from datetime import date
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,6 +14,7 @@ import pytest
 from syncd.model import make_tags
 from syncd.report.compute import EligibleUser, Granularity, compute_report
 from syncd.report.html import render_html
+from tests.chromium import run_chromium
 from tests.report.test_compute import PLATFORM
 from tests.report.test_render import sample_report
 
@@ -92,23 +90,9 @@ def _render_in_chromium(page: Path, png: Path, profile: Path) -> str:
     ]
     if os.geteuid() == 0:
         command.insert(1, "--no-sandbox")  # Chromium refuses to sandbox as root
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: killed whole in finally
-    )
-    try:
-        output, _ = process.communicate(timeout=90)
-    finally:
-        # The whole group, also after a clean exit: helpers (zygote, GPU) may outlive
-        # the browser for a moment.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        if process.poll() is None:
-            process.wait(timeout=10)
-    assert process.returncode == 0, output.decode(errors="replace")[-2000:]
-    return output.decode(errors="replace")
+    code, output = run_chromium(command)
+    assert code == 0, output[-2000:]
+    return output
 
 
 def _console_lines(log: str) -> list[str]:

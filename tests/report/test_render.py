@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from syncd.report.compute import ActivationReport, Granularity, compute_report
-from syncd.report.render import render_table, to_csv, to_json
+from syncd.report.render import render_table, spreadsheet_safe, to_csv, to_json
 from tests.report.test_compute import ACTIVITY, PLATFORM
 
 D = date.fromisoformat
@@ -158,3 +158,11 @@ def test_the_table_carries_the_numbers_of_the_json() -> None:
     assert ["total", *numbers(total), str(document["never_active"])] in rows
     for value, group in total["by"]["department"].items():
         assert ["total", value, *numbers(group), str(group["never_active"])] in rows
+
+
+def test_a_tag_value_that_looks_like_a_formula_is_never_a_formula_in_the_csv() -> None:
+    assert spreadsheet_safe('=HYPERLINK("http://x","y")') == '\'=HYPERLINK("http://x","y")'
+    for start in ("+1", "-1", "@SUM(A1)", "\tx", "\rx"):
+        assert spreadsheet_safe(start) == "'" + start
+    assert spreadsheet_safe("Sales") == "Sales"
+    assert spreadsheet_safe("") == ""
