@@ -353,6 +353,7 @@ def validate_plan_file(plan_file: PlanFile) -> list[str]:
 
 SIGNING_KEY_FILE = "plan-signing.key"
 """In ``state_dir``: the key plan files are signed with (mode 0600, never printed)."""
+_KEY_BYTES = 32
 
 
 def signing_key(state_dir: Path, *, create: bool) -> bytes | None:
@@ -364,12 +365,21 @@ def signing_key(state_dir: Path, *, create: bool) -> bytes | None:
     """
     path = state_dir / SIGNING_KEY_FILE
     try:
-        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
     except FileNotFoundError:
         if not create:
             return None
     except (OSError, ValueError) as error:
         raise ConfigError(f"cannot read the plan signing key {path}: {error}") from None
+    else:
+        if len(key) < _KEY_BYTES:
+            # An empty or cut file (a crash while it was written) would be a key anyone
+            # knows: refuse it rather than sign or check with it.
+            raise ConfigError(
+                f"the plan signing key {path} is damaged ({len(key)} bytes): delete it; "
+                "plan files signed with it can then no longer be applied"
+            )
+        return key
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -377,7 +387,7 @@ def signing_key(state_dir: Path, *, create: bool) -> bytes | None:
         return signing_key(state_dir, create=False)  # another plan made it just now
     except OSError as error:
         raise ConfigError(f"cannot create the plan signing key {path}: {error}") from None
-    key = secrets.token_bytes(32)
+    key = secrets.token_bytes(_KEY_BYTES)
     with os.fdopen(descriptor, "w", encoding="ascii") as sink:
         sink.write(key.hex())
     return key

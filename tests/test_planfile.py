@@ -617,3 +617,18 @@ def test_apply_options_that_a_plan_file_would_ignore_are_refused(
     assert refused.returncode == 2
     assert message in " ".join(refused.stderr.split())
     assert ws.writes() == 0
+
+
+def test_the_signing_key_is_made_once_private_and_a_damaged_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    assert signing_key(state, create=False) is None
+    key = signing_key(state, create=True)
+    assert key is not None
+    assert len(key) == 32
+    assert (state / "plan-signing.key").stat().st_mode & 0o777 == 0o600
+    assert signing_key(state, create=True) == key  # kept, not replaced
+    (state / "plan-signing.key").write_text("")  # a crash while it was written
+    with pytest.raises(ConfigError, match="is damaged"):
+        signing_key(state, create=True)
