@@ -39,6 +39,9 @@ from syncd.report.client import ACTIVE_USERS_PATH, PAGE_SIZE, PARAMS
 from syncd.report.compute import split_range
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from emulator_child import EmulatorChild  # noqa: E402 - a sibling module
 
 CONFIG = """
 state_dir: ./state
@@ -52,41 +55,6 @@ analytics:
   service_key: "${{BENCH_KEY}}"
   timeout_s: 300
 """
-
-
-class Child:
-    """An emulator in a child process, driven over its control endpoints."""
-
-    def __init__(self, key: str, *args: str) -> None:
-        env = os.environ | {"SYNCD_EMULATOR_API_KEY": key}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "emulator", *args, "--port", "0"],
-            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-        )  # fmt: skip
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if "listening on " not in line:
-            self.process.kill()
-            raise RuntimeError(f"emulator did not start: {line!r}")
-        self.url = line.rsplit(" ", 1)[1].strip()
-        self.http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=60
-        )
-
-    def stats(self) -> dict[str, object]:
-        answer = self.http.get("/_emulator/stats")
-        answer.raise_for_status()
-        result: dict[str, object] = answer.json()
-        return result
-
-    def close(self) -> None:
-        self.http.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 def run_report(
@@ -186,12 +154,12 @@ def main() -> int:
     key = secrets.token_urlsafe(16)
     print(f"starting emulators: {args.users} platform users, activity for ~{args.share_active:.0%}")
     began = time.perf_counter()
-    children: list[Child] = []
+    children: list[EmulatorChild] = []
     try:
         # Each child is closed in the finally, also when a later one fails to start.
-        platform = Child(key, "platform", "--users", str(args.users))
+        platform = EmulatorChild(key, "platform", "--users", str(args.users))
         children.append(platform)
-        analytics = Child(
+        analytics = EmulatorChild(
             key, "analytics", "--users", str(args.users), "--share-active", str(args.share_active),
             "--activity-from", start.isoformat(), "--activity-to", end.isoformat(),
         )  # fmt: skip

@@ -30,6 +30,9 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from emulator_child import EmulatorChild  # noqa: E402 - a sibling module
 
 CONFIG = """
 state_dir: ./state
@@ -67,43 +70,9 @@ class Measure:
     exit_code: int
 
 
-class Emulator:
-    """The emulator in a child process, driven over its control endpoints."""
-
-    def __init__(self, max_batch_size: int) -> None:
-        self.key = secrets.token_urlsafe(16)
-        env = os.environ | {"SYNCD_EMULATOR_API_KEY": self.key}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "emulator", "platform", "--port", "0",
-             "--max-batch-size", str(max_batch_size)],
-            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-        )  # fmt: skip
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if "listening on " not in line:
-            self.process.kill()
-            raise RuntimeError(f"emulator did not start: {line!r}")
-        self.url = line.rsplit(" ", 1)[1].strip()
-        self.client = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=600
-        )
-
-    def stats(self) -> dict[str, object]:
-        response = self.client.get("/_emulator/stats")
-        response.raise_for_status()
-        result: dict[str, object] = response.json()
-        return result
-
-    def reset_counters(self) -> None:
-        self.client.post("/_emulator/reset-counters").raise_for_status()
-
-    def close(self) -> None:
-        self.client.close()
-        self.process.terminate()
-        self.process.wait(timeout=60)
-
-
-def run_apply(config: Path, key: str, scenario: str, users: int, emulator: Emulator) -> Measure:
+def run_apply(
+    config: Path, key: str, scenario: str, users: int, emulator: EmulatorChild
+) -> Measure:
     """Run ``syncd apply`` as a child process; wall time, peak RSS, writes, phase timings."""
     emulator.reset_counters()
     env = os.environ | {"BENCH_API_KEY": key}
@@ -136,7 +105,7 @@ def run_apply(config: Path, key: str, scenario: str, users: int, emulator: Emula
     )
 
 
-def per_user_reference(emulator: Emulator, sample: int) -> float:
+def per_user_reference(emulator: EmulatorChild, sample: int) -> float:
     """Seconds per user when each user costs one HTTP call (the ssosync pattern)."""
     with httpx.Client(
         base_url=emulator.url, headers={"Authorization": f"Bearer {emulator.key}"}
@@ -184,7 +153,12 @@ def main() -> int:
     reference_s_per_user = None
     for users in args.users:
         base, churned = generate(users, args.workdir)
-        emulator = Emulator(max_batch_size=max(1000, args.batch_size))
+        emulator = EmulatorChild(
+            secrets.token_urlsafe(16),
+            "platform",
+            "--max-batch-size",
+            str(max(1000, args.batch_size)),
+        )
         try:
             if reference_s_per_user is None:
                 reference_s_per_user = per_user_reference(emulator, args.reference_sample)
