@@ -50,7 +50,10 @@ jobs:
         tags: {{department: department, region: region}}
         active_from_column: start_date
     policy: {{on_missing: {leavers}}}
-    guard: {{max_removals: null, max_removal_ratio: null}}
+    # Every cycle's churn is legitimate: no limit may hold it, however long the soak.
+    guard: {{max_removals: null, max_removal_ratio: null, max_removals_per_day: null,
+             max_updates: null, max_destructive_updates: null,
+             max_destructive_update_ratio: null}}
 """
 
 
