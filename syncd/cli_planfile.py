@@ -6,11 +6,8 @@ the job's resources (platform client, state store, job lock) and renders the res
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -24,6 +21,7 @@ from syncd.cli_options import OutputFormat
 from syncd.config import JobConfig, SyncdConfig
 from syncd.errors import ConfigError, SyncdError
 from syncd.exitcodes import ExitCode, RunStatus, exit_code_for
+from syncd.files import write_atomically
 from syncd.guard import GuardHistory, Override, Verdict
 from syncd.identity import identity_rule_changes, identity_rules
 from syncd.locking import busy_message, job_lock, process_holder
@@ -70,22 +68,6 @@ def _single_job(config: SyncdConfig, name: str | None) -> JobConfig:
         names = ", ".join(job.name for job in jobs)
         raise ConfigError(f"a plan file holds one job's plan: choose one with --job ({names})")
     return jobs[0]
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    """Temp file + rename, mode 0600 (the plan lists people): never half a file."""
-    directory = path.parent if str(path.parent) else Path()
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def write_plan(
@@ -149,7 +131,7 @@ def write_plan(
     assert key is not None  # create=True makes one
     plan_file = sign(plan_file, key)
     try:
-        _write_atomically(out, encode_plan_file(plan_file))
+        write_atomically(out, encode_plan_file(plan_file))
     except OSError as error:
         err.print(f"[red]cannot write the plan file {out}:[/red] {error.strerror}")
         return ExitCode.FAILED

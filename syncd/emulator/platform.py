@@ -11,9 +11,7 @@ until the next write, and can persist the store to a JSON data file between runs
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +32,7 @@ from syncd.emulator.server import (
     detail_response,
     json_response,
 )
+from syncd.files import write_atomically
 from syncd.model import parse_api_date
 from syncd.platform.api import FLAVOURS, DeleteBody, Operation, WireUser
 
@@ -251,18 +250,7 @@ class PlatformEmulator(EmulatorServer[Operation]):
             snapshot = list(self._users.values())
         payload = msgspec.json.encode(_UsersBody(users=snapshot))
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Temp file in the same directory + os.replace: a crash never leaves half a file.
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-            raise
+        write_atomically(path, payload)
 
     # ---------------------------------------------------------------- operations
 
