@@ -277,36 +277,67 @@ def plan_changes(
     }
     unchanged = untouched_missing = protected = active_managed = platform_duplicates = 0
     seen: set[str] = set()
-    counted_active: set[str] = set()
+    # Platform users whose first entry was not counted in active_managed (ended, or out
+    # of scope): only consulted for a duplicate entry, which must not count twice.
+    uncounted: set[str] = set()
+    # Bound once: this loop runs once per platform user (a million per run).
+    desired_get = desired.get
+    seen_add = seen.add
+    protected_names = policy.protected
+    all_in_scope = policy.scope == "all"
 
     for before in current:
-        # A name found as-is among the (normalised) source ids is already normalised;
-        # only the others pay for normalisation (0.5 s per million names).
-        key = before.end_user if before.end_user in desired else key_of(before.end_user)
-        if key in seen:
+        name = before.end_user
+        source = desired_get(name)
+        if source is not None:
+            key = name  # found as-is among the normalised source ids: already normalised
+        else:
+            # Only names not found as-is pay for normalisation (0.5 s per million).
+            key = key_of(name)
+            if key != name:
+                source = desired_get(key)
+        size = len(seen)
+        seen_add(key)
+        duplicate = len(seen) == size
+        if duplicate:
             # Two platform entries for one person (``Alice@X.com`` and ``alice@x.com``):
             # both follow the source; the guard counts the person once.
             platform_duplicates += 1
-        seen.add(key)
-        if key in policy.protected:
+        if protected_names and key in protected_names:
             protected += 1
             continue
-        source = desired.get(key)
-        if (
-            (source is not None or _in_scope(key, policy))
-            and _is_active(before, today)
-            and key not in counted_active
-        ):
-            counted_active.add(key)
-            active_managed += 1
-        if source is None:
+        active = before.active_to is None or before.active_to > today
+        if source is not None:
+            if active and (not duplicate or key in uncounted):
+                uncounted.discard(key)
+                active_managed += 1
+            elif not duplicate:
+                uncounted.add(key)
+            before_to = before.active_to
+            if (
+                # The common case, decided without building the target state: an
+                # enabled user whose tags and dates the platform already holds. Each
+                # condition is one that _target_state would keep as it is (the range
+                # is valid, nothing to purge), so the full path would find it equal.
+                source.enabled
+                and (source.tags is before.tags or source.tags == before.tags)
+                and source.active_to == before_to
+                and (source.active_from is None or source.active_from == before.active_from)
+                and (before_to is None or before.active_from <= before_to)
+                and (purge_before is None or before_to is None or before_to >= purge_before)
+            ):
+                unchanged += 1
+                continue
+        else:
+            in_scope = all_in_scope or key in policy.owned
+            if in_scope and active and (not duplicate or key in uncounted):
+                uncounted.discard(key)
+                active_managed += 1
+            elif not duplicate:
+                uncounted.add(key)
             change = _plan_missing(before, key, policy, today, purge_before, source_complete)
             if change is None:
-                if (
-                    policy.on_missing == "ignore"
-                    or not source_complete
-                    or not _in_scope(key, policy)
-                ):
+                if policy.on_missing == "ignore" or not source_complete or not in_scope:
                     untouched_missing += 1
                 else:
                     unchanged += 1
@@ -329,8 +360,11 @@ def plan_changes(
         by_kind[kind].append(Change(kind, after, before, _reason(source, kind)))
 
     skipped_disabled = 0
-    for end_user, source in desired.items():
-        if end_user in seen:
+    # The set difference runs in C; the loop below (in source order, so that writes go
+    # out in a stable order) only runs when some source user is not on the platform.
+    not_listed = desired.keys() - seen
+    for end_user, source in desired.items() if not_listed else ():
+        if end_user not in not_listed:
             continue
         if end_user in policy.protected:
             protected += 1

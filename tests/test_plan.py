@@ -488,3 +488,107 @@ def test_an_incomplete_read_never_removes_anyone(state: tuple) -> None:  # type:
     assert plan.removals == 0
     complete = plan_changes(wanted, current, policy, today, identity=str.lower)
     assert plan.withheld_removals <= complete.removals
+
+
+# ---- the fast path for unchanged users ---------------------------------------------
+
+
+# Few dates, so that the source's and the platform's often coincide (the cases where a
+# shortcut could go wrong: equal end dates on a reversed range, an end that is purged).
+FEW_DATES = st.sampled_from(
+    [date(2024, 1, 1), date(2025, 6, 1), date(2026, 1, 1), date(2026, 9, 1), date(2027, 1, 1)]
+)
+
+FEW_TAGS = st.sampled_from([make_tags({"department": "eng"}), make_tags({})])
+
+
+@st.composite
+def any_source_users(draw: st.DrawFn) -> SourceUser:
+    active_from = draw(st.none() | FEW_DATES)
+    active_to = draw(st.none() | FEW_DATES)
+    if active_from is not None and active_to is not None and active_to < active_from:
+        active_from, active_to = active_to, active_from
+    return SourceUser(
+        "ada@x.com", draw(FEW_TAGS), ORIGIN, active_from, active_to, draw(st.booleans())
+    )
+
+
+@st.composite
+def any_platform_users(draw: st.DrawFn) -> PlatformUser:
+    """Platform users with any range, reversed ones included (a hand-made entry), and
+    tags that are equal to a canonical set without being the same tuple."""
+    tags = draw(FEW_TAGS)
+    if draw(st.booleans()):
+        tags = tuple(tuple(pair) for pair in tags)  # equal, not identical
+    return PlatformUser("ada@x.com", tags, draw(FEW_DATES), draw(st.none() | FEW_DATES))
+
+
+def _full_path_kind(
+    source: SourceUser, before: PlatformUser, policy: PlanPolicy, today: date
+) -> str:
+    """What the plan must decide for a user on both sides, by the rules spelled out
+    with the general functions (no shortcut)."""
+    from syncd.plan import _is_purged, _target_state, classify_update
+
+    after = _target_state(source, before, today)
+    if _is_purged(after.active_to, policy.purge_before(today)):
+        return "delete"
+    if after == before:
+        return "unchanged"
+    return classify_update(before, after).value
+
+
+@settings(max_examples=int(os.environ.get("SYNCD_HYPOTHESIS_EXAMPLES", "300")), deadline=None)
+@given(
+    any_source_users(),
+    any_platform_users(),
+    st.sampled_from([None, 0, 30, 400]),
+    FEW_DATES,
+)
+def test_a_user_on_both_sides_is_decided_as_the_full_rules_say(
+    source: SourceUser,
+    before: PlatformUser,
+    purge_after_days: int | None,
+    today: date,
+) -> None:
+    policy = PlanPolicy(purge_after_days=purge_after_days)
+    plan = plan_changes({source.end_user: source}, [before], policy, today)
+    decided = {
+        "unchanged": plan.unchanged,
+        "update": len(plan.updates),
+        "end": len(plan.ends),
+        "reactivate": len(plan.reactivations),
+        "delete": len(plan.deletes),
+    }
+    assert decided == {
+        kind: int(kind == _full_path_kind(source, before, policy, today)) for kind in decided
+    }
+    assert plan.active_managed == int(before.active_to is None or before.active_to > today)
+
+
+def test_duplicate_platform_entries_count_once_as_active_even_when_the_first_ended() -> None:
+    ended = plat("Ada@X.com", active_to=date(2025, 6, 1))
+    active = plat("ada@x.com")
+    for current in ([ended, active], [active, ended], [active, plat("ADA@x.com")]):
+        plan = plan_changes(
+            desired(src("ada@x.com")), current, PlanPolicy(), TODAY, identity=str.lower
+        )
+        assert plan.platform_duplicates == 1
+        assert plan.active_managed == 1
+
+
+def test_an_unchanged_user_on_a_reversed_platform_range_gets_a_valid_one() -> None:
+    # The platform holds 2026-01-01..2025-01-01 (hand-made); the source agrees on the end.
+    before = plat("ada@x.com", active_from=date(2026, 1, 1), active_to=date(2025, 1, 1))
+    plan = plan_changes(desired(src("ada@x.com", active_to=date(2025, 1, 1))), [before],
+                        PlanPolicy(), TODAY)  # fmt: skip
+    assert [change.user.active_from for change in plan.updates] == [date(2025, 1, 1)]
+
+
+def test_an_unchanged_user_ended_before_the_purge_horizon_is_purged() -> None:
+    ended = date(2025, 1, 1)
+    before = plat("ada@x.com", active_from=date(2024, 1, 1), active_to=ended)
+    source = src("ada@x.com", active_from=date(2024, 1, 1), active_to=ended)
+    plan = plan_changes(desired(source), [before], PlanPolicy(purge_after_days=30), TODAY)
+    assert [change.user for change in plan.deletes] == [before]
+    assert plan.unchanged == 0

@@ -7,24 +7,31 @@ TLS, bind) and :mod:`.source` (the paged, streamed read and the group scope).
 
 from __future__ import annotations
 
-import warnings
-
-# ldap3 2.9 imports names that pyasn1 >= 0.6.2 deprecated; the warning is about ldap3's
-# code, not ours, and must not fail a process (or a test run) that turns warnings into
-# errors. Importing ldap3 once here, first, keeps it out of every later import.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=r"\w+Map is deprecated", category=DeprecationWarning)
-    import ldap3  # noqa: F401
+from typing import TYPE_CHECKING, Any
 
 from syncd.sources import SourceContext, SourceType
 from syncd.sources.ldap.config import LdapSourceConfig
-from syncd.sources.ldap.source import LdapSource
+
+if TYPE_CHECKING:
+    from syncd.sources.ldap.source import LdapSource
 
 __all__ = ["SOURCE_TYPE", "LdapSource", "LdapSourceConfig"]
 
 
 def _build(config: LdapSourceConfig, context: SourceContext) -> LdapSource:
+    # ldap3 is imported when a job has an LDAP source, not by every config load.
+    from syncd.sources.ldap.source import LdapSource  # noqa: PLC0415 - see above
+
     return LdapSource(config, lowercase=context.lowercase)
+
+
+def __getattr__(name: str) -> Any:
+    """``LdapSource`` is imported on first use (it imports ldap3)."""
+    if name == "LdapSource":
+        from syncd.sources.ldap.source import LdapSource  # noqa: PLC0415 - lazily
+
+        return LdapSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 SOURCE_TYPE = SourceType(name="ldap", config=LdapSourceConfig, build=_build)

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from syncd.config_base import FrozenModel, SourceConfigBase, resolve_secret
-from syncd.sources.ldap.values import check_filter
 
 
 class Flavor(StrEnum):
@@ -150,6 +149,9 @@ class LdapSourceConfig(SourceConfigBase):
     @classmethod
     def _check_filters(cls, value: str | None) -> str | None:
         if value is not None and value != _UNSET:
+            # Only configs with a filter load ldap3's filter parser.
+            from syncd.sources.ldap.values import check_filter  # noqa: PLC0415
+
             problem = check_filter(value)
             if problem is not None:
                 raise ValueError(problem)

@@ -24,6 +24,10 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import structlog
+
+from syncd.sources.ldap import _ldap3  # noqa: F401 - before any ldap3 import
+
+# isort: split
 from ldap3 import NONE, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException
 

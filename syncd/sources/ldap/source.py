@@ -20,6 +20,10 @@ from types import TracebackType
 from typing import Any, Self
 
 import structlog
+
+from syncd.sources.ldap import _ldap3  # noqa: F401 - before any ldap3 import
+
+# isort: split
 from ldap3 import BASE, DEREF_NEVER, SUBTREE, Connection
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import parse_dn

@@ -10,6 +10,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
+from syncd.sources.ldap import _ldap3  # noqa: F401 - before any ldap3 import
+
+# isort: split
 from ldap3.core.exceptions import LDAPException
 from ldap3.operation.search import parse_filter
 from ldap3.utils.conv import escape_filter_chars
