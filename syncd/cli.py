@@ -232,4 +232,7 @@ def _legacy_emulator_args(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Entry point of the ``syncd`` console script."""
-    app(args=_legacy_emulator_args(sys.argv[1:]))
+    from syncd.process_exit import run_then_exit
+
+    args = _legacy_emulator_args(sys.argv[1:])
+    run_then_exit(lambda: app(args=args))

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
+from syncd import process_exit
 from syncd.cli_options import OutputFormat, config_path
 from syncd.config import SyncdConfig, load_config
 from syncd.errors import ConfigError
@@ -84,6 +85,8 @@ def run_jobs(
         err.print(f"[red]configuration error:[/red] {error}", highlight=False)
         return ExitCode.CONFIG
     reports: list[JobReport] = []
+    # A million users' worth of objects: freed by the OS at exit, not one by one.
+    process_exit.hold(reports)
     show_progress = apply and output is OutputFormat.TABLE and console.is_terminal
     show_plan: Callable[[PlannedRun], None] | None = None
     if output is OutputFormat.TABLE:

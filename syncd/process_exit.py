@@ -1,0 +1,79 @@
+"""Leaving a one-shot command without freeing its heap.
+
+A ``syncd apply`` of a million users ends holding millions of small objects (the
+desired users, the plan, the outcomes). Freeing them one by one when the command
+returns, and again as the interpreter shuts down, costs 0.2-0.6 s of a run that
+has nothing left to do. The console script (:func:`syncd.cli.main`) therefore runs
+the command under :func:`run_then_exit`: what a command hands to :func:`hold` stays
+alive until the process ends with ``os._exit`` after every stream and log handler was
+flushed, and the operating system takes the memory back at once.
+
+Only when something was held: commands that hold nothing (every command but
+``plan``/``apply``) exit the ordinary way, with their ``atexit`` handlers. Code that
+calls the command functions directly (the tests, the daemon) never enables it, so
+nothing is held and nothing leaks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+
+@dataclass
+class _Holder:
+    enabled: bool = False
+    held: list[object] = field(default_factory=list)
+
+
+_holder = _Holder()
+
+
+def hold(value: object) -> None:
+    """Keep ``value`` alive until the process exits (under :func:`run_then_exit` only)."""
+    if _holder.enabled:
+        _holder.held.append(value)
+
+
+def run_then_exit(command: Callable[[], object]) -> NoReturn:
+    """Run ``command``; exit with its code, fast when it held its heap (see above).
+
+    Exceptions other than ``SystemExit`` propagate unchanged (a bug still prints its
+    traceback and exits the ordinary way).
+    """
+    _holder.enabled = True
+    try:
+        command()
+        code = 0
+    except SystemExit as exit_:
+        if not _holder.held:
+            raise
+        code = _exit_code(exit_.code)
+    if not _holder.held:
+        sys.exit(code)
+    _flush()
+    os._exit(code)
+
+
+def _exit_code(code: object) -> int:
+    """The process exit code ``sys.exit(code)`` would give."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # sys.exit("message") prints it and exits with 1
+    return 1
+
+
+def _flush() -> None:
+    """Flush what ``os._exit`` would otherwise lose: log handlers and both streams."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        # A closed pipe or stream: nothing more can be saved.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
