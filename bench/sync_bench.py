@@ -3,28 +3,48 @@
     python bench/sync_bench.py --users 100000 1000000
 
 For each N it prints, per scenario, the wall time of ``syncd apply`` (a separate process,
-as in production), its peak RSS, the write calls the emulator saw, and syncd's own phase
-timings. The emulator runs in its own process so its memory and CPU are not counted.
+as in production), its peak RSS and CPU time, the write calls the emulator saw, and
+syncd's own phase timings. The emulator runs in its own process so its memory and CPU
+are not counted.
 
-Reference, measured in the same run: the one-request-per-user approach of tools such as
-awslabs/ssosync, timed on a sample against the same emulator and extrapolated to N;
-the ratio says how much faster the batched sync is.
+References, measured in the same run against the same emulator and CSV files:
 
-Targets on a 2-core machine: 1M initial sync <= 60 s and <= 2 GB peak RSS; the no-change
-re-sync of 1M <= 15 s with 0 writes.
+* one request per user, the approach of tools such as awslabs/ssosync, timed on a
+  sample and extrapolated to N: the speed-up says how much faster the batched sync is;
+* the bare pipeline (``bench/bare_pipeline.py diff``, a child process timed like
+  syncd's, best of ``--reference-runs``), right before syncd's no-change run: plain
+  ``csv.reader``, one raw GET, one typed msgspec decode, a plain dict diff. It must
+  count 0 differences there, and on the churn file (run before syncd's churn run) as
+  many as syncd's plan writes;
+* the bare apply floor (``bare_pipeline.py push``): syncd's insert batches, pre-encoded,
+  pushed by ``concurrency`` threads on keep-alive connections into a fresh, empty
+  emulator, best of ``--reference-runs``; the initial reference is that push plus the
+  bare CSV read.
+
+Targets of issue #8 (printed with yes/no; a missed target does not fail the run): no-change
+wall <= 1.3x the bare pipeline, initial wall <= 1.3x (floor + bare read), no-change peak
+RSS <= 400 MB, ``syncd --help`` <= 0.2 s over a bare interpreter (as bench/startup_bench.py
+measures it), and the 100k figures proportional to the 1M ones (per-user cost ratio).
+The no-change line also gives the CPU-time ratio (``wait4`` rusage of both processes):
+steadier than wall time when other work shares the machine, but the targets are on wall.
+Earlier targets: 1M initial sync <= 60 s and <= 2 GB peak RSS; 1M no-change <= 15 s with
+0 writes. The exit code is 1 only when a run failed: syncd's exit code, or a reference
+that failed or counted differently from syncd.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import secrets
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -33,6 +53,20 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from emulator_child import EmulatorChild  # noqa: E402 - a sibling module
+from startup_bench import GOAL_OVER_BARE_S, best_wall  # noqa: E402
+from sync_references import (  # noqa: E402
+    CHANGE_KINDS,
+    BareRun,
+    apply_floor,
+    bare_diff,
+    describe,
+    run_child,
+)
+
+RATIO_TARGET = 1.3
+"""Issue #8: syncd's no-change and initial walls within 1.3x of their same-run references."""
+NO_CHANGE_RSS_TARGET_MB = 400
+BARE_DIFF_PHASES = ("read_s", "get_s", "decode_s", "diff_s")
 
 CONFIG = """
 state_dir: ./state
@@ -72,6 +106,8 @@ class Measure:
     writes: dict[str, int]
     timings: dict[str, float]
     exit_code: int
+    changes: dict[str, int] = field(default_factory=dict)  # the plan's counts of writes
+    cpu_s: float = 0.0
 
 
 def run_apply(
@@ -79,33 +115,32 @@ def run_apply(
 ) -> Measure:
     """Run ``syncd apply`` as a child process; wall time, peak RSS, writes, phase timings."""
     emulator.reset_counters()
-    env = os.environ | {"BENCH_API_KEY": key}
-    started = time.perf_counter()
-    process = subprocess.Popen(
+    run = run_child(
         [sys.executable, "-m", "syncd", "apply", "-c", str(config), "--limit", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=config.parent,
-    )  # fmt: skip
-    assert process.stderr is not None
-    log = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    timings: dict[str, float] = {}
-    for line in log.splitlines():
+        os.environ | {"BENCH_API_KEY": key},
+        config.parent,
+        "stderr",
+    )
+    summary: dict[str, Any] = {}
+    for line in run.output.splitlines():
         if line.startswith("{") and '"run.finished"' in line:
-            timings = json.loads(line).get("timings_s", {})
-    if process.returncode != 0:
-        print(log[-3000:], file=sys.stderr)
+            summary = json.loads(line)
+    if run.exit_code != 0:
+        print(run.output[-3000:], file=sys.stderr)
     calls = emulator.stats()["calls"]
     assert isinstance(calls, dict)
+    timings = summary.get("timings_s", {})
+    assert isinstance(timings, dict)
     return Measure(
         scenario=scenario,
         users=users,
-        wall_s=wall,
-        peak_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
+        wall_s=run.wall_s,
+        peak_rss_mb=run.peak_rss_mb,
         writes={op: int(calls[op]) for op in ("insert", "update", "delete")},
         timings=timings,
-        exit_code=process.returncode,
+        exit_code=run.exit_code,
+        changes={kind: int(summary.get(kind, 0)) for kind in CHANGE_KINDS},
+        cpu_s=run.cpu_s,
     )
 
 
@@ -143,72 +178,241 @@ def generate(users: int, workdir: Path) -> tuple[Path, Path]:
     return base, churned
 
 
+def start_emulator(args: argparse.Namespace) -> EmulatorChild:
+    """An empty platform emulator in its own process, as every scenario here uses it."""
+    return EmulatorChild(
+        secrets.token_urlsafe(16), "platform", "--max-batch-size", str(max(1000, args.batch_size))
+    )
+
+
+@dataclass
+class References:
+    """The same-run references for one N (see bench/sync_references.py)."""
+
+    no_change: BareRun  # the bare pipeline on the no-change state
+    churn: BareRun  # the bare pipeline on the churn file, before syncd's churn run
+    floor: BareRun  # the bare apply floor, into fresh emulators
+
+    def read_s(self) -> float:
+        """The bare CSV read of the base file: the fastest of the diff and floor runs."""
+        return min(self.no_change.min_read_s, self.floor.min_read_s)
+
+    def initial_s(self) -> float:
+        """The initial-sync reference: the floor's push plus the bare CSV read."""
+        return self.floor.value + self.read_s()
+
+
+def run_scenarios(
+    users: int, args: argparse.Namespace, per_user_sample: int
+) -> tuple[list[Measure], References, float | None]:
+    """syncd's three scenarios against one emulator, with the bare references around them.
+
+    With ``per_user_sample`` > 0, the one-call-per-user reference is measured first, on
+    the same emulator (seconds per user, or None).
+    """
+    base, churned = generate(users, args.workdir)
+    measures: list[Measure] = []
+    per_user_s = None
+    emulator = start_emulator(args)
+    try:
+        if per_user_sample > 0:
+            per_user_s = per_user_reference(emulator, per_user_sample)
+        run_dir = args.workdir / f"run-{users}"
+        run_dir.mkdir(exist_ok=True)
+        for stale in run_dir.glob("state/*"):
+            stale.unlink()
+        config = run_dir / "syncd.yaml"
+        spec: dict[str, object] = {
+            "csv": str(base), "url": emulator.url,
+            "batch_size": args.batch_size, "concurrency": args.concurrency,
+        }  # fmt: skip
+        no_change = churn = BareRun()
+        for scenario, csv in (
+            ("initial", base), ("no change", base), ("1% churn", churned),
+        ):  # fmt: skip
+            if scenario == "no change":  # right before syncd's, on the same state
+                no_change = bare_diff(spec, emulator.key, args.reference_runs)
+                print(describe("bare diff", users, no_change, BARE_DIFF_PHASES), flush=True)
+            if scenario == "1% churn":  # one run: its count is checked, not its time
+                churn = bare_diff(spec | {"csv": str(churned)}, emulator.key, 1)
+                print(describe("bare churn", users, churn, BARE_DIFF_PHASES), flush=True)
+            config.write_text(
+                CONFIG.format(url=emulator.url, batch=args.batch_size,
+                              concurrency=args.concurrency, csv=csv)
+            )  # fmt: skip
+            measure = run_apply(config, emulator.key, scenario, users, emulator)
+            measures.append(measure)
+            print(
+                f"{users:>9,} {scenario:<10} wall {measure.wall_s:7.2f} s  "
+                f"peak RSS {measure.peak_rss_mb:7.0f} MB  CPU {measure.cpu_s:.2f} s  "
+                f"writes {measure.writes}  exit {measure.exit_code}  phases {measure.timings}",
+                flush=True,
+            )
+    finally:
+        emulator.close()
+    floor = apply_floor(spec, lambda: start_emulator(args), args.reference_runs)
+    print(describe("bare floor", users, floor, ("read_s", "push_s")), flush=True)
+    return measures, References(no_change, churn, floor), per_user_s
+
+
+def check(measures: list[Measure], refs: References, batch_size: int) -> list[str]:
+    """What went wrong in one N's runs: a failed process or a wrong count of differences."""
+    by_name = {m.scenario: m for m in measures}
+    users = measures[0].users
+    problems = [
+        f"{users:,} {m.scenario}: syncd exited with {m.exit_code}"
+        for m in measures
+        if m.exit_code != 0
+    ]
+    for name, bare in (("bare diff", refs.no_change), ("bare churn", refs.churn),
+                       ("bare floor", refs.floor)):  # fmt: skip
+        if bare.failure is not None:
+            problems.append(f"{users:,} {name}: {bare.failure}")
+    # A reference that failed is reported above; its counts are not compared.
+    if refs.no_change.best is not None and refs.no_change.count("differences") != 0:
+        problems.append(
+            f"{users:,} bare diff: {refs.no_change.count('differences')} differences on the "
+            "no-change state (expected 0)"
+        )
+    churn_changes = sum(by_name["1% churn"].changes.values())
+    if refs.churn.best is not None and refs.churn.count("differences") != churn_changes:
+        problems.append(
+            f"{users:,} bare churn: {refs.churn.count('differences')} differences, syncd's "
+            f"churn run planned {churn_changes} writes {by_name['1% churn'].changes}"
+        )
+    inserted = by_name["initial"].changes["insert"]
+    batches = math.ceil(inserted / batch_size)
+    if refs.floor.best is not None and (
+        refs.floor.count("inserts") != inserted or refs.floor.count("batches") != batches
+    ):
+        problems.append(
+            f"{users:,} bare floor: {refs.floor.count('inserts')} users in "
+            f"{refs.floor.count('batches')} batches, syncd inserted {inserted}"
+        )
+    return problems
+
+
+def _ratio(value: float, reference: float) -> float:
+    # NaN when a reference failed: every comparison with it is false, so "no", never "yes".
+    return value / reference if 0 < reference < math.inf else math.nan
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+def print_table(results: list[Measure], refs: dict[int, References], per_user_s: float) -> None:
+    """The markdown table: syncd's figures, the one-call estimate, the same-run ratios."""
+    print("| users | scenario | wall s | peak RSS MB | insert | update | delete "
+          "| one-call-per-user estimate s | speed-up | same-run reference s | ratio "
+          f"| ≤ {RATIO_TARGET}x | RSS ≤ {NO_CHANGE_RSS_TARGET_MB} MB |")  # fmt: skip
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    for m in results:
+        changed = m.users if m.scenario == "initial" else None
+        estimate = f"{changed * per_user_s:.0f}" if changed is not None else "–"
+        speedup = f"{changed * per_user_s / m.wall_s:.0f}x" if changed is not None else "–"
+        reference = {"initial": refs[m.users].initial_s(),
+                     "no change": refs[m.users].no_change.value}.get(m.scenario)  # fmt: skip
+        if reference is None:
+            same_run = "| – | – | – |"
+        else:
+            ratio = _ratio(m.wall_s, reference)
+            same_run = f"| {reference:.2f} | {ratio:.2f}x | {_met(ratio <= RATIO_TARGET)} |"
+        rss = _met(m.peak_rss_mb <= NO_CHANGE_RSS_TARGET_MB) if m.scenario == "no change" else "–"
+        print(
+            f"| {m.users:,} | {m.scenario} | {m.wall_s:.1f} | {m.peak_rss_mb:.0f} "
+            f"| {m.writes['insert']} | {m.writes['update']} | {m.writes['delete']} "
+            f"| {estimate} | {speedup} {same_run} {rss} |"
+        )
+
+
+def print_targets(results: list[Measure], refs: dict[int, References], startup_runs: int) -> None:
+    """The goals of issue #8, one line each, with the figures they compare."""
+    by_key = {(m.users, m.scenario): m for m in results}
+    for users, ref in refs.items():
+        no_change, initial = by_key[users, "no change"], by_key[users, "initial"]
+        ratio = _ratio(no_change.wall_s, ref.no_change.value)
+        bare_cpu = ref.no_change.best.cpu_s if ref.no_change.best is not None else math.inf
+        print(f"{users:>9,} no change: syncd {no_change.wall_s:.2f} s / bare pipeline "
+              f"{ref.no_change.value:.2f} s = {ratio:.2f}x "
+              f"(target ≤ {RATIO_TARGET}x: {_met(ratio <= RATIO_TARGET)}); "
+              f"CPU {no_change.cpu_s:.2f} s / {bare_cpu:.2f} s = "
+              f"{_ratio(no_change.cpu_s, bare_cpu):.2f}x")  # fmt: skip
+        ratio = _ratio(initial.wall_s, ref.initial_s())
+        met = _met(ratio <= RATIO_TARGET)
+        print(f"{users:>9,} initial:   syncd {initial.wall_s:.2f} s / (bare apply floor "
+              f"{ref.floor.value:.2f} s + bare read {ref.read_s():.2f} s) = "
+              f"{ratio:.2f}x (target ≤ {RATIO_TARGET}x: {met})")  # fmt: skip
+        rss = no_change.peak_rss_mb
+        print(f"{users:>9,} no-change peak RSS {rss:.0f} MB (target ≤ "
+              f"{NO_CHANGE_RSS_TARGET_MB} MB: {_met(rss <= NO_CHANGE_RSS_TARGET_MB)}; "
+              f"the bare pipeline's: {_bare_rss(ref.no_change):.0f} MB)")  # fmt: skip
+    if len(refs) >= 2:
+        small, large = min(refs), max(refs)
+        for scenario in ("no change", "initial"):
+            cost = {n: by_key[n, scenario].wall_s / n for n in (small, large)}
+            reference = {
+                n: (refs[n].no_change.value if scenario == "no change" else refs[n].initial_s()) / n
+                for n in (small, large)
+            }
+            print(f"per-user cost {small:,}/{large:,} ({scenario}): syncd "
+                  f"{cost[small] / cost[large]:.2f}, same-run reference "
+                  f"{reference[small] / reference[large]:.2f} (1.00 is proportional)")  # fmt: skip
+    over = startup_over_bare(startup_runs)
+    met = _met(over <= GOAL_OVER_BARE_S)
+    print(f"start-up: syncd --help {over:.3f} s over a bare interpreter (best of "
+          f"{startup_runs}; target ≤ {GOAL_OVER_BARE_S} s: {met})")  # fmt: skip
+
+
+def startup_over_bare(runs: int) -> float:
+    """Seconds ``syncd --help`` takes over ``python -c pass``, as bench/startup_bench.py
+    measures them (best of ``runs`` each)."""
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
+    env.pop("SYNCD_CONFIG", None)
+    bare = best_wall([sys.executable, "-c", "pass"], runs, env)
+    return best_wall([sys.executable, "-m", "syncd", "--help"], runs, env) - bare
+
+
+def _bare_rss(bare: BareRun) -> float:
+    return bare.best.peak_rss_mb if bare.best is not None else float("nan")
+
+
 def main() -> int:
+    """Run every N, print the figures, the table and the targets; 1 if a run failed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--reference-sample", type=int, default=2000)
+    parser.add_argument("--reference-runs", type=int, default=3,
+                        help="runs of each bare reference (best kept)")  # fmt: skip
+    parser.add_argument("--startup-runs", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=HERE / "out")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
 
     results: list[Measure] = []
+    refs: dict[int, References] = {}
+    problems: list[str] = []
     reference_s_per_user = None
     for users in args.users:
-        base, churned = generate(users, args.workdir)
-        emulator = EmulatorChild(
-            secrets.token_urlsafe(16),
-            "platform",
-            "--max-batch-size",
-            str(max(1000, args.batch_size)),
-        )
-        try:
-            if reference_s_per_user is None:
-                reference_s_per_user = per_user_reference(emulator, args.reference_sample)
-            run_dir = args.workdir / f"run-{users}"
-            run_dir.mkdir(exist_ok=True)
-            for stale in run_dir.glob("state/*"):
-                stale.unlink()
-            config = run_dir / "syncd.yaml"
-            for scenario, csv in (
-                ("initial", base), ("no change", base), ("1% churn", churned),
-            ):  # fmt: skip
-                config.write_text(
-                    CONFIG.format(url=emulator.url, batch=args.batch_size,
-                                  concurrency=args.concurrency, csv=csv)
-                )  # fmt: skip
-                measure = run_apply(config, emulator.key, scenario, users, emulator)
-                results.append(measure)
-                print(
-                    f"{users:>9,} {scenario:<10} wall {measure.wall_s:7.2f} s  "
-                    f"peak RSS {measure.peak_rss_mb:7.0f} MB  writes {measure.writes}  "
-                    f"exit {measure.exit_code}  phases {measure.timings}",
-                    flush=True,
-                )
-        finally:
-            emulator.close()
+        sample = args.reference_sample if reference_s_per_user is None else 0
+        measures, refs[users], per_user_s = run_scenarios(users, args, sample)
+        reference_s_per_user = reference_s_per_user or per_user_s
+        results += measures
+        problems += check(measures, refs[users], args.batch_size)
 
     assert reference_s_per_user is not None
     print()
     print(f"reference: one HTTP call per user = {reference_s_per_user * 1000:.2f} ms/user "
           f"(measured on {args.reference_sample} users against the same emulator)")  # fmt: skip
     print()
-    print("| users | scenario | wall s | peak RSS MB | insert | update | delete "
-          "| one-call-per-user estimate s | speed-up |")  # fmt: skip
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-    for m in results:
-        changed = m.users if m.scenario == "initial" else None
-        estimate = f"{changed * reference_s_per_user:.0f}" if changed is not None else "–"
-        speedup = (
-            f"{changed * reference_s_per_user / m.wall_s:.0f}x" if changed is not None else "–"
-        )
-        print(
-            f"| {m.users:,} | {m.scenario} | {m.wall_s:.1f} | {m.peak_rss_mb:.0f} "
-            f"| {m.writes['insert']} | {m.writes['update']} | {m.writes['delete']} "
-            f"| {estimate} | {speedup} |"
-        )
-    return 0 if all(m.exit_code == 0 for m in results) else 1
+    print_table(results, refs, reference_s_per_user)
+    print()
+    print_targets(results, refs, args.startup_runs)
+    for problem in problems:
+        print(f"FAILED: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
