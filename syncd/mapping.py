@@ -10,8 +10,9 @@ a :class:`RecordMapper` built once from the configured field names. Every error 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
+from operator import itemgetter
 
 from syncd.messages import quoted
 from syncd.model import Origin, SourceUser, Tags, make_tags, parse_api_date
@@ -26,6 +27,7 @@ _ENABLED_VALUES: dict[str, bool] = {
 }
 _ACCEPTED_ENABLED = ", ".join(_TRUE_WORDS + _FALSE_WORDS)
 _TAG_CACHE_SIZE = 100_000
+_DATE_CACHE_SIZE = 100_000
 _ORDINARY_BLANKS = " \t\r\n"
 """What trimming an identifier may remove: spaces, tabs and line breaks only."""
 
@@ -183,7 +185,9 @@ class RecordMapper:
     """
 
     __slots__ = (
+        "_active_from_cache",
         "_active_from_label",
+        "_active_to_cache",
         "_active_to_label",
         "_enabled_label",
         "_id_label",
@@ -214,6 +218,10 @@ class RecordMapper:
         self.tag_fields: tuple[tuple[str, str], ...] = tuple(sorted((tag_fields or {}).items()))
         self._tag_names = tuple(tag for tag, _ in self.tag_fields)
         self._tag_cache: dict[tuple[str, ...], Tags] = {}
+        # Raw date text -> the checked result (None: blank, or the open end), filled
+        # only by records build() accepted: a hit is a value known to be valid.
+        self._active_from_cache: dict[str, date | None] = {}
+        self._active_to_cache: dict[str, date | None] = {}
         self.active_from_field = active_from_field
         self.active_to_field = active_to_field
         self.enabled_field = enabled_field
@@ -328,3 +336,118 @@ class RecordMapper:
         if len(self._tag_cache) < _TAG_CACHE_SIZE:
             self._tag_cache[key] = tags
         return tags
+
+    def row_builder(
+        self,
+        source: str,
+        *,
+        id_index: int,
+        tag_indexes: Sequence[int] = (),
+        active_from_index: int | None = None,
+        active_to_index: int | None = None,
+        enabled_index: int | None = None,
+    ) -> Callable[[Sequence[str], int], SourceUser]:
+        """A fast ``(row, line) -> SourceUser`` for sources whose records are rows.
+
+        The indexes are the positions of the mapped fields in a row (``tag_indexes`` in
+        the order of :attr:`tag_fields`); ``source`` and ``line`` make the record's
+        :class:`Origin`. The result is exactly :meth:`build`'s for the same values,
+        and it raises the same ``ValueError``: a row whose values are all plainly
+        valid (a printable id without invisible characters; tag values and dates
+        accepted in an earlier record, in order; an enabled word as written in the
+        list, or blank) is mapped inline, and any other row goes through
+        :meth:`build` with all its checks, which also teaches the caches the dates it
+        accepted. Only the checked result of a value is remembered, never an error: a
+        bad value is checked, and its message built, each time it is seen.
+        """
+        mapped = (self.active_from_field, self.active_to_field, self.enabled_field)
+        given = (active_from_index, active_to_index, enabled_index)
+        if len(tag_indexes) != len(self.tag_fields) or any(
+            (field is None) != (index is None) for field, index in zip(mapped, given, strict=True)
+        ):
+            # A bug in the calling source, not bad data: must not become a RecordProblem.
+            raise TypeError("row_builder() needs an index for each mapped field, and only those")
+        build = self.build
+        lowercase = self.lowercase
+        tag_cache = self._tag_cache
+        from_cache = self._active_from_cache
+        to_cache = self._active_to_cache
+        enabled_values = _ENABLED_VALUES
+        tag_values = _cells_getter(tag_indexes)
+        invisible = _INVISIBLE
+        max_length = MAX_ID_LENGTH
+
+        def build_row(row: Sequence[str], line: int) -> SourceUser:
+            raw_id = row[id_index]
+            tag_key = tag_values(row)
+            raw_from = None if active_from_index is None else row[active_from_index]
+            raw_to = None if active_to_index is None else row[active_to_index]
+            raw_enabled = None if enabled_index is None else row[enabled_index]
+            # build()'s checks, each answered here by a test that only passes for what
+            # build() accepts as it is; anything else takes the slow path below.
+            try:
+                # Caches of values accepted before: a KeyError is a value to check.
+                tags = tag_cache[tag_key]
+                start = None if raw_from is None else from_cache[raw_from]
+                end = None if raw_to is None else to_cache[raw_to]
+                enabled = True if raw_enabled is None else enabled_values[raw_enabled]
+            except KeyError:
+                pass
+            else:
+                end_user = ""
+                if raw_id.isprintable():
+                    # Printable rules out controls, odd spaces and format characters,
+                    # so trimming can only remove plain spaces, as build() would. Text
+                    # of U+0000..U+00FF (e-mail addresses, accented Latin names) is NFC,
+                    # stays NFC and Latin-1 when lower-cased, and holds no invisible
+                    # character: normalize_end_user() would give the same.
+                    if raw_id.isascii() or _latin1(raw_id):
+                        end_user = raw_id.strip().lower() if lowercase else raw_id.strip()
+                    elif invisible.isdisjoint(raw_id):
+                        end_user = normalize_end_user(raw_id, lowercase=lowercase)
+                if (
+                    end_user
+                    and len(end_user) <= max_length
+                    and (start is None or end is None or start <= end)
+                ):
+                    return SourceUser(end_user, tags, Origin(source, line), start, end, enabled)
+            user = build(
+                Origin(source, line),
+                raw_id,
+                tag_key,
+                active_from=raw_from,
+                active_to=raw_to,
+                enabled=raw_enabled,
+            )
+            if raw_from is not None and len(from_cache) < _DATE_CACHE_SIZE:
+                from_cache[raw_from] = user.active_from
+            if raw_to is not None and len(to_cache) < _DATE_CACHE_SIZE:
+                to_cache[raw_to] = user.active_to
+            return user
+
+        return build_row
+
+
+def _latin1(text: str) -> bool:
+    """True if every character of ``text`` is at most U+00FF (Latin-1).
+
+    Encoding such text is a copy in C, far cheaper than looking each character up in
+    :data:`_INVISIBLE` (whose first character is U+034F).
+    """
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _cells_getter(positions: Sequence[int]) -> Callable[[Sequence[str]], tuple[str, ...]]:
+    """A fast ``row -> tuple of the cells at positions`` (itemgetter runs in C)."""
+    if not positions:
+        return lambda row: ()
+    if len(positions) == 1:
+        # itemgetter with one index returns the item itself, not a 1-tuple.
+        (only,) = positions
+        return lambda row: (row[only],)
+    getter: Callable[[Sequence[str]], tuple[str, ...]] = itemgetter(*positions)
+    return getter

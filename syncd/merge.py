@@ -7,6 +7,7 @@ read counts as incomplete so that the conflict can never turn into a removal.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date
 
@@ -136,6 +137,43 @@ class DesiredUsersBuilder:
         # Keep neither record: which one is right is for a human to decide.
         del self._users[item.end_user]
         self._duplicates[item.end_user] = [existing.origin, item.origin]
+
+    def add_all(self, items: Iterable[SourceUser | RecordProblem]) -> None:
+        """Add every record of ``items`` (a source's :meth:`~syncd.ports.Source.read`).
+
+        The same as calling :meth:`add` for each, without a Python call per record. If
+        iterating ``items`` raises (a source read that fails half-way), the records
+        before are kept and counted, and the error propagates to the caller.
+        """
+        users = self._users
+        duplicates = self._duplicates
+        claim = users.setdefault  # one probe of a big dict instead of get() and set
+        size = len(users)
+        added = 0
+        try:
+            for item in items:
+                # Exact type: a plain user takes the inline path, anything else add().
+                if type(item) is not SourceUser:
+                    self.add(item)
+                    size = len(users)
+                    continue
+                added += 1
+                end_user = item.end_user
+                existing = claim(end_user, item)
+                if existing is item and len(users) > size:
+                    size += 1
+                    if duplicates and end_user in duplicates:
+                        del users[end_user]  # already a conflict: one more origin
+                        size -= 1
+                        duplicates[end_user].append(item.origin)
+                else:
+                    # Keep neither record: which one is right is for a human to decide.
+                    # (``existing is item`` here: the same record given twice.)
+                    del users[end_user]
+                    size -= 1
+                    duplicates[end_user] = [existing.origin, item.origin]
+        finally:
+            self._current_users += added
 
     def end_source(self, error: str | None = None) -> None:
         """Finish the current source; ``error`` says why its read failed, if it did."""

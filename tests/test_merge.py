@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from syncd.errors import SourceError
 from syncd.merge import DesiredUsersBuilder
 from syncd.model import Origin, RecordProblem, SourceUser, make_tags
 
@@ -92,3 +100,98 @@ def test_starts_far_ahead_become_bad_records_of_their_source() -> None:
         ("b.csv", 1, 0),
     ]
     assert not desired.complete
+
+
+# ---------------------------------------------------------------- add_all
+
+
+def _merged(
+    sources: list[list[SourceUser | RecordProblem]], *, batched: bool
+) -> tuple[object, ...]:
+    builder = DesiredUsersBuilder()
+    for number, items in enumerate(sources):
+        builder.begin_source(f"s{number}.csv")
+        if batched:
+            builder.add_all(iter(items))
+        else:
+            for item in items:
+                builder.add(item)
+        builder.end_source()
+    desired = builder.build()
+    return (
+        list(desired.users.items()),  # in order: the order of first appearance counts
+        desired.problems,
+        desired.conflicts,
+        desired.sources,
+    )
+
+
+@st.composite
+def _records(draw: st.DrawFn, source: str) -> list[SourceUser | RecordProblem]:
+    items: list[SourceUser | RecordProblem] = []
+    for line, kind in enumerate(draw(st.lists(st.sampled_from("uuup"), max_size=25)), 2):
+        if kind == "p":
+            items.append(RecordProblem(Origin(source, line), "bad"))
+        else:
+            items.append(user(draw(st.sampled_from("abcdef")), source, line))
+    return items
+
+
+@given(st.integers(1, 3).flatmap(lambda n: st.tuples(*(_records(f"s{i}.csv") for i in range(n)))))
+def test_add_all_merges_exactly_as_add_does(sources: tuple[list[Any], ...]) -> None:
+    # Users repeat (a conflict, then more origins for it), across sources too.
+    assert _merged(list(sources), batched=True) == _merged(list(sources), batched=False)
+
+
+def test_add_all_counts_what_it_got_before_a_read_fails() -> None:
+    def failing_read() -> Iterator[SourceUser | RecordProblem]:
+        yield user("x", "a.csv", 2)
+        yield RecordProblem(Origin("a.csv", 3), "bad")
+        yield user("y", "a.csv", 4)
+        raise SourceError("cannot read CSV file a.csv: line 5: ...")
+
+    builder = DesiredUsersBuilder()
+    builder.begin_source("a.csv")
+    with pytest.raises(SourceError):
+        builder.add_all(failing_read())
+    builder.end_source(error="cannot read")
+    desired = builder.build()
+    assert [(s.users, s.problems, s.failed) for s in desired.sources] == [(2, 1, True)]
+    assert sorted(desired.users) == ["x", "y"]
+    assert not desired.complete
+
+
+def test_add_all_takes_the_same_record_twice_as_a_conflict() -> None:
+    record = user("x", "a.csv", 2)
+    builder = DesiredUsersBuilder()
+    builder.begin_source("a.csv")
+    builder.add_all([record, record])
+    builder.end_source()
+    desired = builder.build()
+    assert desired.users == {}
+    assert [str(c) for c in desired.conflicts] == ["end_user 'x' appears 2 times: a.csv:2, a.csv:2"]
+
+
+def test_add_all_hands_other_record_types_to_add() -> None:
+    class TaggedUser(SourceUser, frozen=True, gc=False):
+        """A subclass: not the exact type, so it takes the path of add()."""
+
+    builder = DesiredUsersBuilder()
+    builder.begin_source("a.csv")
+    builder.add_all(
+        [
+            TaggedUser("x", (), Origin("a.csv", 2)),
+            user("x", "a.csv", 3),
+            user("y", "a.csv", 4),
+            TaggedUser("y", (), Origin("a.csv", 5)),
+            user("z", "a.csv", 6),
+        ]
+    )
+    builder.end_source()
+    desired = builder.build()
+    assert list(desired.users) == ["z"]
+    assert [[str(o) for o in c.origins] for c in desired.conflicts] == [
+        ["a.csv:2", "a.csv:3"],
+        ["a.csv:4", "a.csv:5"],
+    ]
+    assert desired.sources[0].users == 5

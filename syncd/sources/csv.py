@@ -35,8 +35,7 @@ import csv
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
-from operator import itemgetter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol, Self
@@ -230,12 +229,15 @@ class CsvSource:
 
         # Everything that can be decided once is decided here, not per row.
         label = self.label
-        build = self._mapper.build
-        id_index = indexes[self._mapper.id_field]
-        tag_values = _values_getter([indexes[column] for _, column in self._mapper.tag_fields])
-        from_index = _index_or_none(indexes, self._mapper.active_from_field)
-        to_index = _index_or_none(indexes, self._mapper.active_to_field)
-        enabled_index = _index_or_none(indexes, self._mapper.enabled_field)
+        mapper = self._mapper
+        build_row = mapper.row_builder(
+            label,
+            id_index=indexes[mapper.id_field],
+            tag_indexes=[indexes[column] for _, column in mapper.tag_fields],
+            active_from_index=_index_or_none(indexes, mapper.active_from_field),
+            active_to_index=_index_or_none(indexes, mapper.active_to_field),
+            enabled_index=_index_or_none(indexes, mapper.enabled_field),
+        )
 
         start = reader.line_num + 1  # the line the next record starts on
         while True:
@@ -252,14 +254,7 @@ class CsvSource:
                         )
                         continue
                     try:
-                        yield build(
-                            Origin(label, line),
-                            row[id_index],
-                            tag_values(row),
-                            active_from=None if from_index is None else row[from_index],
-                            active_to=None if to_index is None else row[to_index],
-                            enabled=None if enabled_index is None else row[enabled_index],
-                        )
+                        yield build_row(row, line)
                     except ValueError as error:
                         if not _is_blank(row):
                             yield RecordProblem(Origin(label, line), str(error))
@@ -346,18 +341,6 @@ def _is_blank(row: Sequence[str]) -> bool:
 
 def _index_or_none(indexes: dict[str, int], column: str | None) -> int | None:
     return None if column is None else indexes[column]
-
-
-def _values_getter(positions: Sequence[int]) -> Callable[[list[str]], Sequence[str]]:
-    """A fast ``row -> tuple of the cells at positions`` (itemgetter runs in C)."""
-    if not positions:
-        return lambda row: ()
-    if len(positions) == 1:
-        # itemgetter with one index returns the item itself, not a 1-tuple.
-        (only,) = positions
-        return lambda row: (row[only],)
-    getter: Callable[[list[str]], Sequence[str]] = itemgetter(*positions)
-    return getter
 
 
 def _fatal_message(path: Path, line: int, message: str, *, what: str = "record") -> str:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import csv
+import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from syncd.errors import SourceError
+from syncd.mapping import RecordMapper
 from syncd.model import Origin, RecordProblem, SourceUser
 from syncd.ports import Source
 from syncd.sources.csv import CsvSource, CsvSourceConfig
@@ -483,3 +487,88 @@ def test_malformed_header_fails_the_read(tmp_path: Path) -> None:
     assert str(info.value) == (
         f"cannot read CSV file {path}: line 2: malformed header: ',' expected after '\"'"
     )
+
+
+# ---------------------------------------------------------------- the fast row path
+
+
+def test_known_values_keep_every_check_row_after_row(tmp_path: Path) -> None:
+    # Rows whose values were all accepted before are mapped inline: each row is still
+    # checked, and a bad value is reported every time it appears.
+    path = _write(
+        tmp_path,
+        f"{HEADER}\n"  # 1
+        "a@x.com,A,Sales,DE,2026-01-01,2026-02-01,true\n"  # 2
+        "b@x.com,B,Sales,DE,2026-03-01,,true\n"  # 3
+        "c@x.com,C,Sales,DE,2026-03-01,2026-02-01,true\n"  # 4: known dates, reversed
+        "d@x.com,D,Sales,DE,9999-12-31,,true\n"  # 5
+        "e@x.com,E,Sales,DE,9999-12-31,,true\n"  # 6: the same bad date again
+        "f@x.com,F,Sales,DE,2026-01-01,9999-12-31,true\n"  # 7: the open end
+        "g\u200b@x.com,G,Sales,DE,2026-01-01,,true\n"  # 8
+        "Łukasz@x.pl,Ł,Sales,DE,2026-01-01,,true\n"  # 9
+        " B@X.com ,B,Sales,DE,2026-01-01,,true\n",  # 10: b@x.com again
+    )
+    tags = {"department": "Sales", "country": "DE"}
+    implausible = (
+        "column 'start_date': implausible date 9999-12-31: expected a date between "
+        "1900-01-01 and 2100-12-31"
+    )
+    assert _read(path) == [
+        _user("a@x.com", 2, tags, date(2026, 1, 1), date(2026, 2, 1)),
+        _user("b@x.com", 3, tags, date(2026, 3, 1)),
+        _problem(4, "column 'end_date' (2026-02-01) is before column 'start_date' (2026-03-01)"),
+        _problem(5, implausible),
+        _problem(6, implausible),
+        _user("f@x.com", 7, tags, date(2026, 1, 1)),
+        _problem(
+            8,
+            "column 'email': 'g\\u200b@x.com' holds the character U+200B (ZERO WIDTH SPACE, "
+            "category Cf) at position 2",
+        ),
+        _user("łukasz@x.pl", 9, tags, date(2026, 1, 1)),
+        _user("b@x.com", 10, tags, date(2026, 1, 1)),
+    ]
+
+
+_CELLS = st.sampled_from(
+    ["", " ", "a@x.com", "B@x.com ", "Zoë@x.de", "Σ@x.gr", "a\u00a0b", "a\x1fb", "a\u3164",
+     "Sales", "2024-01-01", "2026-12-31", "1899-12-31", "9999-12-31", "2024-13-01", "true",
+     "no", "maybe", "a" * 1025]
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.lists(_CELLS, min_size=7, max_size=7), max_size=25))
+def test_every_row_is_mapped_as_the_mapper_builds_it(rows: list[list[str]]) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "users.csv"
+        with path.open("w", encoding="utf-8", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(HEADER.split(","))
+            writer.writerows(rows)
+        got = _read(path)
+    mapper = RecordMapper(
+        id_field="email",
+        tag_fields={"department": "Department", "country": "Country"},
+        active_from_field="start_date",
+        active_to_field="end_date",
+        enabled_field="enabled",
+    )
+    expected: list[SourceUser | RecordProblem] = []
+    for line, row in enumerate(rows, start=2):  # no cell holds a line break
+        email, _, department, country, start, end, enabled = row
+        try:
+            expected.append(
+                mapper.build(
+                    Origin("users.csv", line),
+                    email,
+                    (country, department),  # in the order of the tag names
+                    active_from=start,
+                    active_to=end,
+                    enabled=enabled,
+                )
+            )
+        except ValueError as error:
+            if any(cell.strip() for cell in row):  # a blank row is skipped silently
+                expected.append(RecordProblem(Origin("users.csv", line), str(error)))
+    assert got == expected
