@@ -3,7 +3,11 @@
 Each command parses its options, calls a function that tests can call too, and renders
 the result. Exit codes are in :mod:`syncd.exitcodes`; signals in :mod:`syncd.signals`.
 What a command needs is imported when it runs (:mod:`syncd.cli_sync` for plan and
-apply), so that ``syncd --help`` loads typer and little else.
+apply, :mod:`syncd.cli_planfile` only with a plan file), so that ``syncd --help`` loads
+typer and little else. The command modules registered below are imported by every
+command, so their top level holds typer declarations and light enums only
+(:mod:`syncd.cli_options`, :mod:`syncd.report.periods`); ``tests/test_startup.py``
+checks what each command imports.
 """
 
 from __future__ import annotations
@@ -15,7 +19,13 @@ from typing import Annotated
 import typer
 
 from syncd import __version__, cli_daemon, cli_emulator, cli_report, cli_sources, cli_state
-from syncd.cli_options import ConfigOption, JobOption, OutputFormat, OutputOption
+from syncd.cli_options import (
+    ConfigOption,
+    JobOption,
+    OutputFormat,
+    OutputOption,
+    plan_option_conflicts,
+)
 from syncd.exitcodes import ExitCode
 
 app = typer.Typer(
@@ -46,13 +56,14 @@ def plan(
     ] = None,
 ) -> None:
     """Show what a sync would change on the live platform; write nothing."""
-    from syncd import cli_planfile
     from syncd.cli_sync import err_console, plan_file_command, run_jobs
     from syncd.guard import Override
     from syncd.signals import interruptible
 
     with interruptible(err_console()) as interrupted:
         if out is not None:
+            from syncd import cli_planfile  # plan files only: hashing, signing, checks
+
             code = plan_file_command(
                 config,
                 lambda loaded, console, err: cli_planfile.write_plan(
@@ -118,12 +129,11 @@ def apply(
     ] = None,
 ) -> None:
     """Sync: plan, check the guard, and write the changes in batches."""
-    from syncd import cli_planfile
     from syncd.cli_sync import err_console, plan_file_command, run_jobs
     from syncd.guard import Override
     from syncd.signals import interruptible
 
-    conflict = cli_planfile.plan_option_conflicts(
+    conflict = plan_option_conflicts(
         plan_file=plan_file,
         max_age=max_age,
         allow_removals=allow_removals,
@@ -136,6 +146,8 @@ def apply(
         err_console().print(f"[red]usage error:[/red] {conflict}", highlight=False)
         raise typer.Exit(int(ExitCode.CONFIG))
     if plan_file is not None:
+        from syncd import cli_planfile  # plan files only: hashing, signing, checks
+
         with interruptible(err_console()) as interrupted:
             code = plan_file_command(
                 config,
@@ -173,15 +185,20 @@ def apply(
 def check_config(config: ConfigOption = None) -> None:
     """Validate the config and print it resolved, with secrets masked."""
     import orjson
+    from rich.console import Console
 
-    from syncd.cli_sync import err_console, load
-    from syncd.config import masked_config
+    from syncd.cli_options import config_path
+    from syncd.config import load_config, masked_config
     from syncd.errors import ConfigError
+    from syncd.logs import configure_logging
 
+    # Not syncd.cli_sync.load: that module brings the service, httpx and the progress
+    # bars, which only validating a file does not need.
     try:
-        loaded = load(config)
+        loaded = load_config(config_path(config))
+        configure_logging(loaded.log.format, loaded.log.level)
     except ConfigError as error:
-        err_console().print(f"[red]configuration error:[/red] {error}", highlight=False)
+        Console(stderr=True).print(f"[red]configuration error:[/red] {error}", highlight=False)
         raise typer.Exit(int(ExitCode.CONFIG)) from None
     sys.stdout.buffer.write(orjson.dumps(masked_config(loaded), option=orjson.OPT_INDENT_2))
     sys.stdout.buffer.write(b"\n")

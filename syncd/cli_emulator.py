@@ -7,7 +7,6 @@ each serves until SIGINT/SIGTERM and prints a random bearer key when none is giv
 
 from __future__ import annotations
 
-import secrets
 import sys
 from datetime import date
 from pathlib import Path
@@ -116,6 +115,8 @@ def emulator_graph(
 
 def _random_shown(what: str) -> str:
     """A random credential for an emulator started without one, printed to stderr."""
+    import secrets
+
     value = secrets.token_urlsafe(16)
     # Printed on purpose: a random credential nobody else knows is useless unless shown.
     print(f"syncd emulator {what}: {value}", file=sys.stderr, flush=True)

@@ -1,4 +1,5 @@
-"""What every command line module shares: the common options and the config lookup."""
+"""What every command line module shares: the common options, the config lookup, and
+which `apply` options cannot go together (light: every command imports this module)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,41 @@ def config_path(path: Path | None) -> Path:
     if not env:
         raise ConfigError("no config file: pass --config FILE or set SYNCD_CONFIG")
     return Path(env)
+
+
+def plan_option_conflicts(
+    *,
+    plan_file: Path | None,
+    max_age: str | None,
+    allow_removals: int | None,
+    allow_updates: int | None,
+    accept_identity_rules: bool,
+    force: bool,
+    limit: int | None,
+) -> str | None:
+    """Why these ``apply`` options cannot go together (None: they can).
+
+    With ``--plan`` the file is the approval: an override would be silently ignored
+    (the file's changes are applied as reviewed), and so would ``--limit`` (no plan is
+    shown). ``--max-age`` means nothing without ``--plan``.
+    """
+    if plan_file is None:
+        return "--max-age applies to --plan only" if max_age is not None else None
+    given = [
+        option
+        for option, used in (
+            ("--allow-removals", allow_removals is not None),
+            ("--allow-updates", allow_updates is not None),
+            ("--accept-identity-rules", accept_identity_rules),
+            ("--force", force),
+            ("--limit", limit is not None),
+        )
+        if used
+    ]
+    if not given:
+        return None
+    return (
+        f"{', '.join(given)} cannot be used with --plan: the plan file is the approval "
+        "(its changes are applied exactly as reviewed); to approve other changes, make "
+        "a new plan"
+    )

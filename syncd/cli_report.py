@@ -22,7 +22,7 @@ import typer
 
 from syncd.cli_options import ConfigOption, JobOption, config_path
 from syncd.exitcodes import ExitCode
-from syncd.report.compute import Granularity
+from syncd.report.periods import Granularity
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
 import yaml
-from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from syncd.config_base import (
@@ -99,6 +98,12 @@ class ScheduleConfig(FrozenModel):
     @classmethod
     def _check_cron(cls, value: str | None) -> str | None:
         if value is not None:
+            # Only a cron schedule pays for apscheduler (with tzlocal and zoneinfo): most
+            # configs have none, and plan / apply never schedule anything.
+            from apscheduler.triggers.cron import (  # type: ignore[import-untyped]  # noqa: PLC0415
+                CronTrigger,
+            )
+
             try:
                 CronTrigger.from_crontab(value)
             except ValueError as error:

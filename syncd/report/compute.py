@@ -30,11 +30,11 @@ import calendar
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from enum import StrEnum
 
 import msgspec
 
 from syncd.model import Tags
+from syncd.report.periods import Granularity
 
 __all__ = [
     "ActivationReport",
@@ -77,13 +77,6 @@ def group_value(tag: str, value: str | None) -> str:
 
 MAX_QUERY_DAYS = 90
 """The analytics API answers at most this many days (both ends included) per query."""
-
-
-class Granularity(StrEnum):
-    """The size of the report's periods, and of the API's buckets."""
-
-    DAILY = "daily"
-    MONTHLY = "monthly"
 
 
 @dataclass(frozen=True, slots=True)
