@@ -57,9 +57,38 @@ def audit_batches(
         at = confirmed_at[outcome.operation]
         for kind, changes in changes_of(plan, outcome.operation):
             if changes:
-                users = _audited(kind, changes, confirmed, identity)
+                users = _Audited(kind, changes, confirmed, identity)
                 batches.append(AuditBatch(run_id, job, kind.value, at, users))
     return batches
+
+
+class _Audited:
+    """The audited users of one change kind, produced as the store iterates.
+
+    Each pass reads the plan again (nothing is held); ``__length_hint__`` (the number of changes, an
+    upper bound: unconfirmed ones are skipped) lets the store plan a large insert
+    (:func:`operator.length_hint`) without holding the rows.
+    """
+
+    __slots__ = ("_changes", "_confirmed", "_identity", "_kind")
+
+    def __init__(
+        self,
+        kind: ChangeKind,
+        changes: Sequence[Change],
+        confirmed: frozenset[str] | None,
+        identity: Callable[[str], str],
+    ) -> None:
+        self._kind = kind
+        self._changes = changes
+        self._confirmed = confirmed
+        self._identity = identity
+
+    def __length_hint__(self) -> int:
+        return len(self._changes)
+
+    def __iter__(self) -> Iterator[AuditedUser]:
+        return _audited(self._kind, self._changes, self._confirmed, self._identity)
 
 
 def _audited(
@@ -68,14 +97,18 @@ def _audited(
     confirmed: frozenset[str] | None,
     identity: Callable[[str], str],
 ) -> Iterator[AuditedUser]:
+    if kind is ChangeKind.INSERT:
+        # The source's id, already normalised: no second normalisation per insert.
+        for change in changes:
+            name = change.user.end_user
+            if confirmed is None or name in confirmed:
+                yield (name, None, change.user)
+        return
     for change in changes:
         name = change.user.end_user
         if confirmed is not None and name not in confirmed:
             continue
-        if kind is ChangeKind.INSERT:
-            # The source's id, already normalised: no second normalisation per insert.
-            yield (name, None, change.user)
-        elif kind is ChangeKind.DELETE:
+        if kind is ChangeKind.DELETE:
             yield (identity(name), change.before or change.user, None)
         else:
             yield (identity(name), change.before, change.user)

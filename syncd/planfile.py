@@ -32,7 +32,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -43,7 +43,7 @@ from syncd import __version__
 from syncd.config import JobConfig
 from syncd.errors import ConfigError
 from syncd.guard import Verdict
-from syncd.model import PlatformUser, make_tags
+from syncd.model import PlatformUser, SourceUser, make_tags
 from syncd.plan import Change, ChangeKind, Plan
 from syncd.ports import PlatformPort, ProgressCallback, WriteOutcome
 
@@ -171,9 +171,9 @@ class FingerprintingPlatform:
         self.last: list[PlatformUser] = []
         """The last list returned (apply --plan checks each change's ``before`` in it)."""
 
-    def list_users(self) -> list[PlatformUser]:
-        """The inner list, fingerprinted."""
-        users = self.inner.list_users()
+    def list_users(self, *, known: Mapping[str, SourceUser] | None = None) -> list[PlatformUser]:
+        """The inner list, fingerprinted (``known`` as in :class:`~syncd.ports.PlatformPort`)."""
+        users = self.inner.list_users(known=known)
         self.fingerprint = platform_fingerprint(users)
         self.listed = len(users)
         self.last = users

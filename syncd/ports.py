@@ -123,8 +123,13 @@ class PlatformPort(Protocol):
     what was confirmed and lists every other user as failed.
     """
 
-    def list_users(self) -> list[PlatformUser]:
-        """Every user of the project."""
+    def list_users(self, *, known: Mapping[str, SourceUser] | None = None) -> list[PlatformUser]:
+        """Every user of the project.
+
+        ``known``: the desired users keyed by normalised end_user; a listed name equal
+        to a key may be returned as that user's ``end_user`` string (the same text,
+        held once), so the caller's million names are not held twice.
+        """
         ...
 
     def insert(

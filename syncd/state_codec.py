@@ -63,14 +63,18 @@ class UserEncoder:
         tags = user.tags
         cached = self._tags.get(id(tags))
         if cached is None or cached[0] is not tags:
-            cached = (tags, msgspec.json.encode(dict(tags)).decode())
+            cached = (tags, _encode_json(dict(tags)).decode())
             self._tags[id(tags)] = cached
-        name = msgspec.json.encode(user.end_user).decode()
+        name = _encode_json(user.end_user).decode()
         return (
             f'{{"end_user":{name},"tags":{cached[1]},'
             f'"active_from":{self._date(user.active_from)},'
             f'"active_to":{self._date(user.active_to)}}}'
         )
+
+
+# Built once; msgspec.json.encode would look up its default encoder on every call.
+_encode_json = msgspec.json.Encoder().encode
 
 
 def encode_user(user: PlatformUser | None) -> str | None:
@@ -101,4 +105,5 @@ def audit_rows(op: int, users: Iterable[AuditedUser], encoder: UserEncoder) -> I
     """The ``audit`` rows of one batch, streamed."""
     encode = encoder.encode
     for end_user, before, after in users:
-        yield (op, end_user, encode(before), encode(after))
+        # Most rows are inserts (a first sync): no call to encode an absent "before".
+        yield (op, end_user, None if before is None else encode(before), encode(after))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from datetime import UTC, date, datetime
 
 from syncd.audit import audit_batches
@@ -89,3 +90,23 @@ def test_nothing_confirmed_means_no_batch() -> None:
         )
         == []
     )
+
+
+def test_a_batch_tells_the_store_its_size_and_stays_lazy() -> None:
+    names = [f"u{i}@x.com" for i in range(5)]
+    plan = Plan(inserts=tuple(Change(ChangeKind.INSERT, user(n), None, "new") for n in names))
+    partly = WriteOutcome(Operation.INSERT, 5, confirmed=names[:3], failures=[])
+    partly.failures.extend(WriteFailure(n, "refused") for n in names[3:])
+    (batch,) = audit_batches(
+        plan,
+        [partly],
+        run_id="r1",
+        job="corp",
+        confirmed_at={Operation.INSERT: AT},
+        identity=str,
+    )
+    # An upper bound (the changes of the kind), for the store to plan a large insert
+    # without holding the rows; iterating yields only the confirmed users.
+    assert operator.length_hint(batch.users, 0) == 5
+    assert [entry[0] for entry in batch.users] == names[:3]
+    assert [entry[0] for entry in batch.users] == names[:3]  # each pass reads the plan

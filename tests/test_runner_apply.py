@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from syncd.config import SyncdConfig, parse_config
 from syncd.emulator import EndpointFaults, PlatformEmulator
@@ -328,3 +329,24 @@ def test_a_confirmed_delete_is_forgotten_even_when_the_run_fails_later(
     owned = SqliteStateStore(tmp_path / "state").owned_users("corp")
     assert owned == frozenset(emulator.users())
     assert len(owned) == 5
+
+
+# ------------------------------------------------------------------------ recording
+
+
+def test_the_record_of_a_run_is_timed_in_its_report_and_last_log_line(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    config = make_config(tmp_path, emulator, emulator_api_key)
+    write_users(tmp_path, names(12))
+    with capture_logs() as logs:
+        report = apply(config)
+    assert report.status is RunStatus.APPLIED
+    # The audit of a first sync is a phase of its own: it shows, next to the others.
+    assert set(report.timings) >= {"read_sources", "plan", "apply", "record"}
+    (finished,) = [line for line in logs if line["event"] == "run.finished"]
+    assert finished["timings_s"]["record"] == round(report.timings["record"], 3)
+    assert audited(tmp_path, names(12)) == [(name, "insert") for name in names(12)]
+    # The stored summary is the one written in the record, before its own time was known.
+    (recorded,) = SqliteStateStore(tmp_path / "state").runs("corp")
+    assert "record" not in recorded.summary["timings_s"]  # type: ignore[operator]

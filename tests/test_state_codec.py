@@ -56,3 +56,45 @@ def test_times_are_stored_in_utc_so_text_order_is_time_order() -> None:
     earlier = stored_time(datetime(2026, 11, 22, 12, 0, tzinfo=UTC))
     later = stored_time(datetime(2026, 11, 22, 12, 0, 0, 500, tzinfo=UTC))
     assert earlier < later
+
+
+def generic_json(user: PlatformUser) -> str:
+    """The stored form by the generic route: every field through the JSON encoder."""
+    return json.dumps(
+        {
+            "end_user": user.end_user,
+            "tags": dict(user.tags),
+            "active_from": user.active_from.isoformat(),
+            "active_to": None if user.active_to is None else user.active_to.isoformat(),
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def test_the_encoder_writes_what_a_generic_encoder_writes_whatever_it_has_cached() -> None:
+    encoder = UserEncoder()
+    names = ['Zoë "x" \\ y@x.com', "tab\t@x.com", "a@x.com", "€@x.com"]
+    tag_sets = [(), make_tags({"d": "R&D"}), make_tags({"d": "Sales", "région": "Île\n"})]
+    dates = [
+        (date(2026, 1, 1), None),
+        (date(2026, 1, 1), date(2026, 2, 1)),
+        (date(2025, 5, 5), None),
+    ]
+    for name in names:
+        for tags in tag_sets:
+            for active_from, active_to in dates:
+                one = PlatformUser(name, tags, active_from, active_to)
+                assert encoder.encode(one) == generic_json(one)
+                assert decode_user(encoder.encode(one)) == one
+
+
+def test_a_tag_set_that_reuses_a_freed_ones_id_is_never_given_its_json() -> None:
+    encoder = UserEncoder()
+    # Not make_tags (it keeps every tag set alive): fresh tuples, freed after use, so
+    # CPython may hand a later one the same id.
+    for i in range(200):
+        tags = (("dept", f"D{i}"),)
+        one = PlatformUser("a@x.com", tags, date(2026, 1, 1))
+        assert decode_user(encoder.encode(one)) == one
+        del tags, one

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import httpx
 import structlog
@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -236,6 +238,74 @@ class RetryingCaller:
         request_headers = dict(headers or {})
         if content is not None:
             request_headers["Content-Type"] = "application/json"
+
+        def send(attempt: int, timeout: httpx.Timeout | None) -> httpx.Response:
+            return self._attempt(
+                operation,
+                method,
+                path,
+                content=content,
+                params=params,
+                headers=request_headers,
+                attempt=attempt,
+                tally=tally,
+                log_fields=log_fields,
+                timeout=timeout,
+            )
+
+        return self._with_retries(operation, method, path, send)
+
+    def call_streamed(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        read: Callable[[httpx.Response], _T],
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        tally: CallTally | None = None,
+        **log_fields: object,
+    ) -> _T:
+        """Like :meth:`call`, but the body is not loaded: ``read(response)`` consumes it.
+
+        ``read`` gets every answer that is not retryable, as soon as its headers
+        arrived, with the body still on the wire (``response.iter_bytes()``); for an
+        error status it reads the body itself (``response.read()``) before
+        :meth:`raise_for_status`. What it returns is returned. A transport error while
+        it reads the body (a reset connection, a read timeout, a connection cut by
+        :func:`~syncd.http.track_connections`) fails the attempt like a failure
+        before the answer: the request is sent again, from the start, within the same
+        attempts, and ``read`` is called afresh with the new answer, so it must start
+        over too (drop what it took from the broken body). A SyncdError from ``read``
+        is raised as it is, without a retry.
+        """
+        request_headers = dict(headers or {})
+
+        def send(attempt: int, timeout: httpx.Timeout | None) -> _T:
+            return self._attempt_streamed(
+                operation,
+                method,
+                path,
+                read,
+                params=params,
+                headers=request_headers,
+                attempt=attempt,
+                tally=tally,
+                log_fields=log_fields,
+                timeout=timeout,
+            )
+
+        return self._with_retries(operation, method, path, send)
+
+    def _with_retries(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        send: Callable[[int, httpx.Timeout | None], _T],
+    ) -> _T:
+        """Run ``send(attempt, timeout)`` until it returns, retrying a _RetryableError."""
         deadline = _Deadline(self.settings.deadline_s) if self.settings.deadline_s else None
         stop = stop_after_attempt(self.settings.attempts) | stop_when_event_set(self.stop)
         if deadline is not None:
@@ -253,7 +323,6 @@ class RetryingCaller:
             before_sleep=lambda state: self._log_retry(operation, method, path, state),
             reraise=True,
         )
-        response: httpx.Response | None = None
         failed: _RetryableError | None = None
         sent = 0
         try:
@@ -265,18 +334,7 @@ class RetryingCaller:
                         raise failed
                     sent += 1
                     try:
-                        response = self._attempt(
-                            operation,
-                            method,
-                            path,
-                            content=content,
-                            params=params,
-                            headers=request_headers,
-                            attempt=sent,
-                            tally=tally,
-                            log_fields=log_fields,
-                            timeout=(deadline.timeout(self.http.timeout) if deadline else None),
-                        )
+                        return send(sent, deadline.timeout(self.http.timeout) if deadline else None)
                     except _RetryableError as error:
                         failed = error
                         raise
@@ -291,8 +349,7 @@ class RetryingCaller:
                 f"{operation}: {method} {path} still failing after {sent} attempt"
                 f"{'s' if sent != 1 else ''}; last error: {error.reason}"
             ) from error.__cause__
-        assert response is not None  # the loop either set it or raised
-        return response
+        raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
     def raise_for_status(
         self, response: httpx.Response, operation: str, method: str, path: str
@@ -344,18 +401,9 @@ class RetryingCaller:
                 )
         except self.policy.retryable_errors as error:
             self._observe(method, None)
-            reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            log.debug(
-                self._failed_event,
-                operation=operation,
-                method=method,
-                path=path,
-                error=reason,
-                **log_fields,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                attempt=attempt,
-            )
-            raise _RetryableError(reason) from error
+            raise self._transient(
+                operation, method, path, error, started, attempt, log_fields
+            ) from error
         except httpx.HTTPError as error:
             self._observe(method, None)
             # Not transient (bad URL scheme, proxy refused us ...): fail with a SyncdError
@@ -381,6 +429,105 @@ class RetryingCaller:
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         return response
+
+    def _attempt_streamed(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        read: Callable[[httpx.Response], _T],
+        *,
+        params: Mapping[str, str] | None,
+        headers: dict[str, str],
+        attempt: int,
+        tally: CallTally | None,
+        log_fields: Mapping[str, object],
+        timeout: httpx.Timeout | None = None,
+    ) -> _T:
+        """One attempt of :meth:`call_streamed`: headers as in :meth:`_attempt`, then
+        ``read`` on the open body; the connection is released whatever happens."""
+        started = time.perf_counter()
+        if tally is not None:
+            tally.calls += 1
+        try:
+            request = self.http.build_request(
+                method,
+                path,
+                params=params,
+                headers=headers,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            )
+            response = self.http.send(request, stream=True)
+        except self.policy.retryable_errors as error:
+            self._observe(method, None)
+            raise self._transient(
+                operation, method, path, error, started, attempt, log_fields
+            ) from error
+        except httpx.HTTPError as error:
+            self._observe(method, None)
+            raise self.policy.error(
+                f"{operation}: {method} {path} failed: {type(error).__name__}: {error}",
+                status_code=None,
+            ) from error
+        try:
+            self._observe(method, response.status_code)
+            log.debug(
+                self._call_event,
+                operation=operation,
+                method=method,
+                path=path,
+                status=response.status_code,
+                **log_fields,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                attempt=attempt,
+            )
+            if response.status_code in self.policy.retryable_statuses:
+                raise _RetryableError(
+                    f"HTTP {response.status_code}",
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                )
+            return read(response)
+        except self.policy.retryable_errors as error:
+            # The answer broke off in its body: what was read of it is worth nothing.
+            raise self._transient(
+                operation, method, path, error, started, attempt, log_fields, in_body=True
+            ) from error
+        except httpx.HTTPError as error:
+            raise self.policy.error(
+                f"{operation}: {method} {path}: reading the answer failed: "
+                f"{type(error).__name__}: {error}",
+                status_code=response.status_code,
+            ) from error
+        finally:
+            response.close()
+
+    def _transient(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        error: Exception,
+        started: float,
+        attempt: int,
+        log_fields: Mapping[str, object],
+        *,
+        in_body: bool = False,
+    ) -> _RetryableError:
+        """Log a transport failure worth a retry; the _RetryableError to raise for it."""
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if in_body:
+            reason += " (while reading the answer's body)"
+        log.debug(
+            self._failed_event,
+            operation=operation,
+            method=method,
+            path=path,
+            error=reason,
+            **log_fields,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            attempt=attempt,
+        )
+        return _RetryableError(reason)
 
     def _observe(self, method: str, status: int | None) -> None:
         if self.observer is None:

@@ -29,7 +29,7 @@ from syncd.errors import (
     PlatformUnavailableError,
 )
 from syncd.model import PlatformUser, make_tags
-from syncd.platform.api import FLAVOURS, ApiFlavour, Operation, WireUser
+from syncd.platform.api import FLAVOURS, ApiFlavour, Operation, UsersBodyEncoder, WireUser
 from syncd.platform.client import PlatformClient, WriteFailure, WriteOutcome
 from syncd.ports import PlatformPort
 
@@ -956,3 +956,25 @@ def test_masking_happens_before_the_detail_is_cut_short() -> None:
         assert "ABCDEFGH" not in text
     # 300 characters are kept: the cut falls inside the mask, never inside the key.
     assert failure.reason.endswith(" got Bearer ********")
+
+
+def test_a_retried_batch_sends_the_body_it_encoded_once(
+    emulator: PlatformEmulator, client_for: Callable[..., PlatformClient], monkeypatch: Any
+) -> None:
+    encoded: list[bytes] = []
+    real = UsersBodyEncoder.encode
+
+    def counting(self: UsersBodyEncoder, batch: Any) -> bytes:
+        body = real(self, batch)
+        encoded.append(body)
+        return body
+
+    # A spy, not a stand-in: the real encoder runs and its bytes go on the wire.
+    monkeypatch.setattr(UsersBodyEncoder, "encode", counting)
+    emulator.set_faults(Operation.INSERT, EndpointFaults(fail_next=2))
+    client = client_for(max_retries=3, batch_size=2)
+    outcome = client.insert(platform_users(4))
+    assert outcome.ok
+    assert outcome.calls == 4  # two batches, two retries between them
+    assert len(encoded) == 2  # one encoding per batch, whatever its retries
+    assert sorted(emulator.users()) == sorted(u.end_user for u in platform_users(4))
