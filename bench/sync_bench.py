@@ -5,7 +5,8 @@
 For each N it prints, per scenario, the wall time of ``syncd apply`` (a separate process,
 as in production), its peak RSS and CPU time, the write calls the emulator saw, and
 syncd's own phase timings. The emulator runs in its own process so its memory and CPU
-are not counted.
+are not counted. The no-change run writes nothing, so it is repeated like its reference
+(best of ``--reference-runs`` by wall time; the peak RSS shown is the highest of them).
 
 References, measured in the same run against the same emulator and CSV files:
 
@@ -240,14 +241,24 @@ def run_scenarios(
                 CONFIG.format(url=emulator.url, batch=args.batch_size,
                               concurrency=args.concurrency, csv=csv)
             )  # fmt: skip
-            measure = run_apply(config, emulator.key, scenario, users, emulator)
+            # The no-change run changes nothing, so it is repeated like its reference
+            # (best of --reference-runs); the peak RSS reported is the highest seen.
+            runs = args.reference_runs if scenario == "no change" else 1
+            tries = []
+            for _ in range(runs):
+                measure = run_apply(config, emulator.key, scenario, users, emulator)
+                tries.append(measure)
+                print(
+                    f"{users:>9,} {scenario:<10} wall {measure.wall_s:7.2f} s  "
+                    f"peak RSS {measure.peak_rss_mb:7.0f} MB  CPU {measure.cpu_s:.2f} s  "
+                    f"writes {measure.writes}  exit {measure.exit_code}  "
+                    f"phases {measure.timings}",
+                    flush=True,
+                )
+            measure = min(tries, key=lambda m: (m.exit_code != 0, m.wall_s))
+            measure.peak_rss_mb = max(m.peak_rss_mb for m in tries)
+            measure.exit_code = max(tries, key=lambda m: m.exit_code != 0).exit_code
             measures.append(measure)
-            print(
-                f"{users:>9,} {scenario:<10} wall {measure.wall_s:7.2f} s  "
-                f"peak RSS {measure.peak_rss_mb:7.0f} MB  CPU {measure.cpu_s:.2f} s  "
-                f"writes {measure.writes}  exit {measure.exit_code}  phases {measure.timings}",
-                flush=True,
-            )
     finally:
         emulator.close()
     floor = apply_floor(spec, lambda: start_emulator(args), args.reference_runs)
@@ -369,8 +380,8 @@ def startup_over_bare(runs: int) -> float:
     measures them (best of ``runs`` each)."""
     env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
     env.pop("SYNCD_CONFIG", None)
-    bare = best_wall([sys.executable, "-c", "pass"], runs, env)
-    return best_wall([sys.executable, "-m", "syncd", "--help"], runs, env) - bare
+    bare = best_wall([sys.executable, "-c", "pass"], runs, env, ROOT)
+    return best_wall([sys.executable, "-m", "syncd", "--help"], runs, env, ROOT) - bare
 
 
 def _bare_rss(bare: BareRun) -> float:
