@@ -9,7 +9,9 @@ alive until the process ends with ``os._exit`` after every stream and log handle
 flushed, and the operating system takes the memory back at once.
 
 Only when something was held: commands that hold nothing (every command but
-``plan``/``apply``) exit the ordinary way, with their ``atexit`` handlers. Code that
+``plan``/``apply``) exit the ordinary way, with their ``atexit`` handlers, and so does
+a process under a profiler or a tracer (``python -m cProfile``, coverage), which
+writes its results at exit. Code that
 calls the command functions directly (the tests, the daemon) never enables it, so
 nothing is held and nothing leaks.
 """
@@ -54,7 +56,8 @@ def run_then_exit(command: Callable[[], object]) -> NoReturn:
         if not _holder.held:
             raise
         code = _exit_code(exit_.code)
-    if not _holder.held:
+    if not _holder.held or sys.getprofile() is not None or sys.gettrace() is not None:
+        # A profiler or a coverage tracer writes its results at exit: let it.
         sys.exit(code)
     _flush()
     os._exit(code)

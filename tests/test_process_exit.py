@@ -97,3 +97,18 @@ def test_hold_keeps_nothing_outside_the_console_script() -> None:
 
     process_exit.hold(object())
     assert process_exit._holder.held == []
+
+
+def test_a_profiled_or_traced_process_exits_the_ordinary_way_so_results_are_written() -> None:
+    for install in ("sys.setprofile(lambda *args: None)", "sys.settrace(lambda *args: None)"):
+        done = _run(
+            f"""
+            def command():
+                hold(object())
+                {install}
+                raise SystemExit(4)
+            run_then_exit(command)
+            """
+        )
+        assert done.returncode == 4
+        assert "atexit ran" in done.stderr
