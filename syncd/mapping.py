@@ -304,7 +304,7 @@ class RecordMapper:
                 is_enabled = parse_enabled(enabled)
             except ValueError as error:
                 raise ValueError(f"{self._enabled_label}: {error}") from None
-        return SourceUser(end_user, tags, origin, start, end, is_enabled)
+        return SourceUser.from_origin(end_user, tags, origin, start, end, is_enabled)
 
     def _tags(self, values: Sequence[str]) -> Tags:
         key = tuple(values)
@@ -350,15 +350,16 @@ class RecordMapper:
         """A fast ``(row, line) -> SourceUser`` for sources whose records are rows.
 
         The indexes are the positions of the mapped fields in a row (``tag_indexes`` in
-        the order of :attr:`tag_fields`); ``source`` and ``line`` make the record's
-        :class:`Origin`. The result is exactly :meth:`build`'s for the same values,
-        and it raises the same ``ValueError``: a row whose values are all plainly
-        valid (a printable id without invisible characters; tag values and dates
-        accepted in an earlier record, in order; an enabled word as written in the
-        list, or blank) is mapped inline, and any other row goes through
-        :meth:`build` with all its checks, which also teaches the caches the dates it
-        accepted. Only the checked result of a value is remembered, never an error: a
-        bad value is checked, and its message built, each time it is seen.
+        the order of :attr:`tag_fields`); ``source`` and ``line`` are the record's
+        :class:`Origin`, kept as the user's ``source`` and ``at`` fields. The result is
+        exactly :meth:`build`'s for the same values, and it raises the same
+        ``ValueError``: a row whose values are all plainly valid (a printable id
+        without invisible characters; tag values and dates accepted in an earlier
+        record, in order; an enabled word as written in the list, or blank) is mapped
+        inline, and any other row goes through :meth:`build` with all its checks, which
+        also teaches the caches the dates it accepted. Only the checked result of a
+        value is remembered, never an error: a bad value is checked, and its message
+        built, each time it is seen.
         """
         mapped = (self.active_from_field, self.active_to_field, self.enabled_field)
         given = (active_from_index, active_to_index, enabled_index)
@@ -410,7 +411,7 @@ class RecordMapper:
                     and len(end_user) <= max_length
                     and (start is None or end is None or start <= end)
                 ):
-                    return SourceUser(end_user, tags, Origin(source, line), start, end, enabled)
+                    return SourceUser(end_user, tags, source, line, start, end, enabled)
             user = build(
                 Origin(source, line),
                 raw_id,

@@ -25,7 +25,7 @@ def desired(users: int = 1, *, problems: int = 0, failed: bool = False) -> Desir
     builder = DesiredUsersBuilder()
     builder.begin_source("hr.csv")
     for i in range(users):
-        builder.add(SourceUser(f"u{i}", make_tags({}), Origin("hr.csv", i + 2)))
+        builder.add(SourceUser.from_origin(f"u{i}", make_tags({}), Origin("hr.csv", i + 2)))
     for i in range(problems):
         builder.add(RecordProblem(Origin("hr.csv", 100 + i), "invalid date '2026-13-01'"))
     builder.end_source(error="connection reset" if failed else None)
@@ -425,7 +425,7 @@ def two_sources(first: int, second: int) -> DesiredUsers:
     for label, count in (("hr.csv", first), ("contractors.csv", second)):
         builder.begin_source(label)
         for i in range(count):
-            builder.add(SourceUser(f"{label}{i}", make_tags({}), Origin(label, i + 2)))
+            builder.add(SourceUser.from_origin(f"{label}{i}", make_tags({}), Origin(label, i + 2)))
         builder.end_source()
     return builder.build()
 

@@ -186,7 +186,7 @@ def test_build_full_record() -> None:
         active_to="2026-06-30",
         enabled="no",
     )
-    assert user == SourceUser(
+    assert user == SourceUser.from_origin(
         end_user="anna.smith@example.com",
         tags=(("department", "Sales"), ("region", "DE")),
         origin=ORIGIN,
@@ -199,7 +199,7 @@ def test_build_full_record() -> None:
 def test_build_without_optional_fields() -> None:
     mapper = RecordMapper(id_field="mail", lowercase=False, kind="attribute")
     user = mapper.build(ORIGIN, "Bob@Example.com")
-    assert user == SourceUser("Bob@Example.com", (), ORIGIN, None, None, True)
+    assert user == SourceUser.from_origin("Bob@Example.com", (), ORIGIN, None, None, True)
 
 
 def test_build_drops_empty_tag_values_and_trims_the_others() -> None:
@@ -560,7 +560,7 @@ def test_row_builder_maps_rows_of_known_values_without_build(raw_id: str) -> Non
     assert mapper.built == 1
     user = build_row([raw_id, *values], 3)
     assert mapper.built == 1
-    assert user == SourceUser(
+    assert user == SourceUser.from_origin(
         unicodedata.normalize("NFC", raw_id).lower(), first.tags, Origin("users.csv", 3),
         date(2024, 1, 1), None, True,
     )  # fmt: skip

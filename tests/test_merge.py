@@ -15,7 +15,7 @@ from syncd.model import Origin, RecordProblem, SourceUser, make_tags
 
 
 def user(end_user: str, source: str, line: int) -> SourceUser:
-    return SourceUser(end_user, make_tags({}), Origin(source, line))
+    return SourceUser.from_origin(end_user, make_tags({}), Origin(source, line))
 
 
 def test_users_of_several_sources_are_merged() -> None:
@@ -82,11 +82,11 @@ def test_starts_far_ahead_become_bad_records_of_their_source() -> None:
 
     builder = DesiredUsersBuilder()
     builder.begin_source("a.csv")
-    builder.add(SourceUser("soon", make_tags({}), Origin("a.csv", 2), date(2027, 1, 1)))
-    builder.add(SourceUser("far", make_tags({}), Origin("a.csv", 3), date(2031, 1, 1)))
+    builder.add(SourceUser.from_origin("soon", make_tags({}), Origin("a.csv", 2), date(2027, 1, 1)))
+    builder.add(SourceUser.from_origin("far", make_tags({}), Origin("a.csv", 3), date(2031, 1, 1)))
     builder.end_source()
     builder.begin_source("b.csv")
-    builder.add(SourceUser("none", make_tags({}), Origin("b.csv", 2)))
+    builder.add(SourceUser.from_origin("none", make_tags({}), Origin("b.csv", 2)))
     builder.end_source()
     desired = builder.build()
     assert desired.refuse_starts_after(date(2027, 12, 31)) == 1
@@ -180,10 +180,10 @@ def test_add_all_hands_other_record_types_to_add() -> None:
     builder.begin_source("a.csv")
     builder.add_all(
         [
-            TaggedUser("x", (), Origin("a.csv", 2)),
+            TaggedUser.from_origin("x", (), Origin("a.csv", 2)),
             user("x", "a.csv", 3),
             user("y", "a.csv", 4),
-            TaggedUser("y", (), Origin("a.csv", 5)),
+            TaggedUser.from_origin("y", (), Origin("a.csv", 5)),
             user("z", "a.csv", 6),
         ]
     )

@@ -25,7 +25,7 @@ def src(
     active_to: date | None = None,
     enabled: bool = True,
 ) -> SourceUser:
-    return SourceUser(
+    return SourceUser.from_origin(
         end_user=end_user,
         tags=make_tags({"department": dept}),
         origin=ORIGIN,
@@ -242,7 +242,7 @@ def source_users(draw: st.DrawFn) -> SourceUser:
     active_to = draw(st.none() | DATES)
     if active_from is not None and active_to is not None and active_to < active_from:
         active_from, active_to = active_to, active_from
-    return SourceUser(
+    return SourceUser.from_origin(
         end_user=draw(NAMES),
         tags=draw(TAGS),
         origin=ORIGIN,
@@ -508,7 +508,7 @@ def any_source_users(draw: st.DrawFn) -> SourceUser:
     active_to = draw(st.none() | FEW_DATES)
     if active_from is not None and active_to is not None and active_to < active_from:
         active_from, active_to = active_to, active_from
-    return SourceUser(
+    return SourceUser.from_origin(
         "ada@x.com", draw(FEW_TAGS), ORIGIN, active_from, active_to, draw(st.booleans())
     )
 

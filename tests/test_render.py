@@ -35,7 +35,7 @@ def _change(kind: ChangeKind, name: str, **tags: str) -> Change:
 def _desired(problems: int = 0) -> DesiredUsers:
     builder = DesiredUsersBuilder()
     builder.begin_source("hr.csv")
-    builder.add(SourceUser("someone", make_tags({}), Origin("hr.csv", 2)))
+    builder.add(SourceUser.from_origin("someone", make_tags({}), Origin("hr.csv", 2)))
     for i in range(problems):
         builder.add(RecordProblem(Origin("hr.csv", 10 + i), f"bad date {i}"))
     builder.end_source()

@@ -154,7 +154,7 @@ class BrokenSource:
     label = "ldap"
 
     def read(self) -> Iterator[SourceUser | RecordProblem]:
-        yield SourceUser("user00@example.com", make_tags({}), Origin("ldap"))
+        yield SourceUser.from_origin("user00@example.com", make_tags({}), Origin("ldap"))
         raise SourceError("connection reset by peer after 1 entries")
 
 

@@ -152,7 +152,7 @@ class ScriptedSource:
         if self.bug:
             raise RuntimeError("a bug in a source")
         for line, name in enumerate(self.names, start=2):
-            yield SourceUser(name, make_tags({}), Origin("scripted", line))
+            yield SourceUser.from_origin(name, make_tags({}), Origin("scripted", line))
 
 
 def _resources(config: SyncdConfig, source: ScriptedSource) -> JobResources:

@@ -118,7 +118,7 @@ def test_known_names_are_returned_as_the_callers_strings(
     )
     origin = Origin("test")
     known = {
-        name: SourceUser(name, (), origin)
+        name: SourceUser.from_origin(name, (), origin)
         for name in ("".join(f"u{index}@example.com") for index in range(40))
     }
     with client_of(emulator.url, emulator_api_key) as client:

@@ -77,7 +77,7 @@ def known_of(users: list[dict[str, Any]]) -> dict[str, SourceUser]:
     origin = Origin("test")
     names = [user["end_user"] for user in users]
     # New string objects, equal to the listed names: as a directory read gives them.
-    return {name: SourceUser(name, (), origin) for name in ("".join(n) for n in names)}
+    return {name: SourceUser.from_origin(name, (), origin) for name in ("".join(n) for n in names)}
 
 
 USERS = wire_users(60)

@@ -68,7 +68,7 @@ def _user(
     enabled: bool = True,
     source: str = "users.csv",
 ) -> SourceUser:
-    return SourceUser(
+    return SourceUser.from_origin(
         end_user=end_user,
         tags=tuple(sorted((tags or {}).items())),
         origin=Origin(source, line),
