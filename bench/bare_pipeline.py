@@ -136,6 +136,10 @@ def diff(users: dict[str, Row], platform: list[User], spec: Spec, today: str) ->
     """Count the writes that make the platform equal to ``users`` (a plain loop)."""
     names = tuple(spec.tags)
     tag_count = len(names)
+    # Compared in place, without a tuple per user, for the two tags of the benchmark's
+    # config (the leanest loop is the strictest yardstick); any other count generically.
+    two = tag_count == 2
+    first, second = names if two else ("", "")
     updates = removals = 0
     seen: set[str] = set()
     for user in platform:
@@ -152,7 +156,11 @@ def diff(users: dict[str, Row], platform: list[User], spec: Spec, today: str) ->
         tags = user.tags
         if (
             len(tags) != tag_count
-            or tuple(map(tags.get, names)) != row[3:]
+            or (
+                (tags.get(first) != row[3] or tags.get(second) != row[4])
+                if two
+                else tuple(map(tags.get, names)) != row[3:]
+            )
             or user.active_from != row[0]
             or (user.active_to or "") != row[1]
         ):

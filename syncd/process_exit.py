@@ -59,7 +59,8 @@ def run_then_exit(command: Callable[[], object]) -> NoReturn:
     if not _holder.held or sys.getprofile() is not None or sys.gettrace() is not None:
         # A profiler or a coverage tracer writes its results at exit: let it.
         sys.exit(code)
-    _flush()
+    if not _flush() and code == 0:
+        code = 120  # what the interpreter exits with when its final flush fails
     os._exit(code)
 
 
@@ -73,10 +74,20 @@ def _exit_code(code: object) -> int:
     return 1
 
 
-def _flush() -> None:
-    """Flush what ``os._exit`` would otherwise lose: log handlers and both streams."""
+def _flush() -> bool:
+    """Flush what ``os._exit`` would otherwise lose: log handlers and both streams.
+
+    False when a stream could not be written (a closed pipe, a full disk): output was
+    lost, which the exit code must say.
+    """
     logging.shutdown()
+    flushed = True
     for stream in (sys.stdout, sys.stderr):
-        # A closed pipe or stream: nothing more can be saved.
-        with contextlib.suppress(OSError, ValueError):
+        try:
             stream.flush()
+        except (OSError, ValueError):
+            flushed = False
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f"syncd: could not write the last output to {stream.name}\n")
+                sys.stderr.flush()
+    return flushed

@@ -112,3 +112,17 @@ def test_a_profiled_or_traced_process_exits_the_ordinary_way_so_results_are_writ
         )
         assert done.returncode == 4
         assert "atexit ran" in done.stderr
+
+
+def test_output_that_cannot_be_written_at_exit_is_a_failure_not_a_success() -> None:
+    done = _run(
+        """
+        def command():
+            hold(object())
+            sys.stdout = open("/dev/full", "w")  # every write to it fails: ENOSPC
+            sys.stdout.write("a result that is lost")
+        run_then_exit(command)
+        """
+    )
+    assert done.returncode == 120
+    assert "could not write the last output" in done.stderr
