@@ -280,6 +280,7 @@ def plan_changes(
     # Platform users whose first entry was not counted in active_managed (ended, or out
     # of scope): only consulted for a duplicate entry, which must not count twice.
     uncounted: set[str] = set()
+    listed = 0  # source users found on the platform (each once)
     # Bound once: this loop runs once per platform user (a million per run).
     desired_get = desired.get
     seen_add = seen.add
@@ -299,6 +300,8 @@ def plan_changes(
         size = len(seen)
         seen_add(key)
         duplicate = len(seen) == size
+        if source is not None and not duplicate:
+            listed += 1
         if duplicate:
             # Two platform entries for one person (``Alice@X.com`` and ``alice@x.com``):
             # both follow the source; the guard counts the person once.
@@ -360,11 +363,10 @@ def plan_changes(
         by_kind[kind].append(Change(kind, after, before, _reason(source, kind)))
 
     skipped_disabled = 0
-    # The set difference runs in C; the loop below (in source order, so that writes go
-    # out in a stable order) only runs when some source user is not on the platform.
-    not_listed = desired.keys() - seen
-    for end_user, source in desired.items() if not_listed else ():
-        if end_user not in not_listed:
+    # Only when some source user is not on the platform (a set difference would copy a
+    # million keys first); in source order, so that writes go out in a stable order.
+    for end_user, source in desired.items() if listed < len(desired) else ():
+        if end_user in seen:
             continue
         if end_user in policy.protected:
             protected += 1
