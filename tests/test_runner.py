@@ -712,3 +712,20 @@ def test_an_empty_secondary_source_holds_only_when_it_would_cost_someone_access(
         "source contractors returned no users and the plan removes 1 active users missing "
         "from the sources: user04@example.com",
     )
+
+
+def test_listed_users_are_handed_to_the_plan_in_order_and_dropped_as_they_go() -> None:
+    from datetime import date as _date
+
+    from syncd.model import PlatformUser
+    from syncd.runner import _consumed
+
+    users = [PlatformUser(f"u{i}@x.com", (), _date(2026, 1, 1)) for i in range(5)]
+    expected = list(users)
+    handed = _consumed(users)
+    assert next(handed) is expected[0]
+    # The list no longer holds what was handed out (nor anything in front of it).
+    assert expected[0] not in users
+    assert len(users) == 5  # four users left, plus the sentinel
+    assert [*handed] == expected[1:]
+    assert users == []
