@@ -305,8 +305,31 @@ class RetryingCaller:
         path: str,
         send: Callable[[int, httpx.Timeout | None], _T],
     ) -> _T:
-        """Run ``send(attempt, timeout)`` until it returns, retrying a _RetryableError."""
+        """Run ``send(attempt, timeout)`` until it returns, retrying a _RetryableError.
+
+        The first attempt runs bare: most calls succeed at once, and building the
+        tenacity loop for each of them costs more than the bookkeeping it does. Only a
+        first attempt that failed in a retryable way sets up the loop, whose attempt 1
+        is that failure replayed (not sent again), so stop, wait, the before-sleep log
+        and the attempt numbers are exactly those of a loop that ran from the start.
+        """
         deadline = _Deadline(self.settings.deadline_s) if self.settings.deadline_s else None
+        try:
+            return send(1, deadline.timeout(self.http.timeout) if deadline else None)
+        except _RetryableError as error:
+            failed = error
+        return self._retry_after_first(operation, method, path, send, deadline, failed)
+
+    def _retry_after_first(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        send: Callable[[int, httpx.Timeout | None], _T],
+        deadline: _Deadline | None,
+        first: _RetryableError,
+    ) -> _T:
+        """The retries of a call whose first attempt failed with ``first``."""
         stop = stop_after_attempt(self.settings.attempts) | stop_when_event_set(self.stop)
         if deadline is not None:
             stop = stop | deadline
@@ -323,12 +346,17 @@ class RetryingCaller:
             before_sleep=lambda state: self._log_retry(operation, method, path, state),
             reraise=True,
         )
-        failed: _RetryableError | None = None
-        sent = 0
+        failed = first
+        replay: _RetryableError | None = first
+        sent = 1
         try:
             for attempt in retrying:
                 with attempt:
-                    if failed is not None and self.stop.is_set():
+                    if replay is not None:
+                        # Attempt 1 was sent already: hand its failure to tenacity.
+                        replay = None
+                        raise failed
+                    if self.stop.is_set():
                         # Woken from a retry sleep by ``stop``: give up without sending
                         # again (tenacity's stop is only asked after an attempt).
                         raise failed
