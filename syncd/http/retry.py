@@ -8,13 +8,10 @@ errors come out of it, is the :class:`~syncd.http.policy.ApiPolicy` of the API.
 
 from __future__ import annotations
 
-import email.utils
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 import httpx
@@ -32,6 +29,7 @@ from tenacity.stop import stop_base
 from syncd.errors import SyncdError
 from syncd.http.policy import ApiPolicy
 from syncd.http.responses import failure_reason
+from syncd.http.retry_after import parse_retry_after
 
 __all__ = [
     "CallTally",
@@ -44,30 +42,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delay-seconds or HTTP-date).
-
-    Returns None when the header is absent or unreadable (the caller then uses its own
-    backoff); a date in the past means 0.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +184,8 @@ class RetryingCaller:
         )
         # The event names are fixed per API; built once, not per call.
         self._call_event = f"{policy.name} call"
+        # What a request without an answer can raise: transient, or any other httpx error.
+        self._unanswered: tuple[type[Exception], ...] = (*policy.retryable_errors, httpx.HTTPError)
         self._failed_event = f"{policy.name} call failed"
         self._retry_event = f"{policy.name} call failed; retrying"
 
@@ -427,35 +403,11 @@ class RetryingCaller:
                 response = self.http.request(
                     method, path, content=content, params=params, headers=headers, timeout=timeout
                 )
-        except self.policy.retryable_errors as error:
-            self._observe(method, None)
-            raise self._transient(
+        except self._unanswered as error:
+            raise self._unsent(
                 operation, method, path, error, started, attempt, log_fields
             ) from error
-        except httpx.HTTPError as error:
-            self._observe(method, None)
-            # Not transient (bad URL scheme, proxy refused us ...): fail with a SyncdError
-            # rather than leak an httpx exception to the caller.
-            raise self.policy.error(
-                f"{operation}: {method} {path} failed: {type(error).__name__}: {error}",
-                status_code=None,
-            ) from error
-        self._observe(method, response.status_code)
-        log.debug(
-            self._call_event,
-            operation=operation,
-            method=method,
-            path=path,
-            status=response.status_code,
-            **log_fields,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            attempt=attempt,
-        )
-        if response.status_code in self.policy.retryable_statuses:
-            raise _RetryableError(
-                f"HTTP {response.status_code}",
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
+        self._answered(operation, method, path, response, started, attempt, log_fields)
         return response
 
     def _attempt_streamed(
@@ -486,34 +438,12 @@ class RetryingCaller:
                 timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
             )
             response = self.http.send(request, stream=True)
-        except self.policy.retryable_errors as error:
-            self._observe(method, None)
-            raise self._transient(
+        except self._unanswered as error:
+            raise self._unsent(
                 operation, method, path, error, started, attempt, log_fields
             ) from error
-        except httpx.HTTPError as error:
-            self._observe(method, None)
-            raise self.policy.error(
-                f"{operation}: {method} {path} failed: {type(error).__name__}: {error}",
-                status_code=None,
-            ) from error
         try:
-            self._observe(method, response.status_code)
-            log.debug(
-                self._call_event,
-                operation=operation,
-                method=method,
-                path=path,
-                status=response.status_code,
-                **log_fields,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                attempt=attempt,
-            )
-            if response.status_code in self.policy.retryable_statuses:
-                raise _RetryableError(
-                    f"HTTP {response.status_code}",
-                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
-                )
+            self._answered(operation, method, path, response, started, attempt, log_fields)
             return read(response)
         except self.policy.retryable_errors as error:
             # The answer broke off in its body: what was read of it is worth nothing.
@@ -528,6 +458,60 @@ class RetryingCaller:
             ) from error
         finally:
             response.close()
+
+    def _unsent(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        error: Exception,
+        started: float,
+        attempt: int,
+        log_fields: Mapping[str, object],
+    ) -> Exception:
+        """The exception to raise, ``from error``, for a request that got no answer: a
+        _RetryableError for a transient transport error, else ``policy.error``."""
+        self._observe(method, None)
+        if isinstance(error, self.policy.retryable_errors):
+            failure: Exception = self._transient(
+                operation, method, path, error, started, attempt, log_fields
+            )
+        else:
+            # Not transient (bad URL scheme, proxy refused us ...): fail with a SyncdError
+            # rather than leak an httpx exception to the caller.
+            failure = self.policy.error(
+                f"{operation}: {method} {path} failed: {type(error).__name__}: {error}",
+                status_code=None,
+            )
+        return failure
+
+    def _answered(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        response: httpx.Response,
+        started: float,
+        attempt: int,
+        log_fields: Mapping[str, object],
+    ) -> None:
+        """Count and log an answer; raise _RetryableError for a status worth a retry."""
+        self._observe(method, response.status_code)
+        log.debug(
+            self._call_event,
+            operation=operation,
+            method=method,
+            path=path,
+            status=response.status_code,
+            **log_fields,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            attempt=attempt,
+        )
+        if response.status_code in self.policy.retryable_statuses:
+            raise _RetryableError(
+                f"HTTP {response.status_code}",
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
 
     def _transient(
         self,
