@@ -28,12 +28,10 @@ runner re-reads the platform to settle it (:mod:`syncd.platform.outcome`).
 
 from __future__ import annotations
 
-import contextvars
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
@@ -62,6 +60,7 @@ from syncd.platform.api import (
     Operation,
     UsersBodyEncoder,
 )
+from syncd.platform.batches import BatchResult, dispatch_batches
 from syncd.platform.listed import ListedUsers
 from syncd.platform.outcome import (
     UncertainFailure,
@@ -109,17 +108,6 @@ class _Attempts:
     """Counts the attempts of one request (a :class:`~syncd.http.CallTally`)."""
 
     calls: int = 0
-
-
-@dataclass(slots=True)
-class _BatchResult:
-    """What one batch (and its 413 halves) did; merged by the calling thread."""
-
-    size: int
-    confirmed: list[str] = field(default_factory=list)
-    failures: list[WriteFailure] = field(default_factory=list)
-    calls: int = 0  # every attempt of the batch's requests (413 halves included)
-    error: SyncdError | None = None
 
 
 _encode_delete = msgspec.json.Encoder().encode
@@ -402,7 +390,7 @@ class PlatformClient:
         outcome: WriteOutcome | None,
     ) -> WriteOutcome:
         filled = outcome_for(operation, len(items), outcome)
-        names = [key(item) for item in items]
+        names = list(map(key, items))
         if len(set(names)) != len(names):
             # Confirmation matches by end_user; two entries for one user are ambiguous.
             raise ValueError(f"{operation}: the same end_user is given more than once")
@@ -410,11 +398,14 @@ class PlatformClient:
             return filled
         self._refuse_if_cancelled(operation)
         size = self._batch_size
-        batches = (items[start : start + size] for start in range(0, len(items), size))
-        error: SyncdError | None = None
         workers = min(self._concurrency, math.ceil(len(items) / size))
+        error: SyncdError | None = None
 
-        def absorb(result: _BatchResult) -> None:
+        def run(start: int) -> BatchResult:
+            end = start + size
+            return self._run_batch(operation, items[start:end], names[start:end], encode)
+
+        def absorb(result: BatchResult) -> None:
             nonlocal error
             filled.calls += result.calls
             filled.confirmed.extend(result.confirmed)
@@ -422,55 +413,20 @@ class PlatformClient:
             if result.error is not None and error is None:
                 error = result.error
 
-        in_flight: set[Future[_BatchResult]] = set()
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="syncd-platform")
-        try:
-            # At most `concurrency` batches are submitted at a time, so after an error
-            # no new batch starts and only those in flight run to their end.
-            while True:
-                while error is None and len(in_flight) < self._concurrency:
-                    batch = next(batches, None)
-                    if batch is None:
-                        break
-                    if self._cancelled.is_set():
-                        # cancel() from another thread: this batch and the rest are
-                        # not sent, and are accounted as not written below.
-                        error = PlatformError(f"{operation}: stopped, the client was cancelled")
-                        break
-                    # Each batch runs in a copy of the caller's context, so its log lines
-                    # carry the run's job and run_id like every other line.
-                    context = contextvars.copy_context()
-                    in_flight.add(
-                        pool.submit(context.run, self._run_batch, operation, batch, encode, key)
-                    )
-                if not in_flight:
-                    break
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    result = future.result()
-                    absorb(result)
-                    if progress is not None:
-                        progress(result.size)
-        except BaseException as interrupt:
-            # Ctrl-C / SIGTERM (or a failing progress callback): stop at once. Retry
-            # sleeps wake up and give up, so only requests already on the wire finish
-            # (within timeout_s); what they confirmed goes into the caller's outcome.
-            self._caller.stop.set()
-            try:
-                pool.shutdown(wait=True, cancel_futures=True)
-            finally:
-                # No batch of this write is left to wake (even if a second Ctrl-C cut
-                # the wait short); a client kept across runs (the daemon) must retry
-                # again in its next write, unless it was cancelled.
-                if not self._cancelled.is_set():
-                    self._caller.stop.clear()
-            for future in in_flight:
-                if future.done() and not future.cancelled():
-                    absorb(future.result())
-            account_unfinished(filled, names, interrupt)
-            raise
-        finally:
-            pool.shutdown(wait=True)
+        saw_cancel = dispatch_batches(
+            range(0, len(items), size),
+            run,
+            absorb,
+            workers=workers,
+            progress=progress,
+            cancelled=self._cancelled,
+            stop=self._caller.stop,
+            # Interrupted (or a bug raised on a worker): the caller's outcome still
+            # covers every requested user before the exception goes on.
+            interrupted=lambda interrupt: account_unfinished(filled, names, interrupt),
+        )
+        if error is None and saw_cancel:
+            error = PlatformError(f"{operation}: stopped, the client was cancelled")
         if error is not None:
             if self._cancelled.is_set() and "cancelled" not in str(error):
                 error = self._cancelled_error(operation, error)
@@ -482,13 +438,13 @@ class PlatformClient:
         self,
         operation: Operation,
         batch: Sequence[_Item],
+        names: list[str],
         encode: Callable[[Sequence[_Item]], bytes],
-        key: Callable[[_Item], str],
-    ) -> _BatchResult:
+    ) -> BatchResult:
         """Runs on a pool thread; never raises a SyncdError, returns it instead."""
-        result = _BatchResult(size=len(batch))
+        result = BatchResult(size=len(batch))
         try:
-            self._write_batch(operation, batch, encode, key, result)
+            self._write_batch(operation, batch, names, encode, result)
         except SyncdError as error:
             result.error = error
         return result
@@ -497,14 +453,14 @@ class PlatformClient:
         self,
         operation: Operation,
         batch: Sequence[_Item],
+        names: list[str],
         encode: Callable[[Sequence[_Item]], bytes],
-        key: Callable[[_Item], str],
-        result: _BatchResult,
+        result: BatchResult,
         in_doubt: bool = False,
     ) -> None:
-        """Write one batch; ``in_doubt``: an earlier request carrying these users (the
-        batch a 413 split) got no clear answer, so it may have applied them."""
-        names = [key(item) for item in batch]
+        """Write one batch (``names``: its end_users, in order); ``in_doubt``: an earlier
+        request carrying these users (the batch a 413 split) got no clear answer, so it
+        may have applied them."""
         method, path = self._spec.method(operation), self._spec.path
         # This request's own attempts: more than one means an earlier attempt got no
         # clear answer and may have been applied.
@@ -574,8 +530,8 @@ class PlatformClient:
                 operation=str(operation),
                 batch_size=len(batch),
             )
-            self._write_batch(operation, batch[:half], encode, key, result, retried)
-            self._write_batch(operation, batch[half:], encode, key, result, retried)
+            self._write_batch(operation, batch[:half], names[:half], encode, result, retried)
+            self._write_batch(operation, batch[half:], names[half:], encode, result, retried)
             return
         # Any other answer is permanent (retryable statuses never get here): every batch
         # would get it too, so the operation stops at once with one error instead of
