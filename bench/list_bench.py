@@ -2,16 +2,23 @@
 
 Reads a running emulator (GET only, so a shared benchmark emulator can be used):
 
-    .venv/bin/python bench/list_bench.py --url http://127.0.0.1:PORT --key KEY \\
-        --csv bench/out/users-1000000.csv [--rounds 3]
+    BENCH_API_KEY=KEY .venv/bin/python bench/list_bench.py --url http://127.0.0.1:PORT \\
+        --csv bench/out/users-1000000.csv [--rounds 3] [--order sorted --order reversed]
+
+The bearer key is read from ``BENCH_API_KEY`` (never on a command line, where ``ps``
+shows it; the memory children inherit it).
 
 Prints, best of ``--rounds`` (wall and CPU seconds, alternating the variants in one
 process): the raw GET (body streamed and dropped), the bare floor (the body read whole
 and decoded by one typed msgspec call, ``bare_pipeline.py``'s way), and
 ``PlatformClient.list_users`` without and with ``known`` (the CSV's users, keyed by
-normalised end_user, as the runner holds them). Then, one fresh process per variant,
-resident memory: added by the list (RSS after minus before) and the peak above that
-(VmHWM, reset before the list).
+normalised end_user, as the runner holds them). Each ``--order`` adds
+``list_users(known=ORDER)``: the same users with ``known`` in another order than the
+platform lists them (``sorted`` by name, ``reversed``, ``shuffled``, or ``blocks``:
+each pair of 10,000-user blocks swapped), as a re-sorted HR export or another paging
+order gives it. Then, one fresh process per in-order variant, resident memory: added
+by the list (RSS after minus before) and the peak above that (VmHWM, reset before the
+list).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
+import random
 import subprocess
 import sys
 import time
@@ -39,6 +48,7 @@ from syncd.platform.client import PlatformClient
 from syncd.sources.csv import CsvSource, CsvSourceConfig
 
 PATH = FLAVOURS[ApiFlavour.PLATFORM_USERS].path
+ORDERS = ("sorted", "reversed", "shuffled", "blocks")
 
 
 def desired(csv: Path) -> dict[str, SourceUser]:
@@ -60,6 +70,25 @@ def desired(csv: Path) -> dict[str, SourceUser]:
     return builder.build().users
 
 
+def reordered(known: dict[str, SourceUser], order: str) -> dict[str, SourceUser]:
+    """``known`` with its users in another order (same keys and users)."""
+    keys = list(known)
+    if order == "sorted":
+        keys.sort()
+    elif order == "reversed":
+        keys.reverse()
+    elif order == "shuffled":
+        random.Random(1).shuffle(keys)
+    else:  # blocks
+        size = 10_000
+        keys = [
+            key
+            for start in range(0, len(keys), 2 * size)
+            for key in keys[start + size : start + 2 * size] + keys[start : start + size]
+        ]
+    return {key: known[key] for key in keys}
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * 4096 / 1e6
@@ -79,6 +108,7 @@ def variants(args: argparse.Namespace) -> dict[str, Callable[[], object]]:
     client = PlatformClient(
         base_url=args.url, api_key=SecretStr(args.key), flavour="platform-users", timeout_s=120
     )
+    orders = args.order or []
     known = desired(args.csv) if args.csv else None
 
     def raw_get() -> int:
@@ -95,6 +125,11 @@ def variants(args: argparse.Namespace) -> dict[str, Callable[[], object]]:
     }
     if known is not None:
         found["list_users(known=...)"] = lambda: client.list_users(known=known)
+        for order in orders:
+            other = reordered(known, order)
+            found[f"list_users(known={order})"] = lambda other=other: client.list_users(
+                known=other
+            )
     return found
 
 
@@ -111,7 +146,7 @@ def timings(args: argparse.Namespace) -> None:
             old = best.get(name, (wall, cpu))
             best[name] = (min(old[0], wall), min(old[1], cpu))
     for name, (wall, cpu) in best.items():
-        print(f"{name:28} wall {wall:6.3f} s   cpu {cpu:6.3f} s")
+        print(f"{name:30} wall {wall:6.3f} s   cpu {cpu:6.3f} s")
 
 
 def memory(args: argparse.Namespace) -> None:
@@ -131,11 +166,14 @@ def memory(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True)
-    parser.add_argument("--key", required=True)
     parser.add_argument("--csv", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--order", action="append", choices=ORDERS, help="with --csv")
     parser.add_argument("--memory", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.key = os.environ.get("BENCH_API_KEY", "")
+    if not args.key:
+        raise SystemExit("list_bench: set BENCH_API_KEY to the emulator's bearer key")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(20))
     if args.memory:
         memory(args)
@@ -143,7 +181,7 @@ def main() -> None:
     timings(args)
     names = ["list_users()"] + (["list_users(known=...)"] if args.csv else [])
     for name in names:
-        command = [sys.executable, __file__, "--url", args.url, "--key", args.key]
+        command = [sys.executable, __file__, "--url", args.url]  # the key: inherited
         command += ["--csv", str(args.csv)] if args.csv else []
         output = subprocess.run(
             [*command, "--memory", name], check=True, capture_output=True, text=True

@@ -12,8 +12,9 @@ Pure: no I/O.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date
+from itertools import chain, compress
 from operator import attrgetter
 from typing import Final
 
@@ -29,8 +30,9 @@ _MAX_CACHED: Final = 100_000
 """Entries of the tag and date caches of one listing (users that share nothing must not
 build a second copy of the list)."""
 
-# Without ``known``: a bitmap of the names seen, 2**23 bits (1 MB). At a million users
-# about one name in twenty finds its bit set by another; those are counted exactly.
+# Without ``known`` (or once the walk is lost): a bitmap of the names seen, 2**23 bits
+# (1 MB). At a million users about one name in twenty finds its bit set by another;
+# those are counted exactly.
 _SEEN_BITS: Final = 1 << 23
 _SEEN_MASK: Final = _SEEN_BITS - 1
 
@@ -39,8 +41,13 @@ _NEAR: Final = 4096
 order is looked for (batches of a first sync land a few thousand apart)."""
 
 _SEARCH_BUDGET: Final = 16
-"""Keys compared in such searches, per listed user, before they stop (an order that has
-nothing to do with the known one must not cost 2 * _NEAR compares per user)."""
+"""Keys compared in such searches, per listed user, before the walk is given up (an
+order that has nothing to do with the known one must not cost 2 * _NEAR compares per
+user)."""
+
+_MISSES_IN_A_ROW: Final = 64
+"""Known users in a row that are not the walk's next key before the walk is given up:
+a listing that never continues where the last search left it gains nothing from it."""
 
 _TAGS_DECODER = msgspec.json.Decoder(dict[str, str])
 _end_user = attrgetter("end_user")
@@ -66,18 +73,26 @@ _END: Final = _End()
 class ListedUsers:
     """The users of one listing, page after page (a :class:`~.listing.UserSink`).
 
-    ``known`` (the desired users, keyed by normalised end_user): a listed name equal to
-    a key is stored as the key's string (for the runner's mapping, the SourceUser's
-    ``end_user`` object), so a million names are not held twice.
+    ``known`` (the desired users, keyed by normalised end_user): a listed name is
+    stored as ``known[name].end_user`` (the SourceUser's own string object) when that
+    user exists and its ``end_user`` equals the name; otherwise as the listed string.
+    So a million names are not held twice. Both paths below keep exactly that rule.
 
     A platform lists its users in the order it got them, which for users a sync wrote
     is mostly the order of ``known`` (batches of a first sync may land a little out of
-    turn). So each listed name is first compared with the next key in that order, a
-    sequential walk instead of a random hash probe (ten times faster at a million
-    users). A name out of that order is looked up by hash, then looked for near the
-    walk's place, and the walk goes on from where it was found. Each listed key's
+    turn). So each listed name is first compared with the next user's ``end_user`` in
+    that order, a sequential walk instead of a random hash probe (ten times faster at a
+    million users). A name out of that order is looked up by hash, then looked for near
+    the walk's place, and the walk goes on from where it was found. Each listed
     position is marked, so a name listed twice is seen; names whose position is not
     known are counted exactly at the end.
+
+    A listing in another order (re-sorted, reversed, paged differently) would make
+    every name a search: once the searches cost _SEARCH_BUDGET compares per listed
+    user, or _MISSES_IN_A_ROW known users in a row miss the walk, the walk is given up
+    for the rest of the listing, and each name costs one hash lookup in ``known`` (as
+    without the walk) plus a bit in the seen bitmap, where the positions marked so far
+    are carried over.
 
     Per listing, tag sets are cached by their JSON text and dates by their text (the
     values shared with :func:`~syncd.model.make_tags` and
@@ -92,12 +107,17 @@ class ListedUsers:
         self._pending: list[PlatformUser] | None = None
         # Which names were seen (set by _reset_tracking):
         self._doubtful: list[str] = []  # names that may be listed twice
-        self._keys: list[str] | None = None  # the known order, then _END
-        self._marks = bytearray()  # with known: a byte per known position listed
-        self._seen = bytearray()  # without: the bitmap of names seen
+        # The known users' end_user strings in the known order (_END for one that is
+        # not its key), then _END; None without known or once the walk is lost.
+        self._keys: list[str] | None = None
+        self._marks = bytearray()  # walking: a byte per known position listed
+        self._seen = bytearray()  # not walking: the bitmap of names seen
         self._walk = 0  # where the listing stands in the known order
+        self._listed = 0  # users converted (the search budget grows with them)
         self._searched = 0  # keys compared by _position
         self._placed = 0  # names that took _place
+        self._in_row = 0  # known users in a row that missed the walk
+        self._after_place = -1  # the walk's place after the last _place
         self._reset_tracking()
 
     def page(
@@ -158,47 +178,66 @@ class ListedUsers:
         through to the slow path only when a cache misses (tags can be the empty tuple,
         so they are tested against None).
         """
+        self._listed += len(wires)
+        keys = self._keys
+        if keys is None:
+            self._convert_hashed(wires, out)
+            return
         tags_of = self._tags.get
         date_of = self._dates.get
         new_user = PlatformUser
         append = out.append
-        keys = self._keys
-        if keys is not None:
-            place = self._place
-            marks = self._marks
-            doubtful = self._doubtful
-            walk = self._walk
-            for wire in wires:
-                name = wire.end_user
-                key = keys[walk]
-                if name == key:
-                    name = key
-                    if marks[walk]:
-                        doubtful.append(name)
-                    marks[walk] = 1
-                    walk += 1
-                else:
-                    name, walk = place(name, walk)
-                text = bytes(wire.tags)
-                tags = tags_of(text)
-                if tags is None:
-                    tags = self._tags_for(text, name)
-                active_from = date_of(wire.active_from) or self._date_for(
-                    name, "active_from", wire.active_from
-                )
-                text_to = wire.active_to
-                active_to = (
-                    None
-                    if text_to is None
-                    else date_of(text_to) or self._date_for(name, "active_to", text_to)
-                )
-                append(new_user(name, tags, active_from, active_to))
-            self._walk = walk
-            return
+        place = self._place
+        marks = self._marks
+        doubtful = self._doubtful
+        walk = self._walk
+        remaining = iter(wires)
+        for wire in remaining:
+            name = wire.end_user
+            key = keys[walk]
+            if name == key:
+                name = key
+                if marks[walk]:
+                    doubtful.append(name)
+                marks[walk] = 1
+                walk += 1
+            else:
+                name, walk = place(name, walk)
+                if walk < 0:  # the walk is lost: this user and the rest by hash
+                    self._convert_hashed(chain((wire,), remaining), out)
+                    return
+            text = bytes(wire.tags)
+            tags = tags_of(text)
+            if tags is None:
+                tags = self._tags_for(text, name)
+            active_from = date_of(wire.active_from) or self._date_for(
+                name, "active_from", wire.active_from
+            )
+            text_to = wire.active_to
+            active_to = (
+                None
+                if text_to is None
+                else date_of(text_to) or self._date_for(name, "active_to", text_to)
+            )
+            append(new_user(name, tags, active_from, active_to))
+        self._walk = walk
+
+    def _convert_hashed(self, wires: Iterable[ListedUser], out: list[PlatformUser]) -> None:
+        """:meth:`convert` without the walk: without ``known``, or once the walk is lost
+        (one hash lookup per name; duplicates through the seen bitmap)."""
+        tags_of = self._tags.get
+        date_of = self._dates.get
+        new_user = PlatformUser
+        append = out.append
         seen = self._seen
         doubtful = self._doubtful
+        source_of = self._known.get if self._known is not None else None
         for wire in wires:
             name = wire.end_user
+            if source_of is not None:
+                source = source_of(name)
+                if source is not None and source.end_user == name:
+                    name = source.end_user
             text = bytes(wire.tags)
             tags = tags_of(text)
             if tags is None:
@@ -227,15 +266,39 @@ class ListedUsers:
     def _reset_tracking(self) -> None:
         """Forget which names were seen (a new listing, or a page read again)."""
         self._doubtful = []
-        self._walk = self._searched = self._placed = 0
+        self._walk = self._listed = self._searched = self._placed = self._in_row = 0
+        self._after_place = -1
         if self._known is None:
             self._keys = None
             self._seen = bytearray(_SEEN_BITS // 8)
             self._marks = bytearray()
         else:
-            self._keys = [*self._known, _END]
+            # A user's end_user, not its key: a walk hit then stores what _place would.
+            # The runner's keys are the end_user objects, so the list compare (identity
+            # first, in C) confirms them without reading a string; else _END marks a
+            # user whose end_user is not its key.
+            keys = [source.end_user for source in self._known.values()]
+            if keys != [*self._known]:
+                keys = [
+                    end_user if (end_user := source.end_user) == key else _END
+                    for key, source in self._known.items()
+                ]
+            keys.append(_END)
+            self._keys = keys
             self._marks = bytearray(len(self._keys))
             self._seen = bytearray()
+
+    def _lose_walk(self) -> None:
+        """Give up the walk for the rest of the listing: the names at the positions
+        marked so far go into the seen bitmap, which takes over finding duplicates."""
+        assert self._keys is not None
+        seen = bytearray(_SEEN_BITS // 8)
+        for name in compress(self._keys, self._marks):
+            slot = hash(name) & _SEEN_MASK
+            seen[slot >> 3] |= 1 << (slot & 7)
+        self._seen = seen
+        self._keys = None
+        self._marks = bytearray()
 
     def _track(self, users: list[PlatformUser]) -> None:
         """Mark ``users`` as seen again (the pages kept when a later one is read again):
@@ -253,8 +316,10 @@ class ListedUsers:
         self.convert(wires, [])
 
     def _place(self, name: str, walk: int) -> tuple[str, int]:
-        """A name that is not the next known key: its string to keep, and where the walk
-        goes on. Off the hot path (a few users in a hundred)."""
+        """A name that is not the walk's next one: its string to keep, and where the
+        walk goes on; a negative place when the walk is lost (then nothing is recorded:
+        the caller converts the name again without the walk). Off the hot path (a few
+        users in a hundred)."""
         assert self._known is not None
         assert self._keys is not None
         keys = self._keys
@@ -264,39 +329,50 @@ class ListedUsers:
             # Not a known user: compared with every listed name at the end.
             self._doubtful.append(name)
             return name, walk
-        position = self._position(name, walk)
+        self._in_row = self._in_row + 1 if walk == self._after_place else 1
+        position = -1 if self._in_row > _MISSES_IN_A_ROW else self._position(name, walk)
         if position < 0:
-            self._doubtful.append(name)
-            return source.end_user, walk
+            self._lose_walk()
+            return name, -1
         if self._marks[position]:
             self._doubtful.append(name)
         self._marks[position] = 1
+        self._after_place = position + 1
         return keys[position], position + 1
 
     def _position(self, name: str, walk: int) -> int:
-        """The position of known key ``name`` (-1 if searching costs too much by now).
+        """The position of known user ``name`` (-1 once searching costs too much).
 
         The listing usually skipped a few known users (not on the platform yet) or came
-        back to a batch that landed late: the key is looked for within _NEAR after the
-        walk's place, then before it, then anywhere (list.index compares in C). Every
-        compare counts; once they cost _SEARCH_BUDGET per listed user, searching waits
-        until more users were listed.
+        back to a batch that landed late, or pages came in another order: the name is
+        looked for within _NEAR after the walk's place, then before it, then in rings
+        four times wider each, after and before (list.index compares in C), so a user
+        d positions away costs about 3 * d compares on either side. Every compare
+        counts; once they cost _SEARCH_BUDGET per listed user (plus a start of
+        8 * _NEAR), the search gives up and so does the walk.
         """
         assert self._keys is not None
         keys = self._keys
         last = len(keys) - 1  # _END
-        near = (walk, min(walk + _NEAR, last)), (max(walk - _NEAR, 0), walk)
-        far = (min(walk + _NEAR, last), last), (0, max(walk - _NEAR, 0))
-        for start, stop in (*near, *far):
-            if self._searched > _SEARCH_BUDGET * (walk + self._placed) + 8 * _NEAR:
-                return -1
-            try:
-                position = keys.index(name, start, stop)
-            except ValueError:
-                self._searched += stop - start
-                continue
-            self._searched += position - start + 1
-            return position
+        inner, outer = 0, _NEAR
+        while inner < last:
+            rings = (min(walk + inner, last), min(walk + outer, last)), (
+                max(walk - outer, 0),
+                max(walk - inner, 0),
+            )
+            for start, stop in rings:
+                if start >= stop:
+                    continue
+                if self._searched > _SEARCH_BUDGET * self._listed + 8 * _NEAR:
+                    return -1
+                try:
+                    position = keys.index(name, start, stop)
+                except ValueError:
+                    self._searched += stop - start
+                    continue
+                self._searched += position - start + 1
+                return position
+            inner, outer = outer, 4 * outer
         return -1
 
     # ------------------------------------------------------------ slow paths

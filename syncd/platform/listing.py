@@ -59,6 +59,10 @@ _STREAM_CHUNKS = 4
 _GROUP = 4096
 """Users decoded at a time from a body decoded whole (a fallback), see PageReader."""
 
+_PREALLOCATED_MAX: Final = 256 << 20
+"""The most a fallback buffer is sized in advance from the Content-Length (a header
+claims anything); a larger body grows the buffer as it arrives."""
+
 # msgspec names the failing element of a decoded chunk as ``$[12]`` in its messages.
 _ITEM_PATH = re.compile(r"\$\[(\d+)\]([^`\s]*)")
 _BYTE_POSITION = re.compile(r"\(byte (\d+)\)")
@@ -118,7 +122,12 @@ class PageReader:
     ``{"users":[`` (other key order), that offers no cut point (other key order in the
     user objects), or whose chunk is not valid JSON (a broken body, or a cut inside a
     nested array) is collected from there on into one buffer (sized from
-    ``expected_size``, the Content-Length, when known) and decoded whole at the end.
+    ``expected_size``, the Content-Length, when known, up to 256 MB) and decoded whole
+    at the end; a body too large for memory is a PlatformError naming its size.
+
+    A user object that repeats a key is taken as JSON decoders do: the last value wins,
+    and an earlier value is not checked (so ``"tags"`` twice with an invalid first set
+    is no error). Finding repeats would mean a second parse of every user object.
     """
 
     def __init__(
@@ -242,16 +251,19 @@ class PageReader:
         """From now on collect the body into one buffer, to decode it whole."""
         self._streaming = False
         held = len(self._buffer)
-        missing = (self._expected or 0) - self._received
-        if missing > 0:
-            # The size is known: one buffer of that size, filled in place (no growth,
-            # no copy of what was received).
-            buffer = bytearray(held + missing)
-            buffer[:held] = self._buffer
-            self._collected = held
-        else:
-            # A fresh buffer without the cut-off front, so it grows in place.
-            buffer = bytearray(self._buffer)
+        missing = min((self._expected or 0) - self._received, _PREALLOCATED_MAX)
+        try:
+            if missing > 0:
+                # The size is known: one buffer of that size, filled in place (no
+                # growth, no copy of what was received).
+                buffer = bytearray(held + missing)
+                buffer[:held] = self._buffer
+                self._collected = held
+            else:
+                # A fresh buffer without the cut-off front, so it grows in place.
+                buffer = bytearray(self._buffer)
+        except MemoryError:
+            raise self._too_large(held + missing) from None
         self._buffer = buffer
 
     def _collect(self, data: bytes) -> None:
@@ -261,9 +273,21 @@ class PageReader:
                 self._buffer[self._collected : end] = data
                 self._collected = end
                 return
-            del self._buffer[self._collected :]  # more than announced: grow from here
+            # More than announced, or than preallocated: grow from here.
+            del self._buffer[self._collected :]
             self._collected = -1
-        self._buffer += data
+        try:
+            self._buffer += data
+        except MemoryError:
+            raise self._too_large(len(self._buffer) + len(data)) from None
+
+    def _too_large(self, size: int) -> PlatformError:
+        """The error for a body whose buffer of ``size`` bytes cannot be allocated."""
+        announced = f" (Content-Length {self._expected})" if self._expected is not None else ""
+        return PlatformError(
+            f"list: the platform's response{announced} does not fit in memory: "
+            f"a buffer of {size:,} bytes could not be allocated"
+        )
 
     def _in_body(self, error: msgspec.DecodeError) -> str:
         """msgspec's message with its byte positions counted in the whole body."""

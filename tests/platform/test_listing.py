@@ -17,6 +17,8 @@ import pytest
 
 from syncd.errors import PlatformError
 from syncd.model import Origin, PlatformUser, SourceUser, make_tags
+from syncd.platform import listed as listed_module
+from syncd.platform import listing as listing_module
 from syncd.platform.listed import ListedUsers, decode_users
 
 SMALL = 256  # bytes per chunk in these tests: many chunks from a few users
@@ -374,3 +376,138 @@ def test_false_alarms_of_the_seen_bitmap_cost_no_user() -> None:
     listed, duplicates = listing.result()
     assert len(listed) == 100_000
     assert duplicates == []
+
+
+# ------------------------------------------------- other orders than the known one
+
+
+def blocks_swapped(users: list[Any], size: int) -> list[Any]:
+    """Each pair of blocks of ``size`` users swapped (pages of another paging order)."""
+    out: list[Any] = []
+    for start in range(0, len(users), 2 * size):
+        out += users[start + size : start + 2 * size] + users[start : start + size]
+    return out
+
+
+ORDERS = {
+    "sorted": sorted,
+    "reversed": lambda users: users[::-1],
+    "blocks-swapped": lambda users: blocks_swapped(users, 2_500),
+    "shuffled": lambda users: random.Random(3).sample(users, len(users)),
+}
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_a_listing_in_another_order_costs_a_bounded_search(order: str) -> None:
+    # known in a source's order, the platform listing in another one: the searches stay
+    # within their budget and the walk is given up early, not kept per name.
+    names = [f"user{index:05d}@example.com" for index in range(10_000)]
+    source_order = random.Random(1).sample(names, len(names))
+    known = known_of([{"end_user": name} for name in source_order])
+    listing_order = ORDERS[order](source_order)
+    users = [{"end_user": name, "tags": {}, "active_from": "2026-01-01"} for name in listing_order]
+    listing = ListedUsers(known)
+    reader = listing.page(chunk_bytes=4096)
+    reader.feed(msgspec.json.encode({"users": users}))
+    reader.finish()
+    listed, duplicates = listing.result()
+    assert listed == expected(users)
+    assert duplicates == []
+    keys = {name: name for name in known}
+    assert all(user.end_user is keys[user.end_user] for user in listed)
+    assert listing._searched <= listed_module._SEARCH_BUDGET * len(users) + 8 * listed_module._NEAR
+    assert listing._placed <= listed_module._MISSES_IN_A_ROW + 16
+    if order != "blocks-swapped":  # two searches per pair of blocks: the walk goes on
+        assert listing._keys is None  # the rest by hash lookup
+    assert len(listing._doubtful) < len(users) // 20  # bitmap false alarms only
+
+
+def test_a_listing_in_the_known_order_never_searches() -> None:
+    users = wire_users(3_000)
+    listing = ListedUsers(known_of(users))
+    reader = listing.page(chunk_bytes=4096)
+    reader.feed(msgspec.json.encode({"users": users}))
+    reader.finish()
+    assert listing.result() == (expected(users), [])
+    assert (listing._placed, listing._searched, listing._doubtful) == (0, 0, [])
+
+
+def test_duplicates_are_found_across_the_moment_the_walk_is_lost() -> None:
+    users = wire_users(2_000)
+    known = known_of(users[:1_900])
+    # In the known order first (user 5 and the unknown user 1950 once each), then
+    # sorted against it (reversed), with both again and one repeated within each part.
+    first = [*users[:100], users[1_950], users[7]]
+    rest = [*users[100:][::-1], {**users[5], "active_from": "2027-02-02"}, users[1_950]]
+    listing_order = [*first, *rest]
+    listing = ListedUsers(known)
+    reader = listing.page(chunk_bytes=1024)
+    reader.feed(msgspec.json.encode({"users": listing_order}))
+    reader.finish()
+    listed, duplicates = listing.result()
+    assert listing._keys is None  # the walk was lost
+    reference: dict[str, PlatformUser] = {}
+    extra: list[str] = []
+    for user in expected(listing_order):
+        if user.end_user in reference:
+            extra.append(user.end_user)
+        reference[user.end_user] = user
+    assert listed == list(reference.values())
+    assert sorted(duplicates) == sorted(extra)
+    assert len(duplicates) == 4  # 7, 1950 (in the reversed rest and at the end), 5
+
+
+@pytest.mark.parametrize("order", ["known", "reversed"])
+def test_a_known_name_is_kept_as_the_users_end_user_on_every_path(order: str) -> None:
+    # Keys that are other string objects than the users' end_user, and one user whose
+    # end_user is not its key: the walk, the search and the hash lookup store the same.
+    users = wire_users(300)
+    origin = Origin("test")
+    known = {
+        "".join(user["end_user"]): SourceUser.from_origin("".join(user["end_user"]), (), origin)
+        for user in users
+    }
+    odd = users[10]["end_user"]
+    known[odd] = SourceUser.from_origin("someone.else@example.com", (), origin)
+    listing_order = users if order == "known" else users[::-1]
+    listed, duplicates, _, _ = read(msgspec.json.encode({"users": listing_order}), known=known)
+    assert listed == expected(listing_order)
+    assert duplicates == []
+    for user in listed:
+        if user.end_user == odd:
+            assert user.end_user is not known[odd].end_user
+            assert all(user.end_user is not key for key in known)
+        else:
+            assert user.end_user is known[user.end_user].end_user
+
+
+# ------------------------------------------------- fallback buffer, repeated keys
+
+
+def test_a_huge_content_length_does_not_preallocate_it() -> None:
+    body = json.dumps({"pagination": None, "users": USERS}).encode()  # not streamed
+    listed, _, _, streaming = read(body, expected_size=1 << 40)
+    assert not streaming
+    assert listed == expected(USERS)
+
+
+def test_a_body_too_large_for_memory_is_a_platform_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A real allocation that fails: 2**60 bytes can be asked for, never granted.
+    monkeypatch.setattr(listing_module, "_PREALLOCATED_MAX", 1 << 60)
+    body = json.dumps({"pagination": None, "users": USERS}).encode()
+    with pytest.raises(PlatformError, match=r"Content-Length 1152921504606846976.*fit in memory"):
+        read(body, expected_size=1 << 60)
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 1 << 20], ids=["streamed", "whole"])
+def test_a_key_repeated_in_a_user_object_takes_its_last_value(chunk_bytes: int) -> None:
+    # Known behaviour (see PageReader): as in any JSON decoder the last value wins and
+    # the earlier one is not checked; detecting repeats would cost a second parse.
+    body = (
+        b'{"users":[{"end_user":"a@example.com","tags":{"team":1},"tags":{"team":"x"},'
+        b'"active_from":"2026-01-01"}]}'
+    )
+    listed = read(body, chunk_bytes=chunk_bytes)[0]
+    assert listed == [PlatformUser("a@example.com", make_tags({"team": "x"}), date(2026, 1, 1))]
