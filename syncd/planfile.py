@@ -176,7 +176,8 @@ class FingerprintingPlatform:
         users = self.inner.list_users(known=known)
         self.fingerprint = platform_fingerprint(users)
         self.listed = len(users)
-        self.last = users
+        # A copy: the runner empties the list it plans from (it frees users as it goes).
+        self.last = list(users)
         return users
 
     def insert(
