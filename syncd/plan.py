@@ -382,6 +382,13 @@ def plan_changes(
             continue
         inserts.append(Change(ChangeKind.INSERT, after, None, f"new in {source.origin}"))
 
+    # The platform lists in an order of its own (the emulator in the order concurrent
+    # batches landed): changes found while walking it are put in name order, so the
+    # same source and platform give the same plan, table and hold examples every run.
+    for found in (updates, ends, reactivations, deletes):
+        if len(found) > 1:
+            found.sort(key=_change_name)
+
     withheld = 0
     if not source_complete:
         # A partial read never turns into removals, not even of users it did read: an
@@ -405,6 +412,10 @@ def plan_changes(
         withheld_removals=withheld,
         platform_duplicates=platform_duplicates,
     )
+
+
+def _change_name(change: Change) -> str:
+    return change.user.end_user
 
 
 def _is_active(user: PlatformUser, today: date) -> bool:
