@@ -63,7 +63,8 @@ def measure(count: int) -> None:
     print(
         f"{count:>9} inserts: audit + record {took:6.2f} s (a run without changes "
         f"{empty * 1000:.0f} ms), database {size / 1e6:.0f} MB, one user's audit "
-        f"{lookup * 1000:.1f} ms ({len(found)} row), prune all {prune:.2f} s ({pruned} rows)"
+        f"{lookup * 1000:.1f} ms ({len(found)} entry), prune all {prune:.2f} s "
+        f"({pruned} runs and entries)"
     )
 
 

@@ -30,6 +30,10 @@ by time -- once in ``audit_ops``; the view ``audit_log`` joins the two), per-sou
 cursors for incremental reads, the per-job lock table, and an index on
 ``runs.started_at`` so that retention is an indexed delete.
 
+Step 3 adds each job's identity rules, the analytics response cache and its query
+budget. Step 4 stores the audit log by chunks of up to a thousand entries instead of a
+row per user, moving the rows of steps 2 and 3 (see :mod:`syncd.state_audit`).
+
 Step 1 is the schema of the first releases. Those created their tables with ``CREATE
 TABLE IF NOT EXISTS`` on every connection and set ``user_version = 1`` only before an
 apply, so such a database may hold the tables at version 0; step 1 keeps ``IF NOT
@@ -52,11 +56,10 @@ run, and rows exist only for users the platform confirmed. A process killed befo
 records its run (SIGKILL, power loss) loses that run's rows with the run itself; the
 platform is unaffected and the next run re-plans from the live list.
 
-A first sync records a million rows. Their names come in source order, random to the
-``audit_by_user`` B-tree, so when a run adds at least as many rows as the table holds
-the index is dropped and rebuilt (sorted once) inside the same transaction instead of
-being filled row by row: about a third less time, and no more memory than the page
-cache the row-by-row path fills (see :mod:`syncd.state_audit`).
+A first sync records a million entries: they are written a thousand to a row
+(``audit_chunks``), which takes about a second where a row and an index entry per user
+took 5-7 s; a lookup of one user scans the chunks' bytes (~0.1 s per million
+entries). The view ``audit_log`` shows one row per entry (see :mod:`syncd.state_audit`).
 """
 
 from __future__ import annotations
@@ -70,10 +73,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from syncd import state_audit
 from syncd.errors import StateError
 from syncd.ports import AuditBatch, AuditEntry, JobLock, RunRecord, StateStore
-from syncd.state_audit import write_audit
-from syncd.state_codec import decode_user, stored_time
+from syncd.state_codec import stored_time
 from syncd.state_schema import MIGRATIONS, SCHEMA_VERSION, Migration, checked
 
 __all__ = [
@@ -314,7 +317,7 @@ class SqliteStateStore:
         with self._connect(create=True) as connection:
             assert connection is not None
             with _transaction(connection):
-                write_audit(connection, audit)
+                state_audit.write_audit(connection, audit)
                 connection.execute(
                     "INSERT INTO runs (run_id, job, started_at, finished_at, status, summary) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
@@ -373,36 +376,12 @@ class SqliteStateStore:
 
     def audit(self, end_users: Collection[str], job: str | None = None) -> list[AuditEntry]:
         """Every recorded change to these normalised end_users, oldest first."""
-        names = sorted(set(end_users))
-        if not names:
+        if not end_users:
             return []
-        with self._read("audit", "audit_ops") as connection:
+        with self._read() as connection:
             if connection is None:
                 return []
-            # json_each keeps the statement static whatever the number of names; the
-            # IN (subquery) still looks each name up in audit_by_user.
-            query = (
-                "SELECT audit_ops.run_id, audit_ops.at, audit_ops.job, audit.end_user, "
-                "audit_ops.operation, audit.before, audit.after "
-                "FROM audit JOIN audit_ops ON audit_ops.id = audit.op "
-                "WHERE audit.end_user IN (SELECT value FROM json_each(?)) "
-                "AND (? IS NULL OR audit_ops.job = ?) ORDER BY audit_ops.at, audit.id"
-            )
-            rows: list[tuple[str, str, str, str, str, str | None, str | None]] = connection.execute(
-                query, (json.dumps(names), job, job)
-            ).fetchall()
-        return [
-            AuditEntry(
-                run_id=row[0],
-                at=datetime.fromisoformat(row[1]),
-                job=row[2],
-                end_user=row[3],
-                operation=row[4],
-                before=decode_user(row[5]),
-                after=decode_user(row[6]),
-            )
-            for row in rows
-        ]
+            return state_audit.find_entries(connection, end_users, job)
 
     def source_cursor(self, job: str, source: str) -> str | None:
         """The cursor a source of the job saved, or None (also before the first write)."""
@@ -417,23 +396,16 @@ class SqliteStateStore:
     # ------------------------------------------------------------- maintenance
 
     def prune(self, before: datetime) -> int:
-        """Delete runs started and audit rows written before ``before`` (both indexed)."""
-        cutoff = stored_time(before)
+        """Delete runs started and audit entries recorded before ``before`` (both
+        indexed by time); how many runs and entries went."""
         with self._connect(create=False) as connection:
             if connection is None:
                 return 0
             with _transaction(connection):
-                runs = connection.execute("DELETE FROM runs WHERE started_at < ?", (cutoff,))
-                removed = runs.rowcount
-                old = connection.execute(
-                    "SELECT first_row, last_row FROM audit_ops WHERE at < ?", (cutoff,)
-                ).fetchall()
-                for first, last in old:
-                    removed += connection.execute(
-                        "DELETE FROM audit WHERE id BETWEEN ? AND ?", (first, last)
-                    ).rowcount
-                connection.execute("DELETE FROM audit_ops WHERE at < ?", (cutoff,))
-                return removed
+                runs = connection.execute(
+                    "DELETE FROM runs WHERE started_at < ?", (stored_time(before),)
+                )
+                return runs.rowcount + state_audit.prune_audit(connection, before)
 
     def set_source_cursor(self, job: str, source: str, cursor: str | None) -> None:
         """Save (or, with None, forget) a source's cursor for the job's next read."""
@@ -551,19 +523,10 @@ class SqliteStateStore:
 
     def removals_since(self, job: str, since: datetime) -> int:
         """Confirmed end-dates and deletes of the job at or after ``since`` (audit log)."""
-        with self._read("audit", "audit_ops") as connection:
+        with self._read() as connection:
             if connection is None:
                 return 0
-            # Counted in the audit rows themselves (each op's rows are one id range), so
-            # a pruned or empty op can never be miscounted.
-            (count,) = connection.execute(
-                "SELECT count(*) FROM audit_ops JOIN audit "
-                "ON audit.id BETWEEN audit_ops.first_row AND audit_ops.last_row "
-                "WHERE audit_ops.job = ? AND audit_ops.operation IN ('end', 'delete') "
-                "AND audit_ops.at >= ?",
-                (job, stored_time(since)),
-            ).fetchone()
-        return int(count)
+            return state_audit.removals_since(connection, job, since)
 
 
 _LOCK_SELECT = (

@@ -1,99 +1,274 @@
-"""Writing a run's audit rows into the state database (inside its record transaction).
+"""The audit log inside the state database: written by chunks, read back per user.
 
-Kept apart from :mod:`syncd.state` (the store's connections, migrations and reads) because
-it is the one hot write path: a first sync records a million rows. Two costs dominate
-there, and each has its answer here:
+Kept apart from :mod:`syncd.state` (the store's connections, migrations and other
+tables) because it is the one hot write path: a first sync records a million changes.
 
-* the ``audit_by_user`` index: names come in source order, random to its B-tree, so a
-  large batch is appended to the table with the index dropped and the index is then
-  rebuilt from one sort, in the same transaction (:func:`_index_to_rebuild` decides);
-* the JSON of each user: :class:`~syncd.state_codec.UserEncoder` assembles it from
-  cached pieces (tag sets and dates repeat).
+From schema 4 on, the confirmed changes of one kind in one run are stored in
+``audit_chunks``, up to :data:`CHUNK_ENTRIES` to a row: what they share (run, job,
+operation, time) once, the entries as one JSON array of ``[end_user, before, after]``
+(``end_user`` normalised, before and after in the stored form of
+:mod:`syncd.state_codec`, null when absent). A million inserts are ~1,000 rows
+encoded by ~1,000 calls to msgspec, where one row per user cost a B-tree insert per
+user into the table and into a name index (5-7 s for a first sync, measured; ~1 s
+now). A lookup by user reads every chunk as bytes and decodes only those that contain
+the user's entry marker (:func:`~syncd.state_codec.chunk_marker`): ~0.1 s per
+million entries, for a command an operator runs by hand. The view ``audit_log``
+shows one row per entry for auditors reading the file with ``sqlite3``.
+
+Databases of schemas 2 and 3 kept one row per user in ``audit`` (and what a batch
+shares in ``audit_ops``). Migration 4 moves those rows into chunks
+(:func:`move_rows_into_chunks`); until a write migrates it, a newer syncd reads such a
+file as it is (:func:`audit_format` says which tables it has), because reads never
+change the file.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
-from operator import length_hint
+from collections.abc import Collection, Iterable, Iterator
+from datetime import datetime
+from itertools import islice
+from typing import Literal
 
-from syncd.ports import AuditBatch
-from syncd.state_codec import UserEncoder, audit_rows, stored_time
+import msgspec
 
-__all__ = ["write_audit"]
+from syncd.ports import AuditBatch, AuditEntry
+from syncd.state_codec import (
+    UserEncoder,
+    chunk_marker,
+    decode_chunk,
+    decode_user,
+    stored_time,
+)
 
-_AUDIT_USER_INDEX = "audit_by_user"
+__all__ = [
+    "CHUNKS_SCHEMA",
+    "CHUNK_ENTRIES",
+    "audit_format",
+    "find_entries",
+    "move_rows_into_chunks",
+    "prune_audit",
+    "removals_since",
+    "write_audit",
+]
 
-_REBUILD_MIN_ROWS = 50_000
-"""Below this many new audit rows, inserting into the end_user index costs less than
-rebuilding it (and a small table's index fits the page cache anyway)."""
+CHUNK_ENTRIES = 1000
+"""Entries per ``audit_chunks`` row: ~80 kB of JSON for a typical user, so a row is a
+few overflow pages and a first sync of a million users ~1,000 rows."""
+
+_MARKED_NAMES = 64
+"""Up to this many names, a lookup searches each chunk's bytes for each name's marker;
+for more it decodes every chunk once and looks the names up in a set."""
+
+CHUNKS_SCHEMA = """
+CREATE TABLE audit_chunks (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    job TEXT NOT NULL,
+    operation TEXT NOT NULL
+        CHECK (operation IN ('insert', 'update', 'end', 'reactivate', 'delete')),
+    at TEXT NOT NULL,
+    changes INTEGER NOT NULL CHECK (changes > 0),
+    entries TEXT NOT NULL
+);
+CREATE INDEX audit_chunks_by_time ON audit_chunks (at);
+CREATE INDEX audit_chunks_by_run ON audit_chunks (run_id);
+CREATE VIEW audit_log AS
+    SELECT chunk.id AS chunk, entry.key AS position, chunk.run_id, chunk.at, chunk.job,
+           json_extract(entry.value, '$[0]') AS end_user, chunk.operation,
+           json_extract(entry.value, '$[1]') AS before,
+           json_extract(entry.value, '$[2]') AS after
+    FROM audit_chunks AS chunk, json_each(chunk.entries) AS entry
+"""
+"""The tables of the chunked audit log (run by migration 4 after the old ones go)."""
+
+_INSERT_CHUNK = (
+    "INSERT INTO audit_chunks (run_id, job, operation, at, changes, entries) "
+    # CAST: the encoder's bytes stored as TEXT (what json_each reads), without
+    # decoding a million users' JSON into a Python str first.
+    "VALUES (?, ?, ?, ?, ?, CAST(? AS TEXT))"
+)
+
+AuditFormat = Literal["chunks", "rows"]
 
 
-def _index_to_rebuild(connection: sqlite3.Connection, new_rows: int) -> str | None:
-    """The SQL that recreates the end_user index, if rebuilding it after the insert is
-    cheaper than filling it row by row; else None.
-
-    Names arrive in source order, random to the B-tree, so every row of a big batch
-    costs a page lookup and often a split (970,000 rows of a first sync, measured:
-    5.4-6.4 s row by row, 3.5-4.6 s with the rebuild, the commit included). A
-    rebuild sorts the names once, but costs in proportion to the whole table, so it is
-    chosen only when the new rows are at least as many as those already there (a
-    first sync, a re-import): a run never pays more than twice its own rows. The SQL
-    is the index's own, from the schema, so it follows whatever the migrations made.
-    """
-    if new_rows < _REBUILD_MIN_ROWS:
-        return None
-    # An upper bound on the rows (ids only grow; pruning leaves gaps), read from the
-    # ends of the rowid B-tree instead of counting a table that may hold millions.
-    (present,) = connection.execute(
-        "SELECT coalesce(max(id) - min(id) + 1, 0) FROM audit"
-    ).fetchone()
-    if new_rows < present:
-        return None
-    row = connection.execute(
-        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (_AUDIT_USER_INDEX,)
-    ).fetchone()
-    return None if row is None or row[0] is None else str(row[0])
+def audit_format(connection: sqlite3.Connection) -> AuditFormat | None:
+    """Which audit tables the database has: ``chunks`` (schema 4 on), ``rows`` (schemas 2
+    and 3, not migrated yet), or None (schema 1: nothing was ever audited)."""
+    names = {
+        row[0]
+        for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name IN ('audit_chunks', 'audit', 'audit_ops')"
+        )
+    }
+    if "audit_chunks" in names:
+        return "chunks"
+    return "rows" if {"audit", "audit_ops"} <= names else None
 
 
 def write_audit(connection: sqlite3.Connection, batches: Iterable[AuditBatch]) -> None:
-    """Insert the audit rows of ``batches`` (inside the caller's transaction, which
-    also records their run: never rows without their run)."""
-    batches = list(batches)  # the batches, not their users (those stay lazy)
+    """Insert the confirmed changes of ``batches`` as chunks (inside the caller's
+    transaction, which also records their run: never entries without their run)."""
     encoder = UserEncoder()
-    # The end_user index takes names in source order, which is random to the
-    # B-tree: with SQLite's default 2 MB page cache a million of them thrash it
-    # (twice as slow). 64 MB, for this connection only and only as it fills.
-    rebuild = _index_to_rebuild(connection, sum(length_hint(b.users, 0) for b in batches))
-    if rebuild is None:
-        connection.execute("PRAGMA cache_size = -65536")
-    else:
-        # In this transaction: a failure (or a kill) rolls the drop back too. The
-        # rows then only append to the table, which needs no big cache. The
-        # rebuild's sort runs in memory (~40 MB per million names, less than the
-        # 64 MB cache the row-by-row path fills): it must not depend on a writable
-        # temporary directory, which a read-only container may lack.
-        connection.execute("PRAGMA temp_store = MEMORY")
-        connection.execute(f"DROP INDEX {_AUDIT_USER_INDEX}")
     for batch in batches:
-        # Under the write lock, rowids are assigned max + 1, max + 2, ...: the
-        # batch's rows are exactly first_row..last_row.
-        (last,) = connection.execute("SELECT coalesce(max(id), 0) FROM audit").fetchone()
-        cursor = connection.execute(
-            "INSERT INTO audit_ops (run_id, job, operation, at, first_row, last_row) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (batch.run_id, batch.job, batch.operation, stored_time(batch.at), last + 1, 0),
+        at = stored_time(batch.at)
+        users = iter(batch.users)  # one pass: it may be a one-shot iterator
+        while chunk := list(islice(users, CHUNK_ENTRIES)):
+            connection.execute(
+                _INSERT_CHUNK,
+                (
+                    batch.run_id,
+                    batch.job,
+                    batch.operation,
+                    at,
+                    len(chunk),
+                    encoder.encode_chunk(chunk),
+                ),
+            )
+
+
+def find_entries(
+    connection: sqlite3.Connection, end_users: Collection[str], job: str | None
+) -> list[AuditEntry]:
+    """Every entry of these normalised end_users (of ``job``, or every job's for None),
+    oldest first; in the order of the chunks, then of the entries within one."""
+    stored = audit_format(connection)
+    if stored is None:
+        return []
+    if stored == "rows":
+        return _find_rows(connection, end_users, job)
+    wanted = set(end_users)
+    markers = [chunk_marker(name) for name in wanted] if len(wanted) <= _MARKED_NAMES else None
+    found: list[AuditEntry] = []
+    rows: Iterator[tuple[int, str, str, str, str, bytes]] = connection.execute(
+        "SELECT id, run_id, at, job, operation, CAST(entries AS BLOB) FROM audit_chunks "
+        "WHERE (? IS NULL OR job = ?) ORDER BY at, id",
+        (job, job),
+    )
+    for chunk_id, run_id, at, chunk_job, operation, entries in rows:
+        if markers is not None and not any(marker in entries for marker in markers):
+            continue
+        try:
+            decoded = decode_chunk(entries)
+        except (msgspec.DecodeError, ValueError) as error:
+            # Only a hand-edited file gets here; the store reports it as a StateError.
+            raise sqlite3.DatabaseError(
+                f"audit_chunks row {chunk_id} is not a list of audit entries: {error}"
+            ) from None
+        moment = datetime.fromisoformat(at)
+        found.extend(
+            AuditEntry(run_id, moment, chunk_job, end_user, operation, before, after)
+            for end_user, before, after in decoded
+            if end_user in wanted
         )
-        op = cursor.lastrowid
-        assert op is not None
-        connection.executemany(
-            "INSERT INTO audit (op, end_user, before, after) VALUES (?, ?, ?, ?)",
-            audit_rows(op, batch.users, encoder),
+    return found
+
+
+def removals_since(connection: sqlite3.Connection, job: str, since: datetime) -> int:
+    """Confirmed end-dates and deletes of ``job`` at or after ``since``."""
+    stored = audit_format(connection)
+    if stored is None:
+        return 0
+    if stored == "rows":
+        # Counted in the rows themselves (each op's rows are one id range), so a pruned
+        # or empty op can never be miscounted.
+        query = (
+            "SELECT count(*) FROM audit_ops JOIN audit "
+            "ON audit.id BETWEEN audit_ops.first_row AND audit_ops.last_row "
+            "WHERE audit_ops.job = ? AND audit_ops.operation IN ('end', 'delete') "
+            "AND audit_ops.at >= ?"
         )
-        (final,) = connection.execute("SELECT coalesce(max(id), 0) FROM audit").fetchone()
-        if final == last:  # the batch had no user after all
-            connection.execute("DELETE FROM audit_ops WHERE id = ?", (op,))
-        else:
-            connection.execute("UPDATE audit_ops SET last_row = ? WHERE id = ?", (final, op))
-    if rebuild is not None:
-        connection.execute(rebuild)
+    else:
+        query = (
+            "SELECT coalesce(sum(changes), 0) FROM audit_chunks WHERE job = ? "
+            "AND operation IN ('end', 'delete') AND at >= ?"
+        )
+    (count,) = connection.execute(query, (job, stored_time(since))).fetchone()
+    return int(count)
+
+
+def prune_audit(connection: sqlite3.Connection, before: datetime) -> int:
+    """Delete the entries recorded before ``before`` (a migrated database, inside the
+    caller's transaction); how many entries went."""
+    cutoff = stored_time(before)
+    (removed,) = connection.execute(
+        "SELECT coalesce(sum(changes), 0) FROM audit_chunks WHERE at < ?", (cutoff,)
+    ).fetchone()
+    connection.execute("DELETE FROM audit_chunks WHERE at < ?", (cutoff,))
+    return int(removed)
+
+
+def move_rows_into_chunks(connection: sqlite3.Connection) -> None:
+    """Migration 4: the per-user rows of schemas 2 and 3 become chunks, in their order,
+    and the old tables, index and view go (inside the migration's transaction)."""
+    for statement in (
+        "DROP VIEW IF EXISTS audit_log",
+        *(part.strip() for part in CHUNKS_SCHEMA.split(";") if part.strip()),
+    ):
+        connection.execute(statement)
+    ops = connection.execute(
+        "SELECT id, run_id, job, operation, at, first_row, last_row FROM audit_ops ORDER BY id"
+    ).fetchall()
+    for op, run_id, job, operation, at, first, last in ops:
+        rows = connection.execute(
+            "SELECT id, end_user, before, after FROM audit "
+            "WHERE id BETWEEN ? AND ? AND op = ? ORDER BY id",
+            (first, last, op),
+        )
+        while chunk := rows.fetchmany(CHUNK_ENTRIES):
+            # The old rows hold the same stored JSON per user: copied as it is, once
+            # checked (a chunk that does not decode would hide every entry in it).
+            entries = msgspec.json.encode(
+                [
+                    (end_user, _checked(row, end_user, before), _checked(row, end_user, after))
+                    for row, end_user, before, after in chunk
+                ]
+            )
+            connection.execute(_INSERT_CHUNK, (run_id, job, operation, at, len(chunk), entries))
+    connection.execute("DROP TABLE audit")
+    connection.execute("DROP TABLE audit_ops")
+
+
+def _checked(row: int, end_user: str, text: str | None) -> msgspec.Raw | None:
+    """The stored JSON of a user in an old audit row, as a piece of a chunk."""
+    if text is None:
+        return None
+    try:
+        decode_user(text)
+    except (msgspec.DecodeError, ValueError) as error:
+        # Raised as an sqlite3 error so that the migration fails as a StateError that
+        # names the row; the transaction leaves the old tables as they were.
+        raise sqlite3.DatabaseError(
+            f"audit row {row} ({end_user!r}) does not hold a user's stored JSON: {error}; "
+            "correct or delete that row, then run again"
+        ) from None
+    return msgspec.Raw(text.encode())
+
+
+def _find_rows(
+    connection: sqlite3.Connection, end_users: Collection[str], job: str | None
+) -> list[AuditEntry]:
+    """:func:`find_entries` on a database of schema 2 or 3 that no write migrated yet."""
+    # json_each keeps the statement static whatever the number of names; the
+    # IN (subquery) still looks each name up in the audit_by_user index.
+    rows: list[tuple[str, str, str, str, str, str | None, str | None]] = connection.execute(
+        "SELECT audit_ops.run_id, audit_ops.at, audit_ops.job, audit.end_user, "
+        "audit_ops.operation, audit.before, audit.after "
+        "FROM audit JOIN audit_ops ON audit_ops.id = audit.op "
+        "WHERE audit.end_user IN (SELECT value FROM json_each(?)) "
+        "AND (? IS NULL OR audit_ops.job = ?) ORDER BY audit_ops.at, audit.id",
+        (msgspec.json.encode(sorted(set(end_users))).decode(), job, job),
+    ).fetchall()
+    return [
+        AuditEntry(
+            run_id=row[0],
+            at=datetime.fromisoformat(row[1]),
+            job=row[2],
+            end_user=row[3],
+            operation=row[4],
+            before=decode_user(row[5]),
+            after=decode_user(row[6]),
+        )
+        for row in rows
+    ]

@@ -1,22 +1,20 @@
-"""How the state store writes values as SQLite text: times, and users in audit rows.
+"""How the state store writes values as SQLite text: times, and users in audit chunks.
 
 Kept apart from :mod:`syncd.state` because it is pure (no database) and on the hot path:
 a first sync records a million inserts, so a user's JSON is assembled from cached
-pieces (tags are shared tuples, dates repeat) instead of a generic encoder per row.
+pieces (tags are shared tuples, dates repeat) and a chunk of a thousand entries is
+one call to msgspec's encoder instead of a generic encoder per row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 
 import msgspec
 
 from syncd.model import PlatformUser, Tags, make_tags
 from syncd.ports import AuditedUser
-
-AuditRow = tuple[int, str, str | None, str | None]
-"""``(op, end_user, before, after)`` as stored in the ``audit`` table."""
 
 
 class StoredUser(msgspec.Struct, gc=False):
@@ -38,38 +36,62 @@ def stored_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
+class _StoredOut(msgspec.Struct, gc=False):
+    """:class:`StoredUser` as written: the tags' JSON comes pre-encoded from a cache."""
+
+    end_user: str
+    tags: msgspec.Raw
+    active_from: str
+    active_to: str | None
+
+
 class UserEncoder:
-    """Encodes users to their stored JSON, caching the parts users share."""
+    """Encodes users to their stored form, caching the parts users share."""
 
     def __init__(self) -> None:
         # Keyed by id(): make_tags shares one tuple per tag set, and hashing a tuple of
-        # pairs per row would cost more than the rest. The tuple is kept in the value so
-        # its id cannot be reused while cached.
-        self._tags: dict[int, tuple[Tags, str]] = {}
+        # pairs per user would cost more than the rest. The tuple is kept in the value
+        # so that its id cannot be reused while cached.
+        self._tags: dict[int, tuple[Tags, msgspec.Raw]] = {}
         self._dates: dict[date, str] = {}
 
-    def _date(self, value: date | None) -> str:
-        if value is None:
-            return "null"
+    def _date(self, value: date) -> str:
         text = self._dates.get(value)
         if text is None:
-            text = self._dates[value] = f'"{value.isoformat()}"'
+            text = self._dates[value] = value.isoformat()
         return text
 
-    def encode(self, user: PlatformUser | None) -> str | None:
-        """The JSON text of a user (None stays None)."""
+    def stored(self, user: PlatformUser | None) -> _StoredOut | None:
+        """The user as the struct its stored JSON is encoded from (None stays None)."""
         if user is None:
             return None
         tags = user.tags
         cached = self._tags.get(id(tags))
         if cached is None or cached[0] is not tags:
-            cached = (tags, _encode_json(dict(tags)).decode())
+            cached = (tags, msgspec.Raw(_encode_json(dict(tags))))
             self._tags[id(tags)] = cached
-        name = _encode_json(user.end_user).decode()
-        return (
-            f'{{"end_user":{name},"tags":{cached[1]},'
-            f'"active_from":{self._date(user.active_from)},'
-            f'"active_to":{self._date(user.active_to)}}}'
+        active_to = user.active_to
+        return _StoredOut(
+            user.end_user,
+            cached[1],
+            self._date(user.active_from),
+            None if active_to is None else self._date(active_to),
+        )
+
+    def encode(self, user: PlatformUser | None) -> str | None:
+        """The JSON text of a user (None stays None)."""
+        stored = self.stored(user)
+        return None if stored is None else _encode_json(stored).decode()
+
+    def encode_chunk(self, users: Iterable[AuditedUser]) -> bytes:
+        """The ``entries`` JSON of one audit chunk: ``[[end_user, before, after], ...]``."""
+        stored = self.stored
+        return _encode_json(
+            [
+                # Most entries are inserts (a first sync): no call for an absent "before".
+                (end_user, None if before is None else stored(before), stored(after))
+                for end_user, before, after in users
+            ]
         )
 
 
@@ -84,9 +106,12 @@ def encode_user(user: PlatformUser | None) -> str | None:
 
 def decode_user(text: str | None) -> PlatformUser | None:
     """A user back from its JSON text (None stays None)."""
-    if text is None:
+    return None if text is None else _user_of(_decoder.decode(text))
+
+
+def _user_of(stored: StoredUser | None) -> PlatformUser | None:
+    if stored is None:
         return None
-    stored = _decoder.decode(text)
     return PlatformUser(
         end_user=stored.end_user,
         tags=make_tags(stored.tags),
@@ -101,9 +126,23 @@ def user_to_json(user: PlatformUser | None) -> dict[str, object] | None:
     return None if text is None else msgspec.json.decode(text)
 
 
-def audit_rows(op: int, users: Iterable[AuditedUser], encoder: UserEncoder) -> Iterator[AuditRow]:
-    """The ``audit`` rows of one batch, streamed."""
-    encode = encoder.encode
-    for end_user, before, after in users:
-        # Most rows are inserts (a first sync): no call to encode an absent "before".
-        yield (op, end_user, None if before is None else encode(before), encode(after))
+_chunk_decoder = msgspec.json.Decoder(list[tuple[str, StoredUser | None, StoredUser | None]])
+
+
+def decode_chunk(entries: bytes | str) -> list[AuditedUser]:
+    """The ``(end_user, before, after)`` entries of one audit chunk's JSON."""
+    return [
+        (end_user, _user_of(before), _user_of(after))
+        for end_user, before, after in _chunk_decoder.decode(entries)
+    ]
+
+
+def chunk_marker(end_user: str) -> bytes:
+    """Bytes that every audit chunk holding an entry of ``end_user`` contains.
+
+    An entry starts ``["<end_user as JSON>",``; the name is encoded here exactly as
+    :meth:`UserEncoder.encode_chunk` encodes it, so a chunk without these bytes has no
+    entry of the user. A chunk with them may still not (the bytes could sit inside a
+    value): the caller decodes it and compares names.
+    """
+    return b"[" + _encode_json(end_user) + b","

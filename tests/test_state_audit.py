@@ -1,86 +1,188 @@
-"""The audit rows of a large run (syncd.state_audit): the end_user index is rebuilt in
-the run's transaction instead of filled row by row, and nothing else changes."""
+"""The audit log by chunks (syncd.state_audit): written a thousand entries to a row, read
+back per user in order, counted and pruned by chunk, and the per-user rows of schemas
+2 and 3 read as they are, then moved into chunks by migration 4."""
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
 from syncd.errors import StateError
-from syncd.state import AuditBatch, SqliteStateStore
-from syncd.state_audit import _index_to_rebuild
-from tests.test_state import AT, batch, raw, run, user
-
-
-def audit_index_sql(path: Path) -> str | None:
-    with raw(path) as connection:
-        row = connection.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'audit_by_user'"
-        ).fetchone()
-    return None if row is None else str(row[0])
+from syncd.model import PlatformUser, make_tags
+from syncd.state import MIGRATIONS, SCHEMA_VERSION, AuditBatch, SqliteStateStore
+from syncd.state_codec import encode_user, stored_time
+from tests.test_state import AT, batch, pragma, raw, run, tables, user
 
 
 def inserts(run_id: str, names: list[str]) -> AuditBatch:
-    return batch(run_id, "insert", AT, *((name, None, user(name)) for name in names))
+    # A one-shot iterator, as the runner hands its million inserts to the store.
+    return AuditBatch(run_id, "corp", "insert", AT, iter([(n, None, user(n)) for n in names]))
 
 
-def test_a_large_audit_rebuilds_the_user_index_as_the_schema_defines_it(
+def chunks(path: Path) -> list[tuple[str, str, int]]:
+    with raw(path) as connection:
+        return connection.execute(
+            "SELECT run_id, operation, changes FROM audit_chunks ORDER BY id"
+        ).fetchall()
+
+
+def test_entries_are_written_by_chunks_and_read_back_per_user_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The threshold is a cost trade-off, not behaviour: lowered so that a few rows
-    # take the rebuild path that a first sync of a million users takes.
-    monkeypatch.setattr("syncd.state_audit._REBUILD_MIN_ROWS", 5)
+    monkeypatch.setattr("syncd.state_audit.CHUNK_ENTRIES", 3)
     store = SqliteStateStore(tmp_path)
-    store.ensure_writable()
-    defined = audit_index_sql(store.path)
-    names = [f"u{i:03d}@example.com" for i in (7, 3, 9, 1, 8, 2, 6, 4, 5, 0)]  # unsorted
-    store.record_run(run("r1", "corp", 0), [inserts("r1", names)])  # 10 new, 0 present
-    store.record_run(run("r2", "corp", 1), [inserts("r2", names[:3])])  # below the minimum
-    store.record_run(run("r3", "corp", 2), [inserts("r3", names[3:9])])  # fewer than present
-    assert audit_index_sql(store.path) == defined
-    for name in names:
-        expected = ["r1"] + ["r2"] * (name in names[:3]) + ["r3"] * (name in names[3:9])
-        assert [e.run_id for e in store.audit([name])] == expected
+    names = [f"u{i}@example.com" for i in (7, 3, 9, 1, 8, 2, 6, 4)]  # source order
+    store.record_run(run("r1", "corp", 0), [inserts("r1", names)])
+    later = AT + timedelta(hours=1)
+    moved = user("U3@Example.com", "Infra")
+    store.record_run(
+        run("r2", "corp", 1),
+        [batch("r2", "update", later, ("u3@example.com", user("u3@example.com"), moved))],
+    )
+    assert chunks(store.path)[:3] == [("r1", "insert", 3), ("r1", "insert", 3), ("r1", "insert", 2)]
+    assert chunks(store.path)[3:] == [("r2", "update", 1)]
+    history = store.audit(["u3@example.com"])
+    assert [(e.run_id, e.operation, e.before, e.after) for e in history] == [
+        ("r1", "insert", None, user("u3@example.com")),
+        ("r2", "update", user("u3@example.com"), moved),
+    ]
+    # Several names at once: each entry once, in chunk order, then entry order.
+    found = store.audit(["u6@example.com", "u7@example.com", "u9@example.com", "nobody@x.com"])
+    assert [e.end_user for e in found] == ["u7@example.com", "u9@example.com", "u6@example.com"]
     with raw(store.path) as connection:
-        plan = " ".join(
-            str(row[-1])
-            for row in connection.execute(
-                "EXPLAIN QUERY PLAN SELECT id FROM audit WHERE end_user = ?", ("x",)
-            )
-        )
-        # Rows keep their order (the rowids of a batch are its range in audit_ops).
-        in_order = [r[0] for r in connection.execute("SELECT end_user FROM audit ORDER BY id")]
-    assert "USING COVERING INDEX audit_by_user" in plan
-    assert in_order == names + names[:3] + names[3:9]
+        flat = connection.execute(
+            "SELECT end_user, operation, before IS NULL FROM audit_log ORDER BY chunk, position"
+        ).fetchall()
+    assert flat == [(n, "insert", 1) for n in names] + [("u3@example.com", "update", 0)]
 
 
-def test_the_rebuild_is_chosen_only_for_large_batches_against_a_smaller_table(
+def test_a_lookup_of_many_names_finds_what_a_lookup_of_each_finds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("syncd.state_audit._REBUILD_MIN_ROWS", 5)
+    monkeypatch.setattr("syncd.state_audit.CHUNK_ENTRIES", 7)
     store = SqliteStateStore(tmp_path)
-    store.ensure_writable()
-    with raw(store.path) as connection:
-        assert _index_to_rebuild(connection, 4) is None  # under the minimum
-        assert _index_to_rebuild(connection, 5) == audit_index_sql(store.path)
-    store.record_run(run("r1", "corp", 0), [inserts("r1", [f"a{i}@x.com" for i in range(8)])])
-    with raw(store.path) as connection:
-        assert _index_to_rebuild(connection, 7) is None  # fewer than the 8 present
-        assert _index_to_rebuild(connection, 8) is not None
+    names = [f"u{i:03d}@example.com" for i in range(100)]
+    store.record_run(run("r1", "corp", 0), [inserts("r1", names)])
+    wanted = names[::3] + ["missing@example.com"] * 80  # over the per-name marker search
+    together = store.audit(wanted)
+    one_by_one = [entry for name in names for entry in store.audit([name]) if name in wanted]
+    assert together == one_by_one
+    assert len(together) == len(names[::3])
 
 
-def test_a_failed_large_audit_keeps_the_user_index_and_writes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("syncd.state_audit._REBUILD_MIN_ROWS", 5)
+def test_a_name_that_appears_inside_another_users_values_is_not_its_entry(tmp_path: Path) -> None:
     store = SqliteStateStore(tmp_path)
-    store.ensure_writable()
-    defined = audit_index_sql(store.path)
+    # The tag value holds the exact bytes that start an entry of "bob@x.com".
+    trap = PlatformUser("alice@x.com", make_tags({"note": '["bob@x.com",'}), date(2026, 1, 1))
+    store.record_run(run("r1", "corp", 0), [batch("r1", "insert", AT, ("alice@x.com", None, trap))])
+    assert store.audit(["bob@x.com"]) == []
+    (entry,) = store.audit(["alice@x.com"])
+    assert entry.after == trap
+
+
+def test_a_failed_audit_write_leaves_neither_chunks_nor_the_run(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
     good = inserts("r1", [f"a{i}@x.com" for i in range(10)])
     bad = batch("r1", "renamed", AT, ("b@x.com", None, user("b@x.com")))
     with pytest.raises(StateError, match="CHECK constraint failed"):
         store.record_run(run("r1", "corp", 0), [good, bad])
-    assert audit_index_sql(store.path) == defined  # the DROP INDEX was rolled back
     assert store.runs("corp") == []
-    assert store.audit(["a0@x.com", "b@x.com"]) == []
+    assert chunks(store.path) == []
+
+
+def test_removals_are_counted_by_entry_across_chunks_and_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("syncd.state_audit.CHUNK_ENTRIES", 2)
+    store = SqliteStateStore(tmp_path)
+    ended = [
+        (f"e{i}@x.com", user(f"e{i}@x.com"), user(f"e{i}@x.com", active_to=AT.date()))
+        for i in range(5)
+    ]
+    store.record_run(
+        run("r1", "corp", 0),
+        [
+            batch("r1", "end", AT, *ended),
+            batch("r1", "delete", AT, ("d@x.com", user("d@x.com"), None)),
+            batch("r1", "update", AT, ("u@x.com", user("u@x.com"), user("u@x.com", "Ops"))),
+        ],
+    )
+    store.record_run(run("h1", "hr", 1), [batch("h1", "end", AT, *ended[:1], job="hr")])
+    assert store.removals_since("corp", AT - timedelta(hours=1)) == 6
+    assert store.removals_since("corp", AT + timedelta(seconds=1)) == 0
+    assert store.removals_since("hr", AT) == 1
+    assert store.prune(AT + timedelta(seconds=1)) == 2 + 5 + 1 + 1 + 1  # runs + entries
+
+
+# ------------------------------------------------- schema 3 rows and migration 4
+
+
+def legacy_database(tmp_path: Path) -> SqliteStateStore:
+    """A schema-3 database holding audit rows as the code of schemas 2 and 3 wrote them:
+    one row per user in ``audit``, one per run and kind in ``audit_ops``."""
+    old = SqliteStateStore(tmp_path, migrations=MIGRATIONS[:3])
+    old.record_run(run("r1", "corp", 0))
+    old.record_run(run("r2", "corp", 1))
+    first, later = stored_time(AT), stored_time(AT + timedelta(hours=1))
+    alice, bob = user("alice@x.com"), user('bob"q"@x.com', "Sales")
+    moved = user("Alice@X.com", "Infra")
+    rows = [
+        # (op id, run, kind, at, [(end_user, before, after)])
+        (1, "r1", "insert", first, [("alice@x.com", None, alice), ('bob"q"@x.com', None, bob)]),
+        (2, "r2", "update", later, [("alice@x.com", alice, moved)]),
+        (3, "r2", "end", later, [('bob"q"@x.com', bob, user('bob"q"@x.com', "Sales", AT.date()))]),
+    ]
+    with raw(old.path) as connection:
+        next_row = 1
+        for op, run_id, kind, at, users in rows:
+            connection.execute(
+                "INSERT INTO audit_ops VALUES (?, ?, 'corp', ?, ?, ?, ?)",
+                (op, run_id, kind, at, next_row, next_row + len(users) - 1),
+            )
+            for end_user, before, after in users:
+                connection.execute(
+                    "INSERT INTO audit (id, op, end_user, before, after) VALUES (?, ?, ?, ?, ?)",
+                    (next_row, op, end_user, encode_user(before), encode_user(after)),
+                )
+                next_row += 1
+    assert pragma(old.path, "user_version") == 3
+    return SqliteStateStore(tmp_path)
+
+
+def test_rows_of_schema_3_are_read_as_they_are_then_moved_into_chunks(tmp_path: Path) -> None:
+    store = legacy_database(tmp_path)
+    names = ["alice@x.com", 'bob"q"@x.com']
+    before_migration = store.audit(names)
+    removals = store.removals_since("corp", AT - timedelta(days=1))
+    assert [(e.run_id, e.end_user, e.operation) for e in before_migration] == [
+        ("r1", "alice@x.com", "insert"),
+        ("r1", 'bob"q"@x.com', "insert"),
+        ("r2", "alice@x.com", "update"),
+        ("r2", 'bob"q"@x.com', "end"),
+    ]
+    assert removals == 1
+    assert pragma(store.path, "user_version") == 3  # reads leave the file as it is
+
+    store.ensure_writable()  # a write migrates it
+    assert pragma(store.path, "user_version") == SCHEMA_VERSION
+    assert not {"audit", "audit_ops"} & tables(store.path)
+    assert chunks(store.path) == [("r1", "insert", 2), ("r2", "update", 1), ("r2", "end", 1)]
+    assert store.audit(names) == before_migration
+    assert store.removals_since("corp", AT - timedelta(days=1)) == removals
+    with raw(store.path) as connection:
+        (count,) = connection.execute("SELECT count(*) FROM audit_log").fetchone()
+    assert count == 4
+
+
+def test_a_failed_migration_keeps_the_rows_where_they_were(tmp_path: Path) -> None:
+    store = legacy_database(tmp_path)
+    with raw(store.path) as connection:
+        # A row the move cannot copy (its text is no JSON) stops the migration.
+        connection.execute("UPDATE audit SET after = 'not json' WHERE id = 3")
+    with pytest.raises(StateError, match="migration to schema 4"):
+        store.ensure_writable()
+    assert pragma(store.path, "user_version") == 3
+    assert {"audit", "audit_ops"} <= tables(store.path)
+    assert "audit_chunks" not in tables(store.path)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from syncd.model import PlatformUser, make_tags
 from syncd.state_codec import (
     UserEncoder,
-    audit_rows,
+    chunk_marker,
+    decode_chunk,
     decode_user,
     encode_user,
     stored_time,
@@ -39,14 +43,46 @@ def test_users_round_trip_through_their_wire_form() -> None:
     assert decode_user(None) is None
 
 
-def test_audit_rows_share_one_encoder_across_users_with_the_same_tags() -> None:
+def test_a_chunk_round_trips_its_entries_in_order_sharing_cached_tags() -> None:
     tags = make_tags({"dept": "Eng"})
-    users = [
-        (f"u{i}@x.com", None, PlatformUser(f"u{i}@x.com", tags, date(2026, 1, 1))) for i in range(3)
+    first = PlatformUser("U0@x.com", tags, date(2026, 1, 1))
+    ended = PlatformUser("U0@x.com", tags, date(2026, 1, 1), date(2026, 11, 22))
+    entries = [
+        ("u0@x.com", first, ended),
+        *(
+            (f"u{i}@x.com", None, PlatformUser(f"u{i}@x.com", tags, date(2026, 1, 1)))
+            for i in (1, 2)
+        ),
+        ("u3@x.com", first, None),
     ]
-    rows = list(audit_rows(7, users, UserEncoder()))
-    assert [row[:3] for row in rows] == [(7, f"u{i}@x.com", None) for i in range(3)]
-    assert [decode_user(row[3]) for row in rows] == [u[2] for u in users]
+    encoder = UserEncoder()
+    chunk = encoder.encode_chunk(entries)
+    assert decode_chunk(chunk) == entries
+    assert decode_chunk(chunk.decode()) == entries
+    # Each user is stored exactly as the single-user form, inside [end_user, before, after].
+    assert json.loads(chunk)[0] == ["u0@x.com", user_to_json(first), user_to_json(ended)]
+
+
+NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(NAMES, NAMES), min_size=1, max_size=6), NAMES)
+def test_a_chunk_holding_a_user_always_contains_its_marker(
+    pairs: list[tuple[str, str]], probe: str
+) -> None:
+    # Names and tag values with quotes, backslashes, brackets and control characters:
+    # the marker must be found whenever the user has an entry (a miss would hide a
+    # user's history); a chunk without the user may contain it (the caller decodes).
+    users = [
+        (name, None, PlatformUser(name, make_tags({"t": value}), date(2026, 1, 1)))
+        for name, value in pairs
+    ]
+    chunk = UserEncoder().encode_chunk(users)
+    for name, _, _ in users:
+        assert chunk_marker(name) in chunk
+    if chunk_marker(probe) not in chunk:
+        assert probe not in {name for name, _, _ in users}
 
 
 def test_times_are_stored_in_utc_so_text_order_is_time_order() -> None:
