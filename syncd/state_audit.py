@@ -17,7 +17,7 @@ shows one row per entry for auditors reading the file with ``sqlite3``.
 
 Databases of schemas 2 and 3 kept one row per user in ``audit`` (and what a batch
 shares in ``audit_ops``). Migration 4 moves those rows into chunks
-(:func:`move_rows_into_chunks`); until a write migrates it, a newer syncd reads such a
+(see :mod:`syncd.state_schema`); until a write migrates it, a newer syncd reads such a
 file as it is (:func:`audit_format` says which tables it has), because reads never
 change the file.
 """
@@ -42,11 +42,9 @@ from syncd.state_codec import (
 )
 
 __all__ = [
-    "CHUNKS_SCHEMA",
     "CHUNK_ENTRIES",
     "audit_format",
     "find_entries",
-    "move_rows_into_chunks",
     "prune_audit",
     "removals_since",
     "write_audit",
@@ -59,28 +57,6 @@ few overflow pages and a first sync of a million users ~1,000 rows."""
 _MARKED_NAMES = 64
 """Up to this many names, a lookup searches each chunk's bytes for each name's marker;
 for more it decodes every chunk once and looks the names up in a set."""
-
-CHUNKS_SCHEMA = """
-CREATE TABLE audit_chunks (
-    id INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    job TEXT NOT NULL,
-    operation TEXT NOT NULL
-        CHECK (operation IN ('insert', 'update', 'end', 'reactivate', 'delete')),
-    at TEXT NOT NULL,
-    changes INTEGER NOT NULL CHECK (changes > 0),
-    entries TEXT NOT NULL
-);
-CREATE INDEX audit_chunks_by_time ON audit_chunks (at);
-CREATE INDEX audit_chunks_by_run ON audit_chunks (run_id);
-CREATE VIEW audit_log AS
-    SELECT chunk.id AS chunk, entry.key AS position, chunk.run_id, chunk.at, chunk.job,
-           json_extract(entry.value, '$[0]') AS end_user, chunk.operation,
-           json_extract(entry.value, '$[1]') AS before,
-           json_extract(entry.value, '$[2]') AS after
-    FROM audit_chunks AS chunk, json_each(chunk.entries) AS entry
-"""
-"""The tables of the chunked audit log (run by migration 4 after the old ones go)."""
 
 _INSERT_CHUNK = (
     "INSERT INTO audit_chunks (run_id, job, operation, at, changes, entries) "
@@ -197,53 +173,6 @@ def prune_audit(connection: sqlite3.Connection, before: datetime) -> int:
     ).fetchone()
     connection.execute("DELETE FROM audit_chunks WHERE at < ?", (cutoff,))
     return int(removed)
-
-
-def move_rows_into_chunks(connection: sqlite3.Connection) -> None:
-    """Migration 4: the per-user rows of schemas 2 and 3 become chunks, in their order,
-    and the old tables, index and view go (inside the migration's transaction)."""
-    for statement in (
-        "DROP VIEW IF EXISTS audit_log",
-        *(part.strip() for part in CHUNKS_SCHEMA.split(";") if part.strip()),
-    ):
-        connection.execute(statement)
-    ops = connection.execute(
-        "SELECT id, run_id, job, operation, at, first_row, last_row FROM audit_ops ORDER BY id"
-    ).fetchall()
-    for op, run_id, job, operation, at, first, last in ops:
-        rows = connection.execute(
-            "SELECT id, end_user, before, after FROM audit "
-            "WHERE id BETWEEN ? AND ? AND op = ? ORDER BY id",
-            (first, last, op),
-        )
-        while chunk := rows.fetchmany(CHUNK_ENTRIES):
-            # The old rows hold the same stored JSON per user: copied as it is, once
-            # checked (a chunk that does not decode would hide every entry in it).
-            entries = msgspec.json.encode(
-                [
-                    (end_user, _checked(row, end_user, before), _checked(row, end_user, after))
-                    for row, end_user, before, after in chunk
-                ]
-            )
-            connection.execute(_INSERT_CHUNK, (run_id, job, operation, at, len(chunk), entries))
-    connection.execute("DROP TABLE audit")
-    connection.execute("DROP TABLE audit_ops")
-
-
-def _checked(row: int, end_user: str, text: str | None) -> msgspec.Raw | None:
-    """The stored JSON of a user in an old audit row, as a piece of a chunk."""
-    if text is None:
-        return None
-    try:
-        decode_user(text)
-    except (msgspec.DecodeError, ValueError) as error:
-        # Raised as an sqlite3 error so that the migration fails as a StateError that
-        # names the row; the transaction leaves the old tables as they were.
-        raise sqlite3.DatabaseError(
-            f"audit row {row} ({end_user!r}) does not hold a user's stored JSON: {error}; "
-            "correct or delete that row, then run again"
-        ) from None
-    return msgspec.Raw(text.encode())
 
 
 def _find_rows(

@@ -186,3 +186,13 @@ def test_a_failed_migration_keeps_the_rows_where_they_were(tmp_path: Path) -> No
     assert pragma(store.path, "user_version") == 3
     assert {"audit", "audit_ops"} <= tables(store.path)
     assert "audit_chunks" not in tables(store.path)
+
+
+def test_a_chunk_edited_into_something_else_is_a_state_error_naming_it(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    store.record_run(run("r1", "corp", 0), [inserts("r1", ["a@x.com", "b@x.com"])])
+    with raw(store.path) as connection:
+        connection.execute("UPDATE audit_chunks SET entries = '[[\"a@x.com\", 1' WHERE id = 1")
+    with pytest.raises(StateError, match=r"audit_chunks row 1 is not a list of audit entries"):
+        store.audit(["a@x.com"])
+    assert store.audit(["nobody@x.com"]) == []  # a chunk without the name is not decoded
