@@ -213,6 +213,14 @@ AuditedUser = tuple[str, PlatformUser | None, PlatformUser | None]
 """One user of an :class:`AuditBatch`: ``(normalised end_user, before, after)``."""
 
 
+RUN_RUNNING = "running"
+"""The recorded status of a run while it writes (:meth:`StateStore.start_run`), until
+its record says how it ended."""
+
+RUN_INTERRUPTED = "interrupted"
+"""The recorded status of a run whose process died before it recorded its end."""
+
+
 @dataclass(frozen=True, slots=True)
 class AuditBatch:
     """The confirmed changes of one kind in one run: what a run hands the audit log.
@@ -253,6 +261,18 @@ class JobLock:
         return f"{self.holder} (pid {self.pid} on {self.host})"
 
 
+class AuditAppender(Protocol):
+    """Adds the confirmed changes of a started run to the audit log while it writes."""
+
+    def append(self, audit: Iterable[AuditBatch]) -> None:
+        """Write these entries now, in one transaction (a StateError if refused)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the appender holds (its run's record writes the rest)."""
+        ...
+
+
 class StateStore(Protocol):
     """Where a job keeps what it must remember between runs.
 
@@ -278,10 +298,15 @@ class StateStore(Protocol):
         """Forget end_users the job deleted."""
         ...
 
+    def start_run(self, record: RunRecord) -> AuditAppender:
+        """Record a run about to write, as ``running`` (under the job's lock: another
+        ``running`` run of the job died, and is marked ``interrupted``); what is
+        returned adds the run's confirmed changes to the audit log as they come."""
+        ...
+
     def record_run(self, record: RunRecord, audit: Iterable[AuditBatch] = ()) -> None:
-        """Append a finished run to the history, with the changes the platform
-        confirmed during it, all in one transaction (never audit rows without their run).
-        """
+        """Record a finished run in the history (replacing a started one), with the
+        confirmed changes not appended yet, all in one transaction."""
         ...
 
     def runs(self, job: str | None, limit: int = 20) -> list[RunRecord]:

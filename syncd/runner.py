@@ -20,7 +20,8 @@ from typing import Protocol, TypeVar, cast
 
 import structlog
 
-from syncd.audit import audit_batches
+from syncd.audit import AuditJournal
+from syncd.audit_writer import AuditWriter
 from syncd.config import JobConfig
 from syncd.errors import PlatformError, SourceError, StateError, SyncdError
 from syncd.exitcodes import RunStatus
@@ -33,6 +34,7 @@ from syncd.plan import Plan, PlanPolicy, plan_changes
 from syncd.platform.api import Operation
 from syncd.platform.outcome import Settlement, Target, count_uncertain, settle, unverified
 from syncd.ports import (
+    RUN_RUNNING,
     PlatformPort,
     Progress,
     ProgressCallback,
@@ -96,8 +98,8 @@ class RunResult:
     status: RunStatus
     outcomes: list[WriteOutcome] = field(default_factory=list)
     error: str | None = None
-    confirmed_at: dict[Operation, datetime] = field(default_factory=dict)
-    """When each operation ended: the time of its audit rows."""
+    audit: AuditWriter | None = None
+    """An applying run's audit log, written as the platform confirms users."""
     settlement: Settlement | None = None
     """What re-reading the platform found for writes no answer confirmed (None: no
     write was in doubt, so the platform was not re-read)."""
@@ -324,10 +326,10 @@ class JobRunner:
             self._record(result)
             return result
         plan = planned.plan
-        self._state.ensure_writable()
         # FAILED until the writes are settled: an interrupted run must never be
         # recorded as applied.
         result = RunResult(planned, RunStatus.FAILED)
+        self._start(result)
         clock = time.perf_counter()
         failed: PlatformError | None = None
         try:
@@ -357,6 +359,27 @@ class JobRunner:
         # From now on a change to these rules is held (see guard.check_identity_rules).
         self.record_identity_rules(result)
         return result
+
+    def _start(self, result: RunResult) -> None:
+        """Record the run as running before its first write (which also proves the
+        state store takes writes: a broken one fails the run before the platform is
+        touched), and open its audit journal."""
+        planned = result.planned
+        assert planned.plan is not None
+        appender = self._state.start_run(
+            RunRecord(
+                run_id=planned.run_id,
+                job=planned.job,
+                started_at=planned.started_at,
+                finished_at=datetime.now(UTC),
+                status=RUN_RUNNING,
+                summary=result.summary() | {"status": RUN_RUNNING},
+            )
+        )
+        journal = AuditJournal(
+            planned.plan, run_id=planned.run_id, job=planned.job, identity=self._identity
+        )
+        result.audit = AuditWriter(journal, appender)
 
     def _status(self, plan: Plan, result: RunResult, failed: PlatformError | None) -> RunStatus:
         """How the writes ended, once settled."""
@@ -443,14 +466,28 @@ class JobRunner:
         outcome: WriteOutcome,
     ) -> None:
         advance = self._progress.start(operation, len(items)) if self._progress else None
+        audit = result.audit
+        audited = 0  # outcome.confirmed[:audited] went to the audit log
+
+        def batch_done(count: int) -> None:
+            # Called on this thread as each batch is answered: its confirmed users are
+            # audited while the other batches are in flight.
+            nonlocal audited
+            if advance is not None:
+                advance(count)
+            if audit is not None:
+                audit.confirmed(operation, outcome.confirmed[audited:])
+                audited = len(outcome.confirmed)
+
         try:
-            returned = call(items, advance, outcome=outcome)
+            returned = call(items, batch_done, outcome=outcome)
             if returned is not outcome:
                 # What it confirmed would be lost from the record and the audit log.
                 raise TypeError(f"{operation}: the platform port must fill the outcome given")
         finally:
             # Also after an error: what was confirmed until then is audited.
-            result.confirmed_at[operation] = datetime.now(UTC)
+            if audit is not None:
+                audit.confirmed(operation, outcome.confirmed[audited:])
             if self._progress:
                 self._progress.finish(operation)
         log.info(
@@ -516,6 +553,8 @@ class JobRunner:
             settled, counts = settle(outcome, targets[outcome.operation], held)
             result.outcomes[index] = settled
             found = settled.confirmed[before:]
+            if result.audit is not None:
+                result.audit.confirmed(outcome.operation, found)
             if outcome.operation is Operation.INSERT:
                 self._own(found)
             elif outcome.operation is Operation.DELETE:
@@ -581,19 +620,8 @@ class JobRunner:
                 ),
             )
         summary = result.summary()
-        audit = (
-            audit_batches(
-                planned.plan,
-                result.outcomes,
-                run_id=planned.run_id,
-                job=planned.job,
-                confirmed_at=result.confirmed_at,
-                identity=self._identity,
-            )
-            if planned.plan is not None
-            else ()
-        )
-        # The run and its audit rows in one transaction: never rows without their run.
+        # What the audit log did not take yet goes with the run's record.
+        audit = result.audit.finish() if result.audit is not None else []
         clock = time.perf_counter()
         self._state.record_run(
             RunRecord(
@@ -607,7 +635,7 @@ class JobRunner:
             audit,
         )
         # Known only now, so in the log line and the job's report, not in the stored
-        # summary: a first sync's audit is a phase of its own (a million rows).
+        # summary (the audit's last chunk, and the WAL checkpoint at the close).
         planned.timings["record"] = time.perf_counter() - clock
         timings = {k: round(v, 3) for k, v in planned.timings.items()}
         log.info("run.finished", **(summary | {"timings_s": timings}))

@@ -75,7 +75,15 @@ from typing import TYPE_CHECKING
 
 from syncd import state_audit
 from syncd.errors import StateError
-from syncd.ports import AuditBatch, AuditEntry, JobLock, RunRecord, StateStore
+from syncd.ports import (
+    RUN_INTERRUPTED,
+    RUN_RUNNING,
+    AuditBatch,
+    AuditEntry,
+    JobLock,
+    RunRecord,
+    StateStore,
+)
 from syncd.state_codec import stored_time
 from syncd.state_schema import MIGRATIONS, SCHEMA_VERSION, Migration, checked
 
@@ -92,9 +100,14 @@ __all__ = [
 ]
 
 DATABASE_NAME = "syncd.sqlite3"
+"""The file name of the database inside ``state_dir``."""
+
+_INTERRUPTED_ERROR = (
+    "the process ended before it recorded the end of this run (killed, or the machine "
+    "stopped); the audit log holds what the platform had confirmed until then"
+)
 
 _TABLE_NAMES = "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
-"""The file name of the database inside ``state_dir``."""
 
 _BUSY_TIMEOUT_SECONDS = 30.0
 """How long a connection waits for another writer (a daemon run and a manual apply)."""
@@ -311,25 +324,57 @@ class SqliteStateStore:
                     ((job, end_user) for end_user in end_users),
                 )
 
+    def start_run(self, record: RunRecord) -> SqliteAuditAppender:
+        """Record a run that is about to write, with the status ``running``; the
+        appender returned adds what the platform confirms as it is confirmed.
+
+        A process killed half-way so leaves its run and those entries in the history.
+        Called under the job's lock, so any other ``running`` run of the job is one
+        whose process died: it is marked ``interrupted``.
+        """
+        with self._connect(create=True) as connection:
+            assert connection is not None
+            with _transaction(connection):
+                connection.execute(
+                    "UPDATE runs SET status = ?, summary = json_set(summary, '$.status', ?, "
+                    "'$.error', ?) WHERE job = ? AND status = ?",
+                    (
+                        RUN_INTERRUPTED,
+                        RUN_INTERRUPTED,
+                        _INTERRUPTED_ERROR,
+                        record.job,
+                        RUN_RUNNING,
+                    ),
+                )
+                self._write_run(connection, record)
+        return SqliteAuditAppender(self, record.run_id)
+
     def record_run(self, record: RunRecord, audit: Iterable[AuditBatch] = ()) -> None:
-        """Append a finished run to the history, and its confirmed changes to the audit
-        log, in one transaction."""
+        """Record a finished run in the history (replacing what :meth:`start_run`
+        wrote), and its remaining confirmed changes in the audit log, in one
+        transaction."""
         with self._connect(create=True) as connection:
             assert connection is not None
             with _transaction(connection):
                 state_audit.write_audit(connection, audit)
-                connection.execute(
-                    "INSERT INTO runs (run_id, job, started_at, finished_at, status, summary) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        record.run_id,
-                        record.job,
-                        record.started_at.isoformat(),
-                        record.finished_at.isoformat(),
-                        record.status,
-                        json.dumps(record.summary, sort_keys=True),
-                    ),
-                )
+                self._write_run(connection, record)
+
+    @staticmethod
+    def _write_run(connection: sqlite3.Connection, record: RunRecord) -> None:
+        connection.execute(
+            "INSERT INTO runs (run_id, job, started_at, finished_at, status, summary) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+            "finished_at = excluded.finished_at, status = excluded.status, "
+            "summary = excluded.summary",
+            (
+                record.run_id,
+                record.job,
+                record.started_at.isoformat(),
+                record.finished_at.isoformat(),
+                record.status,
+                json.dumps(record.summary, sort_keys=True),
+            ),
+        )
 
     # ------------------------------------------------------------------------ reads
 
@@ -548,6 +593,45 @@ def _lock_of(row: tuple[object, ...] | None) -> JobLock | None:
         since=datetime.fromisoformat(str(since)),
         heartbeat_at=datetime.fromisoformat(str(heartbeat_at)),
     )
+
+
+class SqliteAuditAppender:
+    """Adds a started run's confirmed changes to the audit log, one transaction per call.
+
+    It keeps one connection open until :meth:`close`: SQLite checkpoints the WAL into
+    the database when the last connection to it closes, and a connection per append
+    made a first sync of a million users pay that ~500 times (3.3 s instead of 1.4 s,
+    measured). Used from one thread (the run's).
+    """
+
+    def __init__(self, store: SqliteStateStore, run_id: str) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._connection: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteAuditAppender({str(self._store.path)!r}, run_id={self._run_id!r})"
+
+    def append(self, audit: Iterable[AuditBatch]) -> None:
+        """Write these entries of the run now (a StateError if the store refuses them)."""
+        store = self._store
+        try:
+            if self._connection is None:
+                connection = store._open(create=True)
+                assert connection is not None
+                store._prepare(connection)
+                self._connection = connection
+            with _transaction(self._connection):
+                state_audit.write_audit(self._connection, audit)
+        except sqlite3.Error as error:
+            raise StateError(store._explain(error)) from None
+
+    def close(self) -> None:
+        """Let go of the connection (the run's record writes the rest)."""
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
 
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 from datetime import UTC, date, datetime
 
-from syncd.audit import audit_batches
+from syncd.audit import AuditJournal, audit_batches
 from syncd.model import PlatformUser, make_tags
 from syncd.plan import Change, ChangeKind, Plan
 from syncd.platform.api import Operation
@@ -110,3 +110,58 @@ def test_a_batch_tells_the_store_its_size_and_stays_lazy() -> None:
     assert operator.length_hint(batch.users, 0) == 5
     assert [entry[0] for entry in batch.users] == names[:3]
     assert [entry[0] for entry in batch.users] == names[:3]  # each pass reads the plan
+
+
+def test_the_journal_gathers_confirmed_names_in_answer_order_and_hands_chunks_over() -> None:
+    names = [f"u{i}@x.com" for i in range(5)]
+    ended = user("Carol@X.com", active_to=date(2026, 11, 22))
+    plan = Plan(
+        inserts=tuple(Change(ChangeKind.INSERT, user(n), None, "new") for n in names),
+        updates=(Change(ChangeKind.UPDATE, user("B@X.com", "Sales"), user("B@X.com"), "moved"),),
+        ends=(Change(ChangeKind.END, ended, user("Carol@X.com"), "gone"),),
+        deletes=(Change(ChangeKind.DELETE, user("E@x.com"), user("E@x.com"), "purge"),),
+    )
+    journal = AuditJournal(plan, run_id="r1", job="corp", identity=str.lower, chunk=3)
+    journal.confirmed(Operation.INSERT, [names[3], names[1]])  # as a later batch answered
+    assert not journal.ready
+    journal.confirmed(Operation.INSERT, [names[0], "not-in-the-plan@x.com"])
+    assert journal.ready
+    assert len(journal) == 4
+    taken = journal.take(AT)
+    assert len(journal) == 0
+    assert journal.take(AT) == []
+    (first,) = journal.batches(taken)
+    assert (first.run_id, first.job, first.operation, first.at) == ("r1", "corp", "insert", AT)
+    # In the order the answers came; a name that is no change of the plan is left out.
+    assert list(first.users) == [(n, None, user(n)) for n in (names[3], names[1], names[0])]
+    journal.confirmed(Operation.UPDATE, ["Carol@X.com", "B@X.com"])
+    journal.confirmed(Operation.DELETE, ["E@x.com"])
+    batches = journal.batches(journal.take(LATER))
+    assert [(b.operation, b.at, list(b.users)) for b in batches] == [
+        ("end", LATER, [("carol@x.com", user("Carol@X.com"), ended)]),
+        ("update", LATER, [("b@x.com", user("B@X.com"), user("B@X.com", "Sales"))]),
+        ("delete", LATER, [("e@x.com", user("E@x.com"), None)]),
+    ]
+    assert [list(b.users) for b in journal.batches(taken)] == [list(first.users)]  # again
+
+
+def test_the_journal_is_ready_once_its_oldest_name_waited_long_enough() -> None:
+    now = [100.0]
+    names = [f"u{i}@x.com" for i in range(3)]
+    plan = Plan(inserts=tuple(Change(ChangeKind.INSERT, user(n), None, "new") for n in names))
+    journal = AuditJournal(
+        plan, run_id="r1", job="corp", identity=str, chunk=10, delay_s=0.5, clock=lambda: now[0]
+    )
+    assert not journal.ready  # nothing gathered: nothing to write, however long it waits
+    now[0] += 5
+    journal.confirmed(Operation.INSERT, names[:1])
+    now[0] += 0.4
+    journal.confirmed(Operation.INSERT, names[1:2])
+    assert not journal.ready
+    now[0] += 0.1  # the first name has waited 0.5 s
+    assert journal.ready
+    journal.take(AT)
+    journal.confirmed(Operation.INSERT, names[2:])
+    assert not journal.ready  # a new oldest name
+    now[0] += 0.5
+    assert journal.ready

@@ -407,6 +407,62 @@ def test_a_signal_during_apply_stops_at_once_and_records_what_was_written(
     assert record.summary["write_calls"] >= written  # the confirmed batches were kept
 
 
+def test_a_run_killed_outright_leaves_its_run_and_what_was_confirmed_in_the_audit_log(
+    workspace: Workspace,
+) -> None:
+    workspace.write_config(batch=1)
+    workspace.write_users(rows(60))
+    workspace.emulator.set_faults(Operation.INSERT, EndpointFaults(latency_ms=200))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+    env["NEBULY_API_KEY"] = workspace.api_key
+    store = SqliteStateStore(workspace.path / "state")
+    with subprocess.Popen(
+        [sys.executable, "-m", "syncd", "apply", "-c", str(workspace.config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    ) as process:
+        try:
+            deadline = time.monotonic() + 30
+            # Killed once the audit log holds some of the confirmed inserts (the journal
+            # writes at least every half second while batches are answered).
+            while time.monotonic() < deadline and process.poll() is None:
+                audited = store.audit([f"user{i}@example.com" for i in range(60)])
+                if audited and len(workspace.emulator.users()) < 45:
+                    break
+                time.sleep(0.05)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    time.sleep(0.5)  # requests the killed process had sent land meanwhile
+    (killed,) = store.runs("corp")
+    assert killed.status == "running"
+    assert killed.summary["insert"] == 60  # its plan, recorded before the first write
+    audited = {e.end_user for e in store.audit([f"user{i}@example.com" for i in range(60)])}
+    on_platform = set(workspace.emulator.users())
+    assert audited
+    assert audited <= on_platform  # an entry only for what the platform confirmed
+    assert len(on_platform) < 60
+
+    assert workspace.apply().returncode == 0
+    latest, previous = store.runs("corp")
+    assert (latest.status, previous.run_id, previous.status) == (
+        "applied",
+        killed.run_id,
+        "interrupted",
+    )
+    assert "the process ended before it recorded the end of this run" in str(
+        previous.summary["error"]
+    )
+    entries = store.audit([f"user{i}@example.com" for i in range(60)])
+    by_run = {e.end_user: e.run_id for e in entries}
+    assert len(entries) == len(by_run)  # nobody audited twice
+    assert {name for name, run in by_run.items() if run == latest.run_id} == (
+        {f"user{i}@example.com" for i in range(60)} - on_platform
+    )
+
+
 def test_scope_owned_leaves_hand_made_users_alone(workspace: Workspace) -> None:
     workspace.write_config(scope="owned")
     workspace.emulator.seed_users([WireUser("handmade@example.com", {}, "2023-01-01")])

@@ -13,8 +13,8 @@ from types import ModuleType
 
 import pytest
 
-from syncd.ports import WriteFailure, WriteOutcome
-from syncd.runner import JobRunner, RunStatus
+from syncd.ports import WriteFailure
+from syncd.runner import JobRunner, RunResult, RunStatus
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "fault_campaign.py"
 
@@ -104,17 +104,18 @@ def test_the_campaign_catches_a_recovered_run_reported_as_failed(
 def test_the_campaign_catches_an_audit_log_missing_settled_users(
     campaign: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Only operations confirmed in full are audited: users the re-read found applied,
-    # or the rest of a partial write, have no row.
-    import syncd.runner
+    # Users the re-read found applied are left out of the audit journal.
+    settle_outcomes = JobRunner._settle_outcomes
 
-    audit_batches = syncd.runner.audit_batches
+    def settled_but_not_audited(
+        self: JobRunner, plan: object, result: RunResult, *args: object
+    ) -> None:
+        audit, result.audit = result.audit, None
+        try:
+            settle_outcomes(self, plan, result, *args)  # type: ignore[arg-type]
+        finally:
+            result.audit = audit
 
-    def whole_operations_only(
-        plan: object, outcomes: list[WriteOutcome], **options: object
-    ) -> object:
-        return audit_batches(plan, [o for o in outcomes if o.ok], **options)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(syncd.runner, "audit_batches", whole_operations_only)
+    monkeypatch.setattr(JobRunner, "_settle_outcomes", settled_but_not_audited)
     totals = campaign.run_campaign(seed=7, schedules=8, kill_every=0)
     assert "confirmed, not audited" in _invariants(totals)

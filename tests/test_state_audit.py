@@ -196,3 +196,62 @@ def test_a_chunk_edited_into_something_else_is_a_state_error_naming_it(tmp_path:
     with pytest.raises(StateError, match=r"audit_chunks row 1 is not a list of audit entries"):
         store.audit(["a@x.com"])
     assert store.audit(["nobody@x.com"]) == []  # a chunk without the name is not decoded
+
+
+# ------------------------------------------------ runs audited as they write
+
+
+def test_a_started_run_takes_audit_entries_as_they_come_and_is_replaced_by_its_record(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStateStore(tmp_path)
+    appender = store.start_run(run("r1", "corp", 0, status="running"))
+    assert [(r.run_id, r.status) for r in store.runs("corp")] == [("r1", "running")]
+    appender.append([inserts("r1", ["a@x.com", "b@x.com"])])
+    # Readable at once, by other connections, while the appender keeps its own open.
+    assert [e.end_user for e in store.audit(["a@x.com"])] == ["a@x.com"]
+    appender.append([inserts("r1", ["c@x.com"])])
+    appender.close()
+    appender.close()  # idempotent
+    store.record_run(run("r1", "corp", 3, status="applied"), [inserts("r1", ["d@x.com"])])
+    (record,) = store.runs("corp")
+    assert (record.status, record.summary) == ("applied", {"inserts": 3})
+    assert record.started_at == run("r1", "corp", 0).started_at  # kept from the start
+    assert chunks(store.path) == [("r1", "insert", 2), ("r1", "insert", 1), ("r1", "insert", 1)]
+    found = store.audit(["a@x.com", "b@x.com", "c@x.com", "d@x.com"])
+    assert [e.end_user for e in found] == ["a@x.com", "b@x.com", "c@x.com", "d@x.com"]
+    assert not (tmp_path / "syncd.sqlite3-wal").exists()  # checkpointed once all closed
+
+
+def test_an_append_the_store_refuses_is_a_state_error_and_writes_nothing(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    appender = store.start_run(run("r1", "corp", 0, status="running"))
+    good = inserts("r1", ["a@x.com"])
+    bad = batch("r1", "renamed", AT, ("b@x.com", None, user("b@x.com")))
+    with pytest.raises(StateError, match="CHECK constraint failed"):
+        appender.append([good, bad])
+    appender.append([inserts("r1", ["c@x.com"])])  # the appender is still usable
+    appender.close()
+    assert [e.end_user for e in store.audit(["a@x.com", "b@x.com", "c@x.com"])] == ["c@x.com"]
+    assert "r1" in repr(appender)
+
+
+def test_a_run_left_running_by_a_dead_process_is_marked_interrupted_by_the_next(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStateStore(tmp_path)
+    dead = store.start_run(run("dead", "corp", 0, status="running"))
+    dead.append([inserts("dead", ["a@x.com"])])
+    dead.close()
+    store.start_run(run("other-job", "hr", 1, status="running")).close()
+    # The process of "dead" was killed: the next run of its job (under the job's
+    # lock) finds it still running.
+    store.start_run(run("next", "corp", 2, status="running")).close()
+    statuses = {r.run_id: (r.status, r.summary.get("error")) for r in store.runs(None)}
+    assert statuses["next"] == ("running", None)
+    assert statuses["other-job"] == ("running", None)  # another job's lock, not ours
+    status, error = statuses["dead"]
+    assert status == "interrupted"
+    assert isinstance(error, str)
+    assert error.startswith("the process ended before it recorded")
+    assert [e.run_id for e in store.audit(["a@x.com"])] == ["dead"]  # what it confirmed
