@@ -50,11 +50,13 @@ cannot be written, is a :class:`~syncd.errors.StateError` naming the file.
 
 The audit log
 -------------
-A run's audit rows are written in the transaction that records the run
-(:meth:`SqliteStateStore.record_run`), so there are never audit rows without their
-run, and rows exist only for users the platform confirmed. A process killed before it
-records its run (SIGKILL, power loss) loses that run's rows with the run itself; the
-platform is unaffected and the next run re-plans from the live list.
+An applying run is recorded as ``running`` first (:meth:`SqliteStateStore.start_run`),
+then its confirmed changes are appended while it writes (:class:`SqliteAuditAppender`)
+and the run's record replaces the ``running`` row at the end, with the last entries:
+there are never audit entries without their run, entries exist only for users the
+platform confirmed, and a process killed outright (SIGKILL, power loss) leaves its run
+and what it appended. The next run of the job, under the job's lock, marks such a run
+``interrupted``.
 
 A first sync records a million entries: they are written a thousand to a row
 (``audit_chunks``), which takes about a second where a row and an index entry per user
