@@ -107,6 +107,17 @@ class Workspace:
     def apply(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run("apply", "-c", str(self.config), *args)
 
+    def start_apply(self, **popen: object) -> subprocess.Popen[str]:
+        """``syncd apply`` as a child that the test stops (a signal, a kill)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+        env["NEBULY_API_KEY"] = self.api_key
+        return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+            [sys.executable, "-m", "syncd", "apply", "-c", str(self.config)],
+            text=True,
+            env=env,
+            **popen,
+        )
+
     def writes(self) -> dict[str, int]:
         calls = self.emulator.calls()
         return {name: calls[name] for name in ("insert", "update", "delete")}
@@ -375,15 +386,7 @@ def test_a_signal_during_apply_stops_at_once_and_records_what_was_written(
     workspace.write_config(batch=1)
     workspace.write_users(rows(40))
     workspace.emulator.set_faults(Operation.INSERT, EndpointFaults(latency_ms=50))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env["NEBULY_API_KEY"] = workspace.api_key
-    with subprocess.Popen(
-        [sys.executable, "-m", "syncd", "apply", "-c", str(workspace.config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    ) as process:
+    with workspace.start_apply(stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
         deadline = time.monotonic() + 30
         while len(workspace.emulator.users()) < 4 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -413,20 +416,14 @@ def test_a_run_killed_outright_leaves_its_run_and_what_was_confirmed_in_the_audi
     workspace.write_config(batch=1)
     workspace.write_users(rows(60))
     workspace.emulator.set_faults(Operation.INSERT, EndpointFaults(latency_ms=200))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env["NEBULY_API_KEY"] = workspace.api_key
     store = SqliteStateStore(workspace.path / "state")
-    with subprocess.Popen(
-        [sys.executable, "-m", "syncd", "apply", "-c", str(workspace.config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
+    with workspace.start_apply(
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     ) as process:
         try:
             deadline = time.monotonic() + 30
             # Killed once the audit log holds some of the confirmed inserts (the journal
-            # writes at least every half second while batches are answered).
+            # writes at least every second while batches are answered).
             while time.monotonic() < deadline and process.poll() is None:
                 audited = store.audit([f"user{i}@example.com" for i in range(60)])
                 if audited and len(workspace.emulator.users()) < 45:
@@ -439,10 +436,10 @@ def test_a_run_killed_outright_leaves_its_run_and_what_was_confirmed_in_the_audi
     (killed,) = store.runs("corp")
     assert killed.status == "running"
     assert killed.summary["insert"] == 60  # its plan, recorded before the first write
-    audited = {e.end_user for e in store.audit([f"user{i}@example.com" for i in range(60)])}
+    names = {e.end_user for e in store.audit([f"user{i}@example.com" for i in range(60)])}
     on_platform = set(workspace.emulator.users())
-    assert audited
-    assert audited <= on_platform  # an entry only for what the platform confirmed
+    assert names
+    assert names <= on_platform  # an entry only for what the platform confirmed
     assert len(on_platform) < 60
 
     assert workspace.apply().returncode == 0
