@@ -28,6 +28,7 @@ from tenacity.stop import stop_base
 
 from syncd.errors import SyncdError
 from syncd.http.policy import ApiPolicy
+from syncd.http.requests import RequestBuilder
 from syncd.http.responses import failure_reason
 from syncd.http.retry_after import parse_retry_after
 
@@ -188,6 +189,7 @@ class RetryingCaller:
         self._unanswered: tuple[type[Exception], ...] = (*policy.retryable_errors, httpx.HTTPError)
         self._failed_event = f"{policy.name} call failed"
         self._retry_event = f"{policy.name} call failed; retrying"
+        self.requests = RequestBuilder(http)
 
     def call(
         self,
@@ -395,14 +397,8 @@ class RetryingCaller:
         if tally is not None:
             tally.calls += 1
         try:
-            if timeout is None:  # the client's own timeout
-                response = self.http.request(
-                    method, path, content=content, params=params, headers=headers
-                )
-            else:
-                response = self.http.request(
-                    method, path, content=content, params=params, headers=headers, timeout=timeout
-                )
+            request = self.requests.build(method, path, content, params, headers, timeout)
+            response = self.http.send(request)
         except self._unanswered as error:
             raise self._unsent(
                 operation, method, path, error, started, attempt, log_fields
@@ -430,13 +426,7 @@ class RetryingCaller:
         if tally is not None:
             tally.calls += 1
         try:
-            request = self.http.build_request(
-                method,
-                path,
-                params=params,
-                headers=headers,
-                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
-            )
+            request = self.requests.build(method, path, None, params, headers, timeout)
             response = self.http.send(request, stream=True)
         except self._unanswered as error:
             raise self._unsent(

@@ -14,7 +14,7 @@ import msgspec
 from syncd.errors import PlatformError
 from syncd.platform.api import FlavourSpec, Operation
 
-__all__ = ["check_delete_body", "confirmed_names"]
+__all__ = ["answered_names", "check_delete_body"]
 
 
 class _ConfirmedUser(msgspec.Struct, gc=False):
@@ -23,7 +23,7 @@ class _ConfirmedUser(msgspec.Struct, gc=False):
     end_user: str
 
 
-class _ConfirmResponse(msgspec.Struct):
+class _ConfirmResponse(msgspec.Struct, gc=False):
     """Insert/update response, read leniently: extra fields and odd tags do not matter."""
 
     users: list[_ConfirmedUser]
@@ -34,13 +34,18 @@ _decode_confirmation = msgspec.json.Decoder(_ConfirmResponse).decode
 _decode_any = msgspec.json.Decoder().decode
 
 
-def confirmed_names(spec: FlavourSpec, operation: Operation, response: httpx.Response) -> set[str]:
-    """The end_users an insert / update answer lists as written."""
+def answered_names(spec: FlavourSpec, operation: Operation, response: httpx.Response) -> list[str]:
+    """The end_users an insert / update answer lists as written, in its order.
+
+    A list, not a set: the platform answers a batch in the order it was sent, so the
+    caller confirms the usual answer with one list comparison and builds a set only
+    for an answer that differs.
+    """
     try:
         body = _decode_confirmation(response.content)
     except msgspec.DecodeError as error:  # ValidationError is a DecodeError
         raise _bad_body_error(spec, operation, response, error) from None
-    return {user.end_user for user in body.users}
+    return [user.end_user for user in body.users]
 
 
 def check_delete_body(spec: FlavourSpec, response: httpx.Response) -> None:

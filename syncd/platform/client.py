@@ -32,6 +32,7 @@ import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TypeVar
 
 import httpx
@@ -52,7 +53,7 @@ from syncd.http import (
     walk_cursors,
 )
 from syncd.model import PlatformUser, SourceUser
-from syncd.platform.answers import check_delete_body, confirmed_names
+from syncd.platform.answers import answered_names, check_delete_body
 from syncd.platform.api import (
     FLAVOURS,
     ApiFlavour,
@@ -125,8 +126,8 @@ def _body_size(response: httpx.Response) -> int | None:
     return int(length) if length.isdigit() else None
 
 
-def _user_name(user: PlatformUser) -> str:
-    return user.end_user
+# C-level: a million users are named without a Python call each.
+_user_name: Callable[[PlatformUser], str] = attrgetter("end_user")
 
 
 def _same(name: str) -> str:
@@ -489,16 +490,22 @@ class PlatformClient:
             try:
                 if operation is Operation.DELETE:
                     check_delete_body(self._spec, response)
-                    confirmed: set[str] | None = None
+                    answered: list[str] | None = None
                 else:
-                    confirmed = confirmed_names(self._spec, operation, response)
+                    answered = answered_names(self._spec, operation, response)
             except PlatformError:
                 # A 2xx says the platform took the batch; only its answer is unreadable.
                 reason = doubtful(f"HTTP {status} with an unreadable body")
                 result.failures.extend(UncertainFailure(name, reason) for name in names)
                 raise
-            if confirmed is None or confirmed.issuperset(names):
-                # The whole batch confirmed (the usual answer): no test per name.
+            if answered is None or answered == names:
+                # The usual answer: the batch itself, in its order (one list comparison,
+                # no set); a delete's 2xx confirms its whole batch.
+                result.confirmed.extend(names)
+                return
+            confirmed = set(answered)
+            if confirmed.issuperset(names):
+                # Every user confirmed, in another order or among extra users.
                 result.confirmed.extend(names)
                 return
             for name in names:

@@ -59,3 +59,42 @@ def test_the_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert encoder.encode(batch) == generic(batch)
     assert len(encoder._tags) <= 3
     assert len(encoder._dates) <= 3
+
+
+# ------------------------------------------ dates written by msgspec, tags by value
+
+
+@pytest.mark.parametrize(
+    "day",
+    [date(1, 1, 1), date(999, 12, 31), date(1900, 2, 28), date(2024, 2, 29), date(9999, 12, 31)],
+    ids=str,
+)
+def test_every_date_is_written_as_its_isoformat(day: date) -> None:
+    batch = [PlatformUser("a@x.com", (), day, day)]
+    assert UsersBodyEncoder().encode(batch) == generic(batch)
+    assert json.loads(UsersBodyEncoder().encode(batch))["users"][0]["active_to"] == day.isoformat()
+
+
+def test_the_whole_date_range_is_written_as_isoformat() -> None:
+    # Every day of four centuries (the calendar repeats after 400 years), in one batch.
+    first = date(1900, 1, 1).toordinal()
+    days = [date.fromordinal(first + offset) for offset in range(146_097)]
+    batch = [PlatformUser("a@x.com", (), day) for day in days]
+    body = json.loads(UsersBodyEncoder().encode(batch))
+    assert [user["active_from"] for user in body["users"]] == [day.isoformat() for day in days]
+
+
+def test_equal_tag_sets_share_one_entry_and_keep_their_order() -> None:
+    encoder = UsersBodyEncoder()
+    # Equal, but distinct tuples (not shared through make_tags), and an unsorted one.
+    first = (("b", "2"), ("a", "1"))
+    second = tuple(pair for pair in first)
+    assert second == first
+    assert second is not first
+    batch = [
+        PlatformUser("a@x.com", first, date(2026, 1, 1)),
+        PlatformUser("b@x.com", second, date(2026, 1, 1)),
+    ]
+    assert encoder.encode(batch) == generic(batch)
+    assert len(encoder._tags) == 1
+    assert b'"tags":{"b":"2","a":"1"}' in encoder.encode(batch)
