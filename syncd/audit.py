@@ -13,11 +13,10 @@ time (a process killed half-way leaves what was confirmed until then in the log)
 from __future__ import annotations
 
 import operator
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from syncd.plan import Change, ChangeKind, Plan
 from syncd.platform.api import Operation
@@ -112,33 +111,36 @@ def _audited(
 
 
 AUDIT_CHUNK: Final = 50_000
-"""Confirmed users an :class:`AuditJournal` gathers before they are worth a write (a
-first sync of a million users: ~20 writes while it writes to the platform)."""
+"""Confirmed users worth a write before the :data:`AUDIT_DELAY_S` is up (a first sync
+of a million users: ~20 writes while it writes to the platform)."""
 
 AUDIT_DELAY_S: Final = 1.0
-"""The longest a confirmed user waits in an :class:`AuditJournal` once its batch is
-answered: a process killed outright loses at most this much of what was confirmed
+"""How often the confirmed users an :class:`AuditJournal` follows are written while a
+run writes: a process killed outright loses about this much of what was confirmed
 (and what was in flight)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Confirmed:
-    """Names one operation got confirmed, gathered until ``at``: what a journal hands
-    over, turned into audit batches by :meth:`AuditJournal.batches`."""
+    """Names ``names[start:end]`` that ``operation`` got confirmed, seen ``at``."""
 
     operation: Operation
-    names: list[str]
+    names: Sequence[str]
+    start: int
+    end: int
     at: datetime
 
 
 class AuditJournal:
-    """The audit entries of one applying run, gathered as the platform confirms users.
+    """The audit entries of one applying run, read from the lists of confirmed names.
 
-    Two halves, so that the thread feeding the platform does next to nothing:
-    :meth:`confirmed` notes the names an answer confirmed (the platform's spelling, as
-    sent), :attr:`ready` says when a chunk's worth is gathered, :meth:`take` hands them
-    over; :meth:`batches` turns what was taken into audit batches, on the thread that
-    writes them (:class:`~syncd.audit_writer.AuditWriter`), one thread at a time.
+    The run hands over each list its writes fill (:meth:`follow`: a write's
+    ``outcome.confirmed``, the users a re-read found applied) once; the platform
+    client only ever appends to them. :meth:`pending` says which names are not written
+    yet, :meth:`written` moves the mark once they are, and :meth:`batches` turns them
+    into audit batches. Nothing is ever noted twice nor lost, whatever interrupts the
+    run between two statements: the run's thread only appends (a list append is one
+    step), and the marks move on the thread that writes, after the write.
     """
 
     def __init__(
@@ -148,68 +150,64 @@ class AuditJournal:
         run_id: str,
         job: str,
         identity: Callable[[str], str],
-        chunk: int = AUDIT_CHUNK,
-        delay_s: float = AUDIT_DELAY_S,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._plan = plan
         self._run_id = run_id
         self._job = job
         self._identity = identity
-        self._chunk = chunk
-        self._delay_s = delay_s
-        self._clock = clock
-        self._since = 0.0  # when the oldest gathered name came
-        self._names: dict[Operation, list[str]] = {}
-        self._count = 0
+        # [operation, names, mark]: names[:mark] are written. One list per followed
+        # list, appended in one step, so an interruption cannot half-follow one.
+        self._followed: list[list[Any]] = []
         # Built by batches() at an operation's first use: a million inserts need their
         # changes by name, as answers come back in whatever order batches finish.
         self._changes: dict[Operation, dict[str, Change]] = {}
 
-    @property
-    def ready(self) -> bool:
-        """Worth a write: a chunk's worth of names is gathered, or the oldest waited
-        ``delay_s``."""
-        if not self._count:
-            return False
-        return self._count >= self._chunk or self._clock() - self._since >= self._delay_s
+    def follow(self, operation: Operation, names: Sequence[str]) -> None:
+        """Audit the names ``operation`` confirms into ``names``, as they come."""
+        self._followed.append([operation, names, 0])
 
     def __len__(self) -> int:
-        return self._count
+        """How many followed names are not written yet."""
+        return sum(len(names) - mark for _, names, mark in list(self._followed))
 
-    def confirmed(self, operation: Operation, names: Sequence[str]) -> None:
-        """Note that ``operation`` just got ``names`` confirmed."""
-        if not names:
-            return
-        if not self._count:
-            self._since = self._clock()
-        self._names.setdefault(operation, []).extend(names)
-        self._count += len(names)
+    def pending(self, at: datetime) -> list[Confirmed]:
+        """The followed names not written yet, as seen ``at``."""
+        return [
+            Confirmed(operation, names, mark, len(names), at)
+            for operation, names, mark in list(self._followed)
+            if len(names) > mark
+        ]
 
-    def take(self, at: datetime) -> list[Confirmed]:
-        """What was gathered, as confirmed until ``at``; the journal forgets it."""
-        taken = [Confirmed(operation, names, at) for operation, names in self._names.items()]
-        self._names = {}
-        self._count = 0
-        return taken
+    def written(self, confirmed: Sequence[Confirmed]) -> None:
+        """Move the marks past names now in the audit log."""
+        for part in confirmed:
+            for followed in self._followed:
+                if followed[1] is part.names:
+                    followed[2] = max(followed[2], part.end)
 
-    def batches(self, taken: Sequence[Confirmed]) -> list[AuditBatch]:
-        """The audit batches (one per change kind and take) of names taken; a name that
-        is no change of the plan is left out (nothing says it happened)."""
+    def forget_written(self) -> None:
+        """Take every followed name as not written (the log they went to is gone)."""
+        for followed in self._followed:
+            followed[2] = 0
+
+    def batches(self, confirmed: Sequence[Confirmed]) -> list[AuditBatch]:
+        """The audit batches (one per change kind and part) of names pending; a name
+        that is no change of the plan is left out (nothing says it happened)."""
         batches: list[AuditBatch] = []
         identity = self._identity
-        for confirmed in taken:
-            changes = self._changes.get(confirmed.operation)
+        for part in confirmed:
+            changes = self._changes.get(part.operation)
             if changes is None:
-                changes = self._changes[confirmed.operation] = {}
-                for _, of_kind in changes_of(self._plan, confirmed.operation):
+                changes = self._changes[part.operation] = {}
+                for _, of_kind in changes_of(self._plan, part.operation):
                     changes.update(zip(map(_NAME_OF_CHANGE, of_kind), of_kind, strict=True))
+            names = part.names[part.start : part.end]
             try:
-                found = list(map(changes.__getitem__, confirmed.names))
+                found = list(map(changes.__getitem__, names))
             except KeyError:
-                found = [changes[name] for name in confirmed.names if name in changes]
+                found = [changes[name] for name in names if name in changes]
             by_kind: dict[ChangeKind, list[Change]] = {}
-            if confirmed.operation is Operation.UPDATE:
+            if part.operation is Operation.UPDATE:
                 for change in found:
                     by_kind.setdefault(change.kind, []).append(change)
             elif found:
@@ -217,9 +215,7 @@ class AuditJournal:
             batches.extend(
                 # Changes, not entries: a tuple per user is made as the store writes
                 # it, so that a million of them never pile up for the garbage collector.
-                AuditBatch(
-                    self._run_id, self._job, kind.value, confirmed.at, _Entries(of, identity)
-                )
+                AuditBatch(self._run_id, self._job, kind.value, part.at, _Entries(of, identity))
                 for kind, of in by_kind.items()
             )
         return batches

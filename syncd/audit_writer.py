@@ -1,23 +1,25 @@
 """Writes an applying run's audit log while it writes to the platform.
 
-The runner tells an :class:`AuditWriter` which users each answered batch confirmed;
-the writer gathers them in an :class:`~syncd.audit.AuditJournal` and, a chunk at a time
-(or every half second), hands them to the state store's
-:class:`~syncd.ports.AuditAppender` on a thread of its own. So a process killed
-outright leaves in the log what was confirmed until a moment before, and the thread
-that feeds the platform never waits for the disk: a commit that checkpoints the WAL
-can take tens of milliseconds, during which no batch would be absorbed nor sent.
+The runner has an :class:`~syncd.audit.AuditJournal` follow the lists of names each
+write confirms; an :class:`AuditWriter` thread reads what is new there every second
+(sooner when the runner sees a chunk's worth: :meth:`AuditWriter.poke`) and hands it
+to the state store's :class:`~syncd.ports.AuditAppender`. So a process killed outright
+leaves in the log what was confirmed until about a second before, and the thread that
+feeds the platform never waits for the disk (a commit that checkpoints the WAL can
+take tens of milliseconds, during which no batch would be absorbed nor sent) nor
+does more than append to a list and, now and then, set an event.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import structlog
 
-from syncd.audit import AuditJournal, Confirmed
+from syncd.audit import AUDIT_CHUNK, AUDIT_DELAY_S, AuditJournal
+from syncd.errors import StateReplacedError
 from syncd.platform.api import Operation
 from syncd.ports import AuditAppender, AuditBatch
 
@@ -27,48 +29,77 @@ log = structlog.get_logger(__name__)
 
 
 class AuditWriter:
-    """The audit log of one applying run: gathered on the caller's thread, written on
-    one thread of its own, in order; what it could not write goes with the run's
-    record (:meth:`finish`)."""
+    """The audit log of one applying run, written on a thread of its own, in order;
+    what it could not write goes with the run's record (:meth:`finish`)."""
 
-    def __init__(self, journal: AuditJournal, appender: AuditAppender) -> None:
+    def __init__(
+        self,
+        journal: AuditJournal,
+        appender: AuditAppender,
+        *,
+        chunk: int = AUDIT_CHUNK,
+        delay_s: float = AUDIT_DELAY_S,
+    ) -> None:
         self._journal = journal
         self._appender = appender
-        # One thread: appends stay in order, and the appender's SQLite connection is
-        # opened, used and closed on that thread only.
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncd-audit")
+        self._chunk = chunk
+        self._delay_s = delay_s
+        self._wake = threading.Event()
+        self._stopping = False
         self._failed = False
-        self._unwritten: list[Confirmed] = []  # touched by the writer thread only
-        self._finished = False
+        # Daemon: a bug that stops the run without finish() must not keep the process
+        # alive; finish() joins it. The appender's connection lives on this thread.
+        self._thread = threading.Thread(target=self._loop, name="syncd-audit", daemon=True)
+        self._thread.start()
 
-    def confirmed(self, operation: Operation, names: Sequence[str]) -> None:
-        """Note that the platform confirmed ``names`` (caller's thread)."""
-        journal = self._journal
-        journal.confirmed(operation, names)
-        if journal.ready and not self._finished:
-            self._thread.submit(self._write, journal.take(datetime.now(UTC)))
+    def follow(self, operation: Operation, names: Sequence[str]) -> None:
+        """Audit the names ``operation`` confirms into ``names`` (the run's thread)."""
+        self._journal.follow(operation, names)
+
+    def poke(self) -> None:
+        """After a batch was answered (the run's thread): write now if a chunk's worth
+        is pending, instead of at the next tick."""
+        if len(self._journal) >= self._chunk:
+            self._wake.set()
 
     def finish(self) -> list[AuditBatch]:
-        """Wait for the writes under way; the entries not written yet (the last ones,
-        and all of them from a failed write on), for the run's record."""
-        if not self._finished:
-            self._finished = True
-            self._thread.submit(self._appender.close)
-            self._thread.shutdown(wait=True)
-        # The writer thread is done: the journal is this thread's alone now.
-        left = self._unwritten + self._journal.take(datetime.now(UTC))
-        self._unwritten = []
-        return self._journal.batches(left)
+        """Stop the thread once its write under way is done; the entries not written
+        (the last ones, and every one from a failed write on), for the run's record."""
+        if self._thread.is_alive():
+            self._stopping = True
+            self._wake.set()
+            self._thread.join()
+        # The thread is done: the journal's marks are this thread's alone now.
+        journal = self._journal
+        return journal.batches(journal.pending(datetime.now(UTC)))
 
-    def _write(self, taken: list[Confirmed]) -> None:
-        """On the writer thread: append, or keep for the record once a write failed (a
+    def _loop(self) -> None:
+        try:
+            while not self._stopping:
+                self._wake.wait(self._delay_s)
+                self._wake.clear()
+                if not self._failed:
+                    self._write()
+        finally:
+            self._appender.close()
+
+    def _write(self) -> None:
+        """Append what is pending; after a failure everything waits for the record (a
         store that refused one write is not made to wait its busy timeout again)."""
-        if self._failed:
-            self._unwritten.extend(taken)
+        journal = self._journal
+        pending = journal.pending(datetime.now(UTC))
+        if not pending:
             return
         try:
-            self._appender.append(self._journal.batches(taken))
+            self._appender.append(journal.batches(pending))
+        except StateReplacedError as error:
+            # The file was replaced: what went into the old one is lost with it, so the
+            # record writes every entry of the run again, into the new one.
+            self._failed = True
+            journal.forget_written()
+            log.error("audit.append_failed", error=str(error))
         except Exception as error:  # any error of this thread must reach the log
             self._failed = True
-            self._unwritten.extend(taken)
             log.error("audit.append_failed", error=str(error))
+        else:
+            journal.written(pending)

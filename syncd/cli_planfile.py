@@ -50,7 +50,8 @@ from syncd.planfile_checks import (
 )
 from syncd.ports import Progress, StateStore
 from syncd.render import render_planned, render_result, report_to_json
-from syncd.runner import JobRunner, PlannedRun, new_run_id, platform_identity, today_utc
+from syncd.runner import JobRunner, platform_identity, today_utc
+from syncd.runs import PlannedRun, new_run_id
 from syncd.service import JobReport, open_resources, run_job
 
 log = structlog.get_logger(__name__)

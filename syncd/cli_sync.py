@@ -27,7 +27,7 @@ from syncd.guard import Override
 from syncd.logs import configure_logging
 from syncd.platform.api import Operation
 from syncd.render import render_planned, render_result, report_to_json
-from syncd.runner import PlannedRun
+from syncd.runs import PlannedRun
 from syncd.service import JobReport, run_job
 
 log = structlog.get_logger(__name__)

@@ -28,7 +28,8 @@ from syncd.render import render_planned, render_result
 from syncd.report.compute import Granularity
 from syncd.report.render import render_table
 from syncd.report.service import ReportRequest, build_report
-from syncd.runner import PlannedRun, today_utc
+from syncd.runner import today_utc
+from syncd.runs import PlannedRun
 from syncd.service import run_job
 
 DEMO_CONFIG = """

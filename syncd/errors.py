@@ -66,6 +66,10 @@ class StateError(SyncdError):
     """The state database cannot be opened, read or written."""
 
 
+class StateReplacedError(StateError):
+    """The state database file was deleted or replaced while a connection held it."""
+
+
 class ReportError(SyncdError):
     """The activation report cannot be built (analytics API, its budget, its data)."""
 

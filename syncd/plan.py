@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -59,7 +59,8 @@ class FieldChange:
 class Change(msgspec.Struct, frozen=True, gc=False):
     """One user to write. ``user`` is the target state (for DELETE, the user removed).
 
-    Built as ``Change(kind, user, before, reason)``; :attr:`reason` is the text. An
+    Built as ``Change(kind, user, before, reason)``, by position (the fourth field is
+    private: ``reason=`` is not a keyword); :attr:`reason` is the text. An
     insert may be given the :class:`SourceUser` it comes from instead of its text, which
     is then ``new in <origin>``, formatted when read: a first sync plans a million
     inserts whose reasons are seldom shown, and formatting them all cost 0.4 s and
@@ -102,6 +103,15 @@ class Change(msgspec.Struct, frozen=True, gc=False):
             f"Change(kind={self.kind!r}, user={self.user!r}, before={self.before!r}, "
             f"reason={self.reason!r})"
         )
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        # rich's pretty printer reads struct fields, not __repr__: the text, not _why.
+        return [
+            ("kind", self.kind),
+            ("user", self.user),
+            ("before", self.before),
+            ("reason", self.reason),
+        ]
 
     def field_changes(self) -> tuple[FieldChange, ...]:
         """The field-level diff between ``before`` and ``user`` (computed on demand)."""

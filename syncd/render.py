@@ -13,7 +13,7 @@ from rich.table import Table
 from syncd.exitcodes import exit_code_for
 from syncd.plan import Change, ChangeKind, Plan
 from syncd.platform.api import outgoing_user
-from syncd.runner import PlannedRun, RunResult
+from syncd.runs import PlannedRun, RunResult
 from syncd.service import JobReport
 
 _KIND_STYLE = {

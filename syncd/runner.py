@@ -12,9 +12,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol, TypeVar, cast
 
@@ -25,7 +23,7 @@ from syncd.audit_writer import AuditWriter
 from syncd.config import JobConfig
 from syncd.errors import PlatformError, SourceError, StateError, SyncdError
 from syncd.exitcodes import RunStatus
-from syncd.guard import GuardHistory, Override, Verdict, check_plan
+from syncd.guard import GuardHistory, Override, check_plan
 from syncd.identity import identity_rule_changes, identity_rules
 from syncd.mapping import normalize_end_user
 from syncd.merge import DesiredUsers, DesiredUsersBuilder
@@ -43,6 +41,7 @@ from syncd.ports import (
     StateStore,
     WriteOutcome,
 )
+from syncd.runs import PlannedRun, RunResult, new_run_id
 
 log = structlog.get_logger(__name__)
 
@@ -63,83 +62,6 @@ class _WriteCall(Protocol[_Items_contra]):
         *,
         outcome: WriteOutcome | None = None,
     ) -> WriteOutcome: ...
-
-
-def new_run_id() -> str:
-    """A short random id shared by every log line and record of one run."""
-    return uuid.uuid4().hex[:12]
-
-
-@dataclass(slots=True)
-class PlannedRun:
-    """The result of reading and planning, before anything is written."""
-
-    job: str
-    run_id: str
-    started_at: datetime
-    desired: DesiredUsers
-    current_users: int
-    plan: Plan | None
-    verdict: Verdict
-    policy: PlanPolicy
-    timings: dict[str, float] = field(default_factory=dict)
-    identity_rules: dict[str, object] = field(default_factory=dict)
-    """The job's identity rules of this run (see :func:`identity_rules`); recorded in
-    the state store once an apply with them was confirmed."""
-    plan_file: str | None = None
-    """The plan file applied (``apply --plan``; no source read), else None."""
-
-
-@dataclass(slots=True)
-class RunResult:
-    """How a run ended: the plan, the guard's verdict and what was written."""
-
-    planned: PlannedRun
-    status: RunStatus
-    outcomes: list[WriteOutcome] = field(default_factory=list)
-    error: str | None = None
-    audit: AuditWriter | None = None
-    """An applying run's audit log, written as the platform confirms users."""
-    settlement: Settlement | None = None
-    """What re-reading the platform found for writes no answer confirmed (None: no
-    write was in doubt, so the platform was not re-read)."""
-
-    @property
-    def failures(self) -> int:
-        """Users the platform did not confirm."""
-        return sum(len(outcome.failures) for outcome in self.outcomes)
-
-    @property
-    def write_calls(self) -> int:
-        """HTTP write calls made."""
-        return sum(outcome.calls for outcome in self.outcomes)
-
-    def summary(self) -> dict[str, object]:
-        """Counts for logs and the run history."""
-        plan = self.planned.plan
-        from_file = self.planned.plan_file
-        summary: dict[str, object] = {
-            "status": self.status.value,
-            # A run from a plan file read no source: no count rather than a false 0.
-            "source_users": len(self.planned.desired.users) if from_file is None else None,
-            "platform_users": self.planned.current_users,
-            "write_calls": self.write_calls,
-            "failures": self.failures,
-        }
-        if plan is not None:
-            summary.update(plan.counts())
-        if self.planned.verdict.reasons:
-            summary["held_because"] = list(self.planned.verdict.reasons)
-        if from_file is not None:
-            summary["approved_from_plan"] = from_file
-        if self.planned.verdict.overridden:  # accepted: an override, or a plan file
-            summary["overridden"] = list(self.planned.verdict.overridden)
-        if self.error is not None:
-            summary["error"] = self.error
-        if self.settlement is not None:
-            summary["settled"] = self.settlement.summary()
-        summary["timings_s"] = {k: round(v, 3) for k, v in self.planned.timings.items()}
-        return summary
 
 
 def platform_identity(end_user: str, *, lowercase: bool) -> str:
@@ -467,17 +389,16 @@ class JobRunner:
     ) -> None:
         advance = self._progress.start(operation, len(items)) if self._progress else None
         audit = result.audit
-        audited = 0  # outcome.confirmed[:audited] went to the audit log
+        if audit is not None:
+            # The audit log reads what the write confirms from the outcome's own list.
+            audit.follow(operation, outcome.confirmed)
 
         def batch_done(count: int) -> None:
-            # Called on this thread as each batch is answered: its confirmed users are
-            # audited while the other batches are in flight.
-            nonlocal audited
+            # Called on this thread as each batch is answered.
             if advance is not None:
                 advance(count)
             if audit is not None:
-                audit.confirmed(operation, outcome.confirmed[audited:])
-                audited = len(outcome.confirmed)
+                audit.poke()
 
         try:
             returned = call(items, batch_done, outcome=outcome)
@@ -485,9 +406,6 @@ class JobRunner:
                 # What it confirmed would be lost from the record and the audit log.
                 raise TypeError(f"{operation}: the platform port must fill the outcome given")
         finally:
-            # Also after an error: what was confirmed until then is audited.
-            if audit is not None:
-                audit.confirmed(operation, outcome.confirmed[audited:])
             if self._progress:
                 self._progress.finish(operation)
         log.info(
@@ -554,7 +472,7 @@ class JobRunner:
             result.outcomes[index] = settled
             found = settled.confirmed[before:]
             if result.audit is not None:
-                result.audit.confirmed(outcome.operation, found)
+                result.audit.follow(outcome.operation, found)
             if outcome.operation is Operation.INSERT:
                 self._own(found)
             elif outcome.operation is Operation.DELETE:
@@ -599,29 +517,18 @@ class JobRunner:
 
     def _record(self, result: RunResult) -> None:
         planned = result.planned
-        if (
-            self._job.policy.scope == "owned"
-            and planned.plan is not None
-            and (result.status in (RunStatus.APPLIED, RunStatus.PARTIAL))
-        ):
-            # Users in the source are managed by this job from now on: it adopts
-            # matching hand-made entries, and a user whose insert was confirmed just
-            # before a crash. Not a user whose insert the platform did not confirm:
-            # a hand-made user of that name later must be left alone.
-            removed = {self._identity(change.user.end_user) for change in planned.plan.deletes}
-            removed |= _unconfirmed_inserts(planned.plan, result.outcomes)
-            already = planned.policy.owned
-            self._state.add_owned(
-                self._job.name,
-                (
-                    end_user
-                    for end_user in planned.desired.users
-                    if end_user not in already and end_user not in removed
-                ),
-            )
-        summary = result.summary()
-        # What the audit log did not take yet goes with the run's record.
+        # First, before any other state write can fail: the audit thread stops, and
+        # what it did not write goes with the run's record.
         audit = result.audit.finish() if result.audit is not None else []
+        owned_error: StateError | None = None
+        try:
+            self._adopt(result)
+        except StateError as error:
+            # The run is still recorded (with its audit entries), then the error goes
+            # on: a store that refused one write will likely refuse that one too.
+            owned_error = error
+            log.error("state.owned_failed", error=str(error))
+        summary = result.summary()
         clock = time.perf_counter()
         self._state.record_run(
             RunRecord(
@@ -639,3 +546,29 @@ class JobRunner:
         planned.timings["record"] = time.perf_counter() - clock
         timings = {k: round(v, 3) for k, v in planned.timings.items()}
         log.info("run.finished", **(summary | {"timings_s": timings}))
+        if owned_error is not None:
+            raise owned_error
+
+    def _adopt(self, result: RunResult) -> None:
+        """With ``scope: owned``, after a run that wrote: the job owns its source users
+        from now on. It adopts matching hand-made entries, and a user whose insert was
+        confirmed just before a crash; not a user whose insert the platform did not
+        confirm (a hand-made user of that name later must be left alone)."""
+        planned = result.planned
+        if (
+            self._job.policy.scope != "owned"
+            or planned.plan is None
+            or result.status not in (RunStatus.APPLIED, RunStatus.PARTIAL)
+        ):
+            return
+        removed = {self._identity(change.user.end_user) for change in planned.plan.deletes}
+        removed |= _unconfirmed_inserts(planned.plan, result.outcomes)
+        already = planned.policy.owned
+        self._state.add_owned(
+            self._job.name,
+            (
+                end_user
+                for end_user in planned.desired.users
+                if end_user not in already and end_user not in removed
+            ),
+        )

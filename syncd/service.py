@@ -36,7 +36,8 @@ from syncd.http import RequestObserver
 from syncd.locking import busy_message, job_lock, process_holder
 from syncd.platform.client import PlatformClient
 from syncd.ports import PlatformPort, Progress, Source, StateStore, WriteFailure
-from syncd.runner import JobRunner, PlannedRun, RunResult, new_run_id, today_utc
+from syncd.runner import JobRunner, today_utc
+from syncd.runs import PlannedRun, RunResult, new_run_id
 from syncd.sources import SourceContext, build_source
 from syncd.state import SqliteStateStore
 

@@ -24,14 +24,18 @@ change the file.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import datetime
 from itertools import islice
+from pathlib import Path
 from typing import Literal
 
 import msgspec
 
+from syncd.errors import StateError, StateReplacedError
 from syncd.ports import AuditBatch, AuditEntry
 from syncd.state_codec import (
     UserEncoder,
@@ -40,6 +44,7 @@ from syncd.state_codec import (
     decode_user,
     stored_time,
 )
+from syncd.state_sql import transaction
 
 __all__ = [
     "CHUNK_ENTRIES",
@@ -104,11 +109,29 @@ def write_audit(connection: sqlite3.Connection, batches: Iterable[AuditBatch]) -
             )
 
 
+@contextlib.contextmanager
+def _snapshot(connection: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction: which tables exist and what they hold, seen at one moment
+    (another process's migration 4 may commit between two autocommit statements)."""
+    connection.execute("BEGIN")
+    try:
+        yield
+    finally:
+        connection.execute("COMMIT")
+
+
 def find_entries(
     connection: sqlite3.Connection, end_users: Collection[str], job: str | None
 ) -> list[AuditEntry]:
     """Every entry of these normalised end_users (of ``job``, or every job's for None),
     oldest first; in the order of the chunks, then of the entries within one."""
+    with _snapshot(connection):
+        return _find_entries(connection, end_users, job)
+
+
+def _find_entries(
+    connection: sqlite3.Connection, end_users: Collection[str], job: str | None
+) -> list[AuditEntry]:
     stored = audit_format(connection)
     if stored is None:
         return []
@@ -143,6 +166,11 @@ def find_entries(
 
 def removals_since(connection: sqlite3.Connection, job: str, since: datetime) -> int:
     """Confirmed end-dates and deletes of ``job`` at or after ``since``."""
+    with _snapshot(connection):
+        return _removals_since(connection, job, since)
+
+
+def _removals_since(connection: sqlite3.Connection, job: str, since: datetime) -> int:
     stored = audit_format(connection)
     if stored is None:
         return 0
@@ -201,3 +229,62 @@ def _find_rows(
         )
         for row in rows
     ]
+
+
+class SqliteAuditAppender:
+    """Adds a started run's confirmed changes to the audit log, one transaction per call
+    (:meth:`~syncd.state.SqliteStateStore.start_run` makes one).
+
+    It keeps one connection open until :meth:`close`: SQLite checkpoints the WAL into
+    the database when the last connection to it closes, and a connection per append
+    made a first sync of a million users pay that ~500 times (3.3 s instead of 1.4 s,
+    measured). Used from one thread. Before each append it checks that the file is
+    still the one it opened: a database deleted or replaced meanwhile (the store
+    survives that) would take the entries with it unseen.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        connect: Callable[[], sqlite3.Connection],
+        explain: Callable[[sqlite3.Error], str],
+    ) -> None:
+        self._path = path
+        self._connect = connect
+        self._explain = explain
+        self._connection: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteAuditAppender({str(self._path)!r})"
+
+    def append(self, audit: Iterable[AuditBatch]) -> None:
+        """Write these entries now (a StateError if the store refuses them, a
+        StateReplacedError if its file is no longer the one written so far)."""
+        try:
+            if self._connection is None:
+                self._connection = self._connect()
+                self._file = self._identity()
+            elif self._identity() != self._file:
+                raise StateReplacedError(
+                    f"state database {self._path} was deleted or replaced while this run "
+                    "wrote its audit log; the run's record writes all its entries again"
+                )
+            with transaction(self._connection):
+                write_audit(self._connection, audit)
+        except sqlite3.Error as error:
+            raise StateError(self._explain(error)) from None
+
+    def close(self) -> None:
+        """Let go of the connection (the run's record writes the rest)."""
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            status = os.stat(self._path)
+        except OSError:
+            return None
+        return (status.st_dev, status.st_ino)

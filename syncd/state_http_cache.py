@@ -16,8 +16,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from syncd.ports import CachedResponse
-from syncd.state import SqliteStateStore, _transaction
+from syncd.state import SqliteStateStore
 from syncd.state_codec import stored_time
+from syncd.state_sql import transaction as _transaction
 
 __all__ = ["MIN_KEEP", "SqliteApiLedger"]
 

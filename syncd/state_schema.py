@@ -78,7 +78,7 @@ def _audit_by_chunks(connection: sqlite3.Connection) -> None:
     Self-contained (its own SQL, its own insert): a later change to the writer in
     :mod:`syncd.state_audit` must not change what this released step does.
     """
-    connection.execute("DROP VIEW audit_log")
+    connection.execute("DROP VIEW IF EXISTS audit_log")
     for statement in _statements(_AUDIT_CHUNKS):
         connection.execute(statement)
     ops = connection.execute(

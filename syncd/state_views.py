@@ -11,7 +11,7 @@ from typing import Any
 from syncd.config import SyncdConfig
 from syncd.mapping import normalize_end_user
 from syncd.plan import Plan, diff_users
-from syncd.ports import AuditEntry, RunRecord
+from syncd.ports import RUN_INTERRUPTED, RUN_RUNNING, AuditEntry, RunRecord
 from syncd.state_codec import user_to_json
 
 NO_RUNS = "no runs recorded yet"
@@ -31,7 +31,12 @@ def run_to_json(record: RunRecord) -> dict[str, Any]:
         "job": record.job,
         "status": record.status,
         "started_at": record.started_at.isoformat(),
-        "finished_at": record.finished_at.isoformat(),
+        # A run still writing, or whose process died, has no end yet.
+        "finished_at": (
+            None
+            if record.status in (RUN_RUNNING, RUN_INTERRUPTED)
+            else record.finished_at.isoformat()
+        ),
         "counts": counts,
         "source_users": summary.get("source_users"),
         "platform_users": summary.get("platform_users"),

@@ -112,7 +112,7 @@ def test_a_batch_tells_the_store_its_size_and_stays_lazy() -> None:
     assert [entry[0] for entry in batch.users] == names[:3]  # each pass reads the plan
 
 
-def test_the_journal_gathers_confirmed_names_in_answer_order_and_hands_chunks_over() -> None:
+def test_the_journal_reads_what_each_followed_list_gained_and_marks_what_was_written() -> None:
     names = [f"u{i}@x.com" for i in range(5)]
     ended = user("Carol@X.com", active_to=date(2026, 11, 22))
     plan = Plan(
@@ -121,47 +121,36 @@ def test_the_journal_gathers_confirmed_names_in_answer_order_and_hands_chunks_ov
         ends=(Change(ChangeKind.END, ended, user("Carol@X.com"), "gone"),),
         deletes=(Change(ChangeKind.DELETE, user("E@x.com"), user("E@x.com"), "purge"),),
     )
-    journal = AuditJournal(plan, run_id="r1", job="corp", identity=str.lower, chunk=3)
-    journal.confirmed(Operation.INSERT, [names[3], names[1]])  # as a later batch answered
-    assert not journal.ready
-    journal.confirmed(Operation.INSERT, [names[0], "not-in-the-plan@x.com"])
-    assert journal.ready
-    assert len(journal) == 4
-    taken = journal.take(AT)
+    journal = AuditJournal(plan, run_id="r1", job="corp", identity=str.lower)
+    inserted: list[str] = []
+    journal.follow(Operation.INSERT, inserted)
     assert len(journal) == 0
-    assert journal.take(AT) == []
-    (first,) = journal.batches(taken)
+    assert journal.pending(AT) == []
+    inserted += [names[3], names[1]]  # as a later batch answered first
+    inserted.append("not-in-the-plan@x.com")
+    assert len(journal) == 3
+    pending = journal.pending(AT)
+    inserted.append(names[0])  # answered while the first part is being written
+    (first,) = journal.batches(pending)
     assert (first.run_id, first.job, first.operation, first.at) == ("r1", "corp", "insert", AT)
-    # In the order the answers came; a name that is no change of the plan is left out.
-    assert list(first.users) == [(n, None, user(n)) for n in (names[3], names[1], names[0])]
-    journal.confirmed(Operation.UPDATE, ["Carol@X.com", "B@X.com"])
-    journal.confirmed(Operation.DELETE, ["E@x.com"])
-    batches = journal.batches(journal.take(LATER))
+    # In the order of the answers; a name that is no change of the plan is left out.
+    assert list(first.users) == [(n, None, user(n)) for n in (names[3], names[1])]
+    journal.written(pending)
+    assert len(journal) == 1
+    (second,) = journal.batches(journal.pending(LATER))
+    assert [entry[0] for entry in second.users] == [names[0]]  # nothing twice
+
+    updated: list[str] = ["Carol@X.com", "B@X.com"]
+    journal.follow(Operation.UPDATE, updated)
+    journal.follow(Operation.DELETE, ["E@x.com"])
+    batches = journal.batches(journal.pending(LATER))
     assert [(b.operation, b.at, list(b.users)) for b in batches] == [
+        ("insert", LATER, [(names[0], None, user(names[0]))]),
         ("end", LATER, [("carol@x.com", user("Carol@X.com"), ended)]),
         ("update", LATER, [("b@x.com", user("B@X.com"), user("B@X.com", "Sales"))]),
         ("delete", LATER, [("e@x.com", user("E@x.com"), None)]),
     ]
-    assert [list(b.users) for b in journal.batches(taken)] == [list(first.users)]  # again
-
-
-def test_the_journal_is_ready_once_its_oldest_name_waited_long_enough() -> None:
-    now = [100.0]
-    names = [f"u{i}@x.com" for i in range(3)]
-    plan = Plan(inserts=tuple(Change(ChangeKind.INSERT, user(n), None, "new") for n in names))
-    journal = AuditJournal(
-        plan, run_id="r1", job="corp", identity=str, chunk=10, delay_s=0.5, clock=lambda: now[0]
-    )
-    assert not journal.ready  # nothing gathered: nothing to write, however long it waits
-    now[0] += 5
-    journal.confirmed(Operation.INSERT, names[:1])
-    now[0] += 0.4
-    journal.confirmed(Operation.INSERT, names[1:2])
-    assert not journal.ready
-    now[0] += 0.1  # the first name has waited 0.5 s
-    assert journal.ready
-    journal.take(AT)
-    journal.confirmed(Operation.INSERT, names[2:])
-    assert not journal.ready  # a new oldest name
-    now[0] += 0.5
-    assert journal.ready
+    journal.written(journal.pending(LATER))
+    assert len(journal) == 0
+    journal.forget_written()  # the log they went to is gone: all of them again
+    assert len(journal) == 7  # names, the one that is no change included

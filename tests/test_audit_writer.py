@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pytest
+
 from syncd.audit import AuditJournal
 from syncd.audit_writer import AuditWriter
-from syncd.errors import StateError
+from syncd.errors import StateError, StateReplacedError
 from syncd.model import PlatformUser, make_tags
 from syncd.plan import Change, ChangeKind, Plan
 from syncd.platform.api import Operation
@@ -31,11 +34,21 @@ PLAN = Plan(
 )
 
 
-def journal(chunk: int) -> AuditJournal:
-    return AuditJournal(PLAN, run_id="r1", job="corp", identity=str, chunk=chunk, delay_s=3600)
+def journal() -> AuditJournal:
+    return AuditJournal(PLAN, run_id="r1", job="corp", identity=str)
 
 
-def test_chunks_are_written_on_the_writer_thread_and_the_rest_goes_with_the_record(
+def names_of(batches: list[AuditBatch]) -> list[str]:
+    return [entry[0] for batch in batches for entry in batch.users]
+
+
+def wait_for(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(0.01)
+
+
+def test_what_was_confirmed_is_written_on_the_writer_thread_and_the_rest_goes_with_the_record(
     tmp_path: Path,
 ) -> None:
     store = SqliteStateStore(tmp_path)
@@ -48,40 +61,93 @@ def test_chunks_are_written_on_the_writer_thread_and_the_rest_goes_with_the_reco
         append(audit)
 
     appender.append = spy  # type: ignore[method-assign]
-    writer = AuditWriter(journal(chunk=3), appender)
-    writer.confirmed(Operation.INSERT, NAMES[:2])
-    writer.confirmed(Operation.INSERT, NAMES[2:4])  # 4 gathered: one write of 4
-    writer.confirmed(Operation.INSERT, NAMES[4:5])
-    left = writer.finish()
-    assert [entry[0] for b in left for entry in b.users] == ["u4@x.com"]  # not a chunk yet
-    assert writer.finish() == []  # finished once
-    assert threads == ["syncd-audit_0"]
+    writer = AuditWriter(journal(), appender, chunk=3, delay_s=3600)
+    confirmed: list[str] = []
+    writer.follow(Operation.INSERT, confirmed)
+    confirmed += NAMES[:2]
+    writer.poke()  # 2 pending: not a chunk, and the tick is an hour away
+    confirmed += NAMES[2:4]
+    writer.poke()  # 4 pending: written now, on the writer's thread
+    wait_for(lambda: len(store.audit(NAMES)) == 4)
     assert [e.end_user for e in store.audit(NAMES)] == NAMES[:4]
-    writer.confirmed(Operation.INSERT, NAMES[5:])  # after finish: kept, never written
-    assert [len(list(b.users)) for b in writer.finish()] == [2]
+    confirmed.append(NAMES[4])
+    assert writer.finish() == []  # the last ones are written as the thread stops
+    assert [e.end_user for e in store.audit(NAMES)] == NAMES[:5]
+    assert threads == ["syncd-audit", "syncd-audit"]
+    assert not any(t.name == "syncd-audit" for t in threading.enumerate())
+
+
+def test_the_writer_writes_on_its_own_every_tick(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    writer = AuditWriter(
+        journal(),
+        store.start_run(RunRecord("r1", "corp", NOW, NOW, "running", {})),
+        chunk=1000,
+        delay_s=0.05,
+    )
+    confirmed: list[str] = []
+    writer.follow(Operation.INSERT, confirmed)
+    confirmed += NAMES[:3]  # no poke: a batch in backoff, a long re-read
+    wait_for(lambda: len(store.audit(NAMES)) == 3)
+    assert [e.end_user for e in store.audit(NAMES)] == NAMES[:3]
+    assert writer.finish() == []
 
 
 class RefusingAppender:
-    """An appender whose store refuses the first write (a locked database, say)."""
+    """An appender whose store refuses every write (a locked database, say)."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: StateError) -> None:
+        self.error = error
         self.calls = 0
         self.closed_on: str | None = None
 
     def append(self, audit: Iterable[AuditBatch]) -> None:
         self.calls += 1
-        raise StateError("state database x is locked by another process")
+        raise self.error
 
     def close(self) -> None:
         self.closed_on = threading.current_thread().name
 
 
 def test_after_a_refused_write_everything_waits_for_the_record_in_order() -> None:
-    appender = RefusingAppender()
-    writer = AuditWriter(journal(chunk=2), appender)
+    appender = RefusingAppender(StateError("state database x is locked by another process"))
+    writer = AuditWriter(journal(), appender, chunk=2, delay_s=0.01)
+    confirmed: list[str] = []
+    writer.follow(Operation.INSERT, confirmed)
     for name in NAMES:
-        writer.confirmed(Operation.INSERT, [name])
-    left = writer.finish()
-    assert [entry[0] for batch in left for entry in batch.users] == NAMES
+        confirmed.append(name)
+        writer.poke()
+        time.sleep(0.02)
+    assert names_of(writer.finish()) == NAMES
     assert appender.calls == 1  # not made to wait its busy timeout again and again
-    assert appender.closed_on == "syncd-audit_0"  # its connection's own thread
+    assert appender.closed_on == "syncd-audit"  # its connection's own thread
+
+
+def test_a_replaced_database_gets_every_entry_again_from_the_record(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    appender = store.start_run(RunRecord("r1", "corp", NOW, NOW, "running", {}))
+    writer = AuditWriter(journal(), appender, chunk=2, delay_s=3600)
+    confirmed: list[str] = []
+    writer.follow(Operation.INSERT, confirmed)
+    confirmed += NAMES[:2]
+    writer.poke()
+    wait_for(lambda: len(store.audit(NAMES)) == 2)
+    for leftover in tmp_path.iterdir():  # an operator deletes the state file
+        leftover.unlink()
+    confirmed += NAMES[2:4]
+    writer.poke()
+    left = writer.finish()
+    assert names_of(left) == NAMES[:4]  # the two in the deleted file too
+    store.record_run(RunRecord("r1", "corp", NOW, NOW, "applied", {}), left)
+    assert [e.end_user for e in store.audit(NAMES)] == NAMES[:4]
+
+
+def test_the_appender_says_when_its_file_was_replaced(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    appender = store.start_run(RunRecord("r1", "corp", NOW, NOW, "running", {}))
+    batch = AuditBatch("r1", "corp", "insert", NOW, [(NAMES[0], None, PLAN.inserts[0].user)])
+    appender.append([batch])
+    store.path.unlink()
+    with pytest.raises(StateReplacedError, match="was deleted or replaced while this run"):
+        appender.append([batch])
+    appender.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.pretty import pretty_repr
 
 from syncd.guard import Verdict
 from syncd.model import Origin, PlatformUser, SourceUser, make_tags
@@ -161,3 +162,10 @@ def test_a_plan_file_holds_the_insert_reasons_as_text(tmp_path: Path) -> None:
         "new in hr.csv:3",
         "new in hr.csv:4",
     ]
+
+
+def test_rich_shows_a_lazy_reason_as_its_text() -> None:
+    source = SourceUser.from_origin("a@x.com", (), Origin("users.csv", 7))
+    change = Change(ChangeKind.INSERT, PlatformUser("a@x.com", (), date(2026, 1, 1)), None, source)
+    assert "reason='new in users.csv:7'" in pretty_repr(change)
+    assert "_why" not in pretty_repr(change)

@@ -8,6 +8,7 @@ holds.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -17,6 +18,7 @@ from structlog.testing import capture_logs
 
 from syncd.config import SyncdConfig, parse_config
 from syncd.emulator import EndpointFaults, PlatformEmulator
+from syncd.errors import StateError
 from syncd.exitcodes import ExitCode
 from syncd.guard import Override
 from syncd.platform.api import Operation, WireUser
@@ -350,3 +352,75 @@ def test_the_record_of_a_run_is_timed_in_its_report_and_last_log_line(
     # The stored summary is the one written in the record, before its own time was known.
     (recorded,) = SqliteStateStore(tmp_path / "state").runs("corp")
     assert "record" not in recorded.summary["timings_s"]  # type: ignore[operator]
+
+
+# ------------------------------------------------------ the audit log while writing
+
+
+def audit_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "syncd-audit"]
+
+
+class InterruptAtBatch:
+    """A progress sink that raises KeyboardInterrupt (as SIGINT's handler does) once
+    ``at`` batches were answered."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.batches = 0
+
+    def start(self, operation: Operation, total: int) -> Callable[[int], None]:
+        def advance(count: int) -> None:
+            self.batches += 1
+            if self.batches == self.at:
+                raise KeyboardInterrupt
+
+        return advance
+
+    def finish(self, operation: Operation) -> None:
+        pass
+
+
+@pytest.mark.parametrize("at", [1, 2, 3])
+def test_an_interrupted_apply_audits_each_confirmed_user_once(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str, at: int
+) -> None:
+    config = make_config(tmp_path, emulator, emulator_api_key)
+    write_users(tmp_path, names(20))
+    with pytest.raises(KeyboardInterrupt):
+        apply(config, progress=InterruptAtBatch(at))
+    entries = audited(tmp_path, names(20))
+    assert len(entries) == len(set(entries))  # nobody twice
+    assert {name for name, _ in entries} == set(emulator.users())  # nobody missing
+    assert len(entries) >= 5 * at
+    (record,) = SqliteStateStore(tmp_path / "state").runs("corp")
+    assert record.status == "failed"
+    assert not audit_threads()
+
+
+def test_a_failing_owned_users_write_still_records_the_run_and_its_audit(
+    tmp_path: Path,
+    emulator: PlatformEmulator,
+    emulator_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = make_config(tmp_path, emulator, emulator_api_key, scope="owned")
+    write_users(tmp_path, names(20))
+    calls = 0
+    add_owned = SqliteStateStore.add_owned
+
+    def failing_at_the_record(self: SqliteStateStore, job: str, users: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:  # the first adds confirmed inserts; the second is the record's
+            raise StateError("state database x: disk I/O error")
+        add_owned(self, job, users)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SqliteStateStore, "add_owned", failing_at_the_record)
+    report = apply(config)
+    assert report.exit_code is ExitCode.FAILED
+    assert "disk I/O error" in str(report.error)
+    (record,) = SqliteStateStore(tmp_path / "state").runs("corp")
+    assert record.status == "applied"
+    assert len(audited(tmp_path, names(20))) == 20
+    assert not audit_threads()

@@ -72,14 +72,27 @@ def test_a_lookup_of_many_names_finds_what_a_lookup_of_each_finds(
     assert len(together) == len(names[::3])
 
 
-def test_a_name_that_appears_inside_another_users_values_is_not_its_entry(tmp_path: Path) -> None:
+def test_a_lookup_returns_only_the_users_asked_for_from_a_shared_chunk(tmp_path: Path) -> None:
     store = SqliteStateStore(tmp_path)
-    # The tag value holds the exact bytes that start an entry of "bob@x.com".
-    trap = PlatformUser("alice@x.com", make_tags({"note": '["bob@x.com",'}), date(2026, 1, 1))
-    store.record_run(run("r1", "corp", 0), [batch("r1", "insert", AT, ("alice@x.com", None, trap))])
-    assert store.audit(["bob@x.com"]) == []
+    # Every entry starts "[<name as JSON>," and a "[" inside a string is escaped away
+    # from that shape, so the marker finds exactly the chunks holding the user; the
+    # entries of everyone else in them are left out by name.
+    note = PlatformUser("alice@x.com", make_tags({"note": '["bob@x.com",'}), date(2026, 1, 1))
+    store.record_run(
+        run("r1", "corp", 0),
+        [
+            batch(
+                "r1",
+                "insert",
+                AT,
+                ("alice@x.com", None, note),
+                ("bob@x.com", None, user("bob@x.com")),
+            )
+        ],
+    )
+    assert [e.end_user for e in store.audit(["bob@x.com"])] == ["bob@x.com"]
     (entry,) = store.audit(["alice@x.com"])
-    assert entry.after == trap
+    assert entry.after == note
 
 
 def test_a_failed_audit_write_leaves_neither_chunks_nor_the_run(tmp_path: Path) -> None:
@@ -233,7 +246,7 @@ def test_an_append_the_store_refuses_is_a_state_error_and_writes_nothing(tmp_pat
     appender.append([inserts("r1", ["c@x.com"])])  # the appender is still usable
     appender.close()
     assert [e.end_user for e in store.audit(["a@x.com", "b@x.com", "c@x.com"])] == ["c@x.com"]
-    assert "r1" in repr(appender)
+    assert repr(appender) == f"SqliteAuditAppender({str(store.path)!r})"
 
 
 def test_a_run_left_running_by_a_dead_process_is_marked_interrupted_by_the_next(
@@ -255,3 +268,20 @@ def test_a_run_left_running_by_a_dead_process_is_marked_interrupted_by_the_next(
     assert isinstance(error, str)
     assert error.startswith("the process ended before it recorded")
     assert [e.run_id for e in store.audit(["a@x.com"])] == ["dead"]  # what it confirmed
+
+
+def test_a_run_id_is_recorded_once_and_a_held_run_also_ends_a_dead_running_one(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStateStore(tmp_path)
+    store.record_run(run("r1", "corp", 0))
+    with pytest.raises(StateError, match="run r1 is already recorded"):
+        store.record_run(run("r1", "corp", 1))
+    store.start_run(run("dead", "corp", 2, status="running")).close()
+    with raw(store.path) as connection:  # a summary someone broke by hand
+        connection.execute("UPDATE runs SET summary = '{oops' WHERE run_id = 'dead'")
+    store.record_run(run("held", "corp", 3, status="held"))  # held: never started
+    # Read raw: the broken summary would not parse as a RunRecord.
+    with raw(store.path) as connection:
+        rows = dict(connection.execute("SELECT run_id, status FROM runs").fetchall())
+    assert rows == {"r1": "applied", "dead": "interrupted", "held": "held"}

@@ -81,3 +81,12 @@ def test_history_shows_what_the_re_read_of_writes_in_doubt_found() -> None:
     data = run_to_json(RunRecord("r1", "corp", AT, AT, "applied", {"settled": settled}))
     assert data["settled"] == settled
     assert run_note(data) == "5 writes in doubt re-read: 3 applied, 2 not applied, 0 unverified."
+
+
+def test_a_running_or_interrupted_run_has_no_end_yet() -> None:
+    later = datetime(2026, 11, 22, 12, 30, tzinfo=UTC)
+    for status in ("running", "interrupted"):
+        assert run_to_json(RunRecord("r1", "corp", AT, later, status, {}))["finished_at"] is None
+    assert run_to_json(RunRecord("r1", "corp", AT, later, "failed", {}))["finished_at"] == (
+        later.isoformat()
+    )

@@ -29,10 +29,15 @@ th{color:#5b6670;font-weight:600}
 font-weight:600;color:#fff;background:#6b7785}
 .applied{background:#1f8a4c}.held{background:#c77700}.failed{background:#c62828}
 .partial{background:#8e44ad}.busy{background:#3c6e9f}
+.interrupted{background:#c62828}.running{background:#3c6e9f}
 .cmd{background:#eef1f4;padding:.5rem .7rem;border-radius:3px;font-size:.85rem;
 overflow-x:auto;margin:.3rem 0 .8rem}
 ul{margin:.3rem 0 .6rem 1.2rem;padding:0}
 """
+
+
+def _seconds(value: object) -> str:
+    return f"{value:.1f} s" if isinstance(value, int | float) else "—"
 
 
 def _when(value: object) -> str:
@@ -103,7 +108,7 @@ def _job(job: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> str:
         for row in history:
             parts.append(
                 f"<tr><td>{_when(row['started_at'])}</td><td>{_badge(row['status'])}</td>"
-                f"<td>{row['duration_s']:.1f} s</td><td>{_counts(row['counts'])}</td>"
+                f"<td>{_seconds(row['duration_s'])}</td><td>{_counts(row['counts'])}</td>"
                 f"<td>{escape(str(row['write_calls']))}</td>"
                 f"<td>{escape(str(row['failures']))}</td></tr>"
             )

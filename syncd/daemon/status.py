@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from syncd.ports import RunRecord
+from syncd.ports import RUN_INTERRUPTED, RUN_RUNNING, RunRecord
 from syncd.service import JobReport
 
 __all__ = ["JobState", "RunSummary", "apply_command", "history_rows", "redact", "status_document"]
@@ -206,7 +206,10 @@ def history_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
             {
                 "run_id": record.run_id,
                 "started_at": record.started_at,
-                "duration_s": (record.finished_at - record.started_at).total_seconds(),
+                # A run still writing, or whose process died, has no duration yet.
+                "duration_s": None
+                if record.status in (RUN_RUNNING, RUN_INTERRUPTED)
+                else (record.finished_at - record.started_at).total_seconds(),
                 "status": record.status,
                 "counts": {
                     name: int(value)

@@ -190,3 +190,11 @@ def test_a_busy_run_leaves_the_held_count_alone() -> None:
     assert state.by_status == {"held": 1, "busy": 1}
     state.finished(summary("applied"))
     assert state.held_cycles == 0
+
+
+def test_a_run_that_did_not_end_has_no_duration_on_the_page() -> None:
+    rows = history_rows([RunRecord("r1", "corp", T0, T1, "interrupted", {})])
+    assert rows[0]["duration_s"] is None
+    assert [
+        row["duration_s"] for row in history_rows([RunRecord("r2", "corp", T0, T1, "applied", {})])
+    ] == [3.0]
