@@ -74,9 +74,9 @@ def test_a_lookup_of_many_names_finds_what_a_lookup_of_each_finds(
 
 def test_a_lookup_returns_only_the_users_asked_for_from_a_shared_chunk(tmp_path: Path) -> None:
     store = SqliteStateStore(tmp_path)
-    # Every entry starts "[<name as JSON>," and a "[" inside a string is escaped away
-    # from that shape, so the marker finds exactly the chunks holding the user; the
-    # entries of everyone else in them are left out by name.
+    # Every entry starts '["<name>",'; a quote inside a value is written as an escape,
+    # so the marker finds exactly the chunks holding the user (this value holds the
+    # marker's text, not its bytes); everyone else in them is left out by name.
     note = PlatformUser("alice@x.com", make_tags({"note": '["bob@x.com",'}), date(2026, 1, 1))
     store.record_run(
         run("r1", "corp", 0),
