@@ -79,16 +79,18 @@ class AuditWriter:
                 self._wake.wait(self._delay_s)
                 self._wake.clear()
                 if not self._failed:
-                    self._write()
+                    self._write(last=self._stopping)
         finally:
             self._appender.close()
 
-    def _write(self) -> None:
+    def _write(self, *, last: bool = False) -> None:
         """Append what is pending; after a failure everything waits for the record (a
-        store that refused one write is not made to wait its busy timeout again)."""
+        store that refused one write is not made to wait its busy timeout again). The
+        last pass appends even nothing: the appender then checks once more that its
+        file is the one written so far."""
         journal = self._journal
         pending = journal.pending(datetime.now(UTC))
-        if not pending:
+        if not pending and not last:
             return
         try:
             self._appender.append(journal.batches(pending))

@@ -469,10 +469,12 @@ class JobRunner:
                 continue
             before = len(outcome.confirmed)
             settled, counts = settle(outcome, targets[outcome.operation], held)
-            result.outcomes[index] = settled
             found = settled.confirmed[before:]
             if result.audit is not None:
+                # Followed before the outcome says they were written: an interruption
+                # in between leaves users audited and counted failed, never the reverse.
                 result.audit.follow(outcome.operation, found)
+            result.outcomes[index] = settled
             if outcome.operation is Operation.INSERT:
                 self._own(found)
             elif outcome.operation is Operation.DELETE:
@@ -520,14 +522,15 @@ class JobRunner:
         # First, before any other state write can fail: the audit thread stops, and
         # what it did not write goes with the run's record.
         audit = result.audit.finish() if result.audit is not None else []
-        owned_error: StateError | None = None
+        owned_error: BaseException | None = None
         try:
             self._adopt(result)
-        except StateError as error:
-            # The run is still recorded (with its audit entries), then the error goes
-            # on: a store that refused one write will likely refuse that one too.
+        except BaseException as error:
+            # A failing store, or Ctrl-C / SIGTERM right now: the run is still recorded
+            # (with its audit entries), then the error goes on.
             owned_error = error
-            log.error("state.owned_failed", error=str(error))
+            if isinstance(error, StateError):
+                log.error("state.owned_failed", error=str(error))
         summary = result.summary()
         clock = time.perf_counter()
         self._state.record_run(

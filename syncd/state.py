@@ -77,8 +77,6 @@ from typing import TYPE_CHECKING
 from syncd import state_audit
 from syncd.errors import StateError
 from syncd.ports import (
-    RUN_INTERRUPTED,
-    RUN_RUNNING,
     AuditBatch,
     AuditEntry,
     JobLock,
@@ -86,6 +84,7 @@ from syncd.ports import (
     StateStore,
 )
 from syncd.state_codec import stored_time
+from syncd.state_runs import write_run
 from syncd.state_schema import MIGRATIONS, SCHEMA_VERSION, Migration, checked
 from syncd.state_sql import transaction as _transaction
 
@@ -103,11 +102,6 @@ __all__ = [
 
 DATABASE_NAME = "syncd.sqlite3"
 """The file name of the database inside ``state_dir``."""
-
-_INTERRUPTED_ERROR = (
-    "the process ended before it recorded the end of this run (killed, or the machine "
-    "stopped); the audit log holds what the platform had confirmed until then"
-)
 
 _TABLE_NAMES = "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
 
@@ -316,7 +310,7 @@ class SqliteStateStore:
         with self._connect(create=True) as connection:
             assert connection is not None
             with _transaction(connection):
-                self._write_run(connection, record)
+                write_run(connection, record, self._path)
         return state_audit.SqliteAuditAppender(
             self._path, self._connection_for_appends, self._explain
         )
@@ -335,44 +329,7 @@ class SqliteStateStore:
             assert connection is not None
             with _transaction(connection):
                 state_audit.write_audit(connection, audit)
-                self._write_run(connection, record)
-
-    def _write_run(self, connection: sqlite3.Connection, record: RunRecord) -> None:
-        """Insert the run, or replace its ``running`` row; a run of the job still
-        ``running`` otherwise died (this is written under the job's lock)."""
-        connection.execute(
-            "UPDATE runs SET status = ?, summary = CASE WHEN json_valid(summary) THEN "
-            "json_set(summary, '$.status', ?, '$.error', ?) ELSE summary END "
-            "WHERE job = ? AND status = ? AND run_id != ?",
-            (
-                RUN_INTERRUPTED,
-                RUN_INTERRUPTED,
-                _INTERRUPTED_ERROR,
-                record.job,
-                RUN_RUNNING,
-                record.run_id,
-            ),
-        )
-        written = connection.execute(
-            "INSERT INTO runs (run_id, job, started_at, finished_at, status, summary) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
-            "finished_at = excluded.finished_at, status = excluded.status, "
-            "summary = excluded.summary WHERE runs.status = ?",
-            (
-                record.run_id,
-                record.job,
-                record.started_at.isoformat(),
-                record.finished_at.isoformat(),
-                record.status,
-                json.dumps(record.summary, sort_keys=True),
-                RUN_RUNNING,
-            ),
-        )
-        if written.rowcount != 1:
-            raise StateError(
-                f"state database {self._path}: run {record.run_id} is already recorded "
-                f"(a run id is used once)"
-            )
+                write_run(connection, record, self._path)
 
     # ------------------------------------------------------------------------ reads
 

@@ -116,8 +116,11 @@ def _snapshot(connection: sqlite3.Connection) -> Iterator[None]:
     connection.execute("BEGIN")
     try:
         yield
-    finally:
-        connection.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):  # never hide the error that got here
+            connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
 
 
 def find_entries(
@@ -253,7 +256,8 @@ class SqliteAuditAppender:
         self._connect = connect
         self._explain = explain
         self._connection: sqlite3.Connection | None = None
-        self._file: tuple[int, int] | None = None
+        # The file start_run has just written the run into.
+        self._file = self._identity()
 
     def __repr__(self) -> str:
         return f"SqliteAuditAppender({str(self._path)!r})"
@@ -262,14 +266,13 @@ class SqliteAuditAppender:
         """Write these entries now (a StateError if the store refuses them, a
         StateReplacedError if its file is no longer the one written so far)."""
         try:
-            if self._connection is None:
-                self._connection = self._connect()
-                self._file = self._identity()
-            elif self._identity() != self._file:
+            if self._identity() != self._file:
                 raise StateReplacedError(
                     f"state database {self._path} was deleted or replaced while this run "
                     "wrote its audit log; the run's record writes all its entries again"
                 )
+            if self._connection is None:
+                self._connection = self._connect()
             with transaction(self._connection):
                 write_audit(self._connection, audit)
         except sqlite3.Error as error:

@@ -151,3 +151,21 @@ def test_the_appender_says_when_its_file_was_replaced(tmp_path: Path) -> None:
     with pytest.raises(StateReplacedError, match="was deleted or replaced while this run"):
         appender.append([batch])
     appender.close()
+
+
+def test_a_database_replaced_after_the_last_write_is_noticed_at_the_end(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    writer = AuditWriter(
+        journal(),
+        store.start_run(RunRecord("r1", "corp", NOW, NOW, "running", {})),
+        chunk=2,
+        delay_s=3600,
+    )
+    confirmed: list[str] = []
+    writer.follow(Operation.INSERT, confirmed)
+    confirmed += NAMES[:2]
+    writer.poke()
+    wait_for(lambda: len(store.audit(NAMES)) == 2)
+    for leftover in tmp_path.iterdir():  # deleted while nothing more is pending
+        leftover.unlink()
+    assert names_of(writer.finish()) == NAMES[:2]  # written again by the record

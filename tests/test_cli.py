@@ -449,7 +449,7 @@ def test_a_run_killed_outright_leaves_its_run_and_what_was_confirmed_in_the_audi
         killed.run_id,
         "interrupted",
     )
-    assert "the process ended before it recorded the end of this run" in str(
+    assert "the end of this run was never recorded" in str(
         previous.summary["error"]
     )
     entries = store.audit([f"user{i}@example.com" for i in range(60)])

@@ -266,7 +266,7 @@ def test_a_run_left_running_by_a_dead_process_is_marked_interrupted_by_the_next(
     status, error = statuses["dead"]
     assert status == "interrupted"
     assert isinstance(error, str)
-    assert error.startswith("the process ended before it recorded")
+    assert error.startswith("the end of this run was never recorded")
     assert [e.run_id for e in store.audit(["a@x.com"])] == ["dead"]  # what it confirmed
 
 
@@ -285,3 +285,15 @@ def test_a_run_id_is_recorded_once_and_a_held_run_also_ends_a_dead_running_one(
     with raw(store.path) as connection:
         rows = dict(connection.execute("SELECT run_id, status FROM runs").fetchall())
     assert rows == {"r1": "applied", "dead": "interrupted", "held": "held"}
+
+
+def test_a_run_marked_interrupted_by_a_run_that_took_its_lock_still_records_its_end(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStateStore(tmp_path)
+    store.start_run(run("a", "corp", 0, status="running")).close()
+    store.start_run(run("b", "corp", 1, status="running")).close()  # A lost its lock
+    store.record_run(run("a", "corp", 2, status="applied"), [inserts("a", ["x@x.com"])])
+    statuses = {r.run_id: r.status for r in store.runs("corp")}
+    assert statuses == {"a": "applied", "b": "running"}
+    assert [e.run_id for e in store.audit(["x@x.com"])] == ["a"]
