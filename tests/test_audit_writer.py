@@ -42,6 +42,18 @@ def names_of(batches: list[AuditBatch]) -> list[str]:
     return [entry[0] for batch in batches for entry in batch.users]
 
 
+def started_writer(
+    tmp_path: Path, *, chunk: int, delay_s: float
+) -> tuple[SqliteStateStore, AuditWriter, list[str]]:
+    """A writer for run r1 over a real store, following a list of inserted names."""
+    store = SqliteStateStore(tmp_path)
+    appender = store.start_run(RunRecord("r1", "corp", NOW, NOW, "running", {}))
+    writer = AuditWriter(journal(), appender, chunk=chunk, delay_s=delay_s)
+    confirmed: list[str] = []
+    writer.follow(Operation.INSERT, confirmed)
+    return store, writer, confirmed
+
+
 def wait_for(condition: object, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
@@ -78,15 +90,7 @@ def test_what_was_confirmed_is_written_on_the_writer_thread_and_the_rest_goes_wi
 
 
 def test_the_writer_writes_on_its_own_every_tick(tmp_path: Path) -> None:
-    store = SqliteStateStore(tmp_path)
-    writer = AuditWriter(
-        journal(),
-        store.start_run(RunRecord("r1", "corp", NOW, NOW, "running", {})),
-        chunk=1000,
-        delay_s=0.05,
-    )
-    confirmed: list[str] = []
-    writer.follow(Operation.INSERT, confirmed)
+    store, writer, confirmed = started_writer(tmp_path, chunk=1000, delay_s=0.05)
     confirmed += NAMES[:3]  # no poke: a batch in backoff, a long re-read
     wait_for(lambda: len(store.audit(NAMES)) == 3)
     assert [e.end_user for e in store.audit(NAMES)] == NAMES[:3]
@@ -123,23 +127,23 @@ def test_after_a_refused_write_everything_waits_for_the_record_in_order() -> Non
     assert appender.closed_on == "syncd-audit"  # its connection's own thread
 
 
-def test_a_replaced_database_gets_every_entry_again_from_the_record(tmp_path: Path) -> None:
-    store = SqliteStateStore(tmp_path)
-    appender = store.start_run(RunRecord("r1", "corp", NOW, NOW, "running", {}))
-    writer = AuditWriter(journal(), appender, chunk=2, delay_s=3600)
-    confirmed: list[str] = []
-    writer.follow(Operation.INSERT, confirmed)
+@pytest.mark.parametrize("more_after", [2, 0])
+def test_a_replaced_database_gets_every_entry_again_from_the_record(
+    tmp_path: Path, more_after: int
+) -> None:
+    # more_after=0: deleted while nothing more is pending, noticed by the last pass.
+    store, writer, confirmed = started_writer(tmp_path, chunk=2, delay_s=3600)
     confirmed += NAMES[:2]
     writer.poke()
     wait_for(lambda: len(store.audit(NAMES)) == 2)
     for leftover in tmp_path.iterdir():  # an operator deletes the state file
         leftover.unlink()
-    confirmed += NAMES[2:4]
+    confirmed += NAMES[2 : 2 + more_after]
     writer.poke()
     left = writer.finish()
-    assert names_of(left) == NAMES[:4]  # the two in the deleted file too
+    assert names_of(left) == NAMES[: 2 + more_after]  # the two in the deleted file too
     store.record_run(RunRecord("r1", "corp", NOW, NOW, "applied", {}), left)
-    assert [e.end_user for e in store.audit(NAMES)] == NAMES[:4]
+    assert [e.end_user for e in store.audit(NAMES)] == NAMES[: 2 + more_after]
 
 
 def test_the_appender_says_when_its_file_was_replaced(tmp_path: Path) -> None:
@@ -151,21 +155,3 @@ def test_the_appender_says_when_its_file_was_replaced(tmp_path: Path) -> None:
     with pytest.raises(StateReplacedError, match="was deleted or replaced while this run"):
         appender.append([batch])
     appender.close()
-
-
-def test_a_database_replaced_after_the_last_write_is_noticed_at_the_end(tmp_path: Path) -> None:
-    store = SqliteStateStore(tmp_path)
-    writer = AuditWriter(
-        journal(),
-        store.start_run(RunRecord("r1", "corp", NOW, NOW, "running", {})),
-        chunk=2,
-        delay_s=3600,
-    )
-    confirmed: list[str] = []
-    writer.follow(Operation.INSERT, confirmed)
-    confirmed += NAMES[:2]
-    writer.poke()
-    wait_for(lambda: len(store.audit(NAMES)) == 2)
-    for leftover in tmp_path.iterdir():  # deleted while nothing more is pending
-        leftover.unlink()
-    assert names_of(writer.finish()) == NAMES[:2]  # written again by the record

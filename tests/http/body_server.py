@@ -12,6 +12,8 @@ import socket
 import socketserver
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
@@ -93,3 +95,14 @@ class BodyServer:
         self._tcp.shutdown()
         self._tcp.server_close()
         self._thread.join(timeout=5)
+
+
+@contextmanager
+def running_body_server() -> Iterator[BodyServer]:
+    """A started :class:`BodyServer`, stopped even when the block fails."""
+    served = BodyServer()
+    served.start()
+    try:
+        yield served
+    finally:
+        served.stop()

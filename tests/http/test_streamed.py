@@ -15,7 +15,7 @@ from syncd.errors import PlatformError, PlatformUnavailableError
 from syncd.http import BearerAuth, RetryingCaller, RetrySettings, make_http_client
 from syncd.http.cancel import track_connections
 from syncd.platform.client import PLATFORM_API
-from tests.http.body_server import Body, BodyServer
+from tests.http.body_server import Body, BodyServer, running_body_server
 
 TOKEN = "tok-stream-SECRET-7"
 FAST = RetrySettings(max_retries=2, backoff_base_s=0.001, backoff_max_s=0.005)
@@ -25,12 +25,8 @@ BODY = b"x" * 200_000
 @pytest.fixture
 def server() -> Iterator[BodyServer]:
     """A started :class:`BodyServer`; stopped even when the test fails."""
-    served = BodyServer()
-    served.start()
-    try:
+    with running_body_server() as served:
         yield served
-    finally:
-        served.stop()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from syncd.model import Origin, PlatformUser, SourceUser, make_tags
 from syncd.planfile import FingerprintingPlatform
 from syncd.platform.api import ApiFlavour, WireUser
 from syncd.platform.client import PlatformClient
-from tests.http.body_server import Body, BodyServer
+from tests.http.body_server import Body, BodyServer, running_body_server
 
 PATH = "GET /api/external/platform-users"
 
@@ -53,12 +53,8 @@ def client_of(url: str, key: str = "sk-list-test", **options: Any) -> PlatformCl
 @pytest.fixture
 def server() -> Iterator[BodyServer]:
     """A started :class:`BodyServer`; stopped even when the test fails."""
-    served = BodyServer()
-    served.start()
-    try:
+    with running_body_server() as served:
         yield served
-    finally:
-        served.stop()
 
 
 def test_a_body_that_breaks_off_is_listed_again_whole(server: BodyServer) -> None:
