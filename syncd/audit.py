@@ -12,15 +12,16 @@ time (a process killed half-way leaves what was confirmed until then in the log)
 
 from __future__ import annotations
 
+import bisect
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, overload
 
 from syncd.plan import Change, ChangeKind, Plan
 from syncd.platform.api import Operation
-from syncd.ports import AuditBatch, AuditedUser, WriteOutcome
+from syncd.ports import AuditBatch, AuditedUser, ConfirmedSpan, WriteOutcome
 
 
 def changes_of(plan: Plan, operation: Operation) -> tuple[tuple[ChangeKind, Sequence[Change]], ...]:
@@ -122,13 +123,15 @@ run writes: a process killed outright loses about this much of what was confirme
 
 @dataclass(frozen=True, slots=True)
 class Confirmed:
-    """Names ``names[start:end]`` that ``operation`` got confirmed, seen ``at``."""
+    """Names ``names[start:end]`` that ``operation`` got confirmed, seen ``at``;
+    ``spans`` are the write's hints of where runs of ``names`` sit among its items."""
 
     operation: Operation
     names: Sequence[str]
     start: int
     end: int
     at: datetime
+    spans: Sequence[ConfirmedSpan] = ()
 
 
 class AuditJournal:
@@ -141,6 +144,11 @@ class AuditJournal:
     into audit batches. Nothing is ever noted twice nor lost, whatever interrupts the
     run between two statements: the run's thread only appends (a list append is one
     step), and the marks move on the thread that writes, after the write.
+
+    A name's change is found by position when the write noted a
+    :class:`~syncd.ports.ConfirmedSpan` for it (checked against the names by one list
+    comparison), else by name: a first sync of a million users then never builds a
+    dictionary of a million changes (0.5 s during which no HTTP worker could run).
     """
 
     def __init__(
@@ -155,26 +163,34 @@ class AuditJournal:
         self._run_id = run_id
         self._job = job
         self._identity = identity
-        # [operation, names, mark]: names[:mark] are written. One list per followed
-        # list, appended in one step, so an interruption cannot half-follow one.
+        # [operation, names, mark, spans]: names[:mark] are written. One list per
+        # followed list, appended in one step, so an interruption cannot half-follow one.
         self._followed: list[list[Any]] = []
-        # Built by batches() at an operation's first use: a million inserts need their
-        # changes by name, as answers come back in whatever order batches finish.
-        self._changes: dict[Operation, dict[str, Change]] = {}
+        # The changes of each operation in the order its write was given them.
+        self._ordered: dict[Operation, Sequence[Change]] = {}
+        # By name, built at the first name no span covers.
+        self._by_name: dict[Operation, dict[str, Change]] = {}
 
-    def follow(self, operation: Operation, names: Sequence[str]) -> None:
-        """Audit the names ``operation`` confirms into ``names``, as they come."""
-        self._followed.append([operation, names, 0])
+    def follow(
+        self,
+        operation: Operation,
+        names: Sequence[str],
+        spans: Sequence[ConfirmedSpan] = (),
+    ) -> None:
+        """Audit the names ``operation`` confirms into ``names``, as they come; ``spans``
+        (the outcome's own list, appended to as ``names`` is) place runs of them among
+        the write's items, which are the plan's changes in :func:`changes_of` order."""
+        self._followed.append([operation, names, 0, spans])
 
     def __len__(self) -> int:
         """How many followed names are not written yet."""
-        return sum(len(names) - mark for _, names, mark in list(self._followed))
+        return sum(len(names) - mark for _, names, mark, _ in list(self._followed))
 
     def pending(self, at: datetime) -> list[Confirmed]:
         """The followed names not written yet, as seen ``at``."""
         return [
-            Confirmed(operation, names, mark, len(names), at)
-            for operation, names, mark in list(self._followed)
+            Confirmed(operation, names, mark, len(names), at, spans)
+            for operation, names, mark, spans in list(self._followed)
             if len(names) > mark
         ]
 
@@ -196,16 +212,7 @@ class AuditJournal:
         batches: list[AuditBatch] = []
         identity = self._identity
         for part in confirmed:
-            changes = self._changes.get(part.operation)
-            if changes is None:
-                changes = self._changes[part.operation] = {}
-                for _, of_kind in changes_of(self._plan, part.operation):
-                    changes.update(zip(map(_NAME_OF_CHANGE, of_kind), of_kind, strict=True))
-            names = part.names[part.start : part.end]
-            try:
-                found = list(map(changes.__getitem__, names))
-            except KeyError:
-                found = [changes[name] for name in names if name in changes]
+            found = self._changes(part)
             by_kind: dict[ChangeKind, list[Change]] = {}
             if part.operation is Operation.UPDATE:
                 for change in found:
@@ -220,18 +227,87 @@ class AuditJournal:
             )
         return batches
 
+    def _changes(self, part: Confirmed) -> list[Change]:
+        """The plan's changes of ``part``'s names, in their order."""
+        names, spans = part.names, part.spans
+        position, end = part.start, part.end
+        found: list[Change] = []
+        # Spans are noted in the order of the names, so they are sorted by `at`.
+        index = max(bisect.bisect_right(spans, position, key=_AT) - 1, 0)
+        while position < end:
+            span = spans[index] if index < len(spans) else None
+            if span is None or span.at > position:
+                # Names no span covers (a re-read's finds, a batch partly confirmed).
+                stop = end if span is None else min(end, span.at)
+                found += self._named(part.operation, names[position:stop])
+                position = stop
+                continue
+            span_end = span.at + span.count
+            if span_end <= position:
+                index += 1
+                continue
+            stop = min(end, span_end)
+            first = span.start + (position - span.at)
+            candidates = self._in_order(part.operation)[first : first + stop - position]
+            if list(map(_NAME_OF_CHANGE, candidates)) == names[position:stop]:
+                found += candidates
+            else:  # a hint that does not hold: the names decide
+                found += self._named(part.operation, names[position:stop])
+            position = stop
+        return found
+
+    def _in_order(self, operation: Operation) -> Sequence[Change]:
+        ordered = self._ordered.get(operation)
+        if ordered is None:
+            parts = [of_kind for _, of_kind in changes_of(self._plan, operation)]
+            ordered = parts[0] if len(parts) == 1 else [c for of in parts for c in of]
+            self._ordered[operation] = ordered
+        return ordered
+
+    def _named(self, operation: Operation, names: Sequence[str]) -> list[Change]:
+        changes = self._by_name.get(operation)
+        if changes is None:
+            changes = self._by_name[operation] = {}
+            for _, of_kind in changes_of(self._plan, operation):
+                changes.update(zip(map(_NAME_OF_CHANGE, of_kind), of_kind, strict=True))
+        try:
+            return list(map(changes.__getitem__, names))
+        except KeyError:
+            return [changes[name] for name in names if name in changes]
+
 
 _NAME_OF_CHANGE = operator.attrgetter("user.end_user")
+_AT = operator.attrgetter("at")
 
 
-class _Entries:
-    """The audit entries of some changes, made one by one as the store iterates."""
+class _Entries(Sequence[AuditedUser]):
+    """The audit entries of some changes, made as the store reads them (by slices of a
+    chunk: one comprehension per chunk, no generator step per user)."""
 
     __slots__ = ("changes", "identity")
 
     def __init__(self, changes: Sequence[Change], identity: Callable[[str], str]) -> None:
         self.changes = changes
         self.identity = identity
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+    @overload
+    def __getitem__(self, index: int) -> AuditedUser: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[AuditedUser]: ...
+
+    def __getitem__(self, index: int | slice) -> AuditedUser | list[AuditedUser]:
+        if isinstance(index, int):
+            return _entry(self.changes[index], self.identity)
+        changes = self.changes[index]
+        if changes and changes[0].kind is ChangeKind.INSERT:
+            # The source's id, normalised; every change of one batch is of one kind.
+            return [(change.user.end_user, None, change.user) for change in changes]
+        identity = self.identity
+        return [_entry(change, identity) for change in changes]
 
     def __iter__(self) -> Iterator[AuditedUser]:
         identity = self.identity

@@ -21,7 +21,7 @@ import structlog
 from syncd.audit import AUDIT_CHUNK, AUDIT_DELAY_S, AuditJournal
 from syncd.errors import StateReplacedError
 from syncd.platform.api import Operation
-from syncd.ports import AuditAppender, AuditBatch
+from syncd.ports import AuditAppender, AuditBatch, ConfirmedSpan
 
 __all__ = ["AuditWriter"]
 
@@ -52,9 +52,15 @@ class AuditWriter:
         self._thread = threading.Thread(target=self._loop, name="syncd-audit", daemon=True)
         self._thread.start()
 
-    def follow(self, operation: Operation, names: Sequence[str]) -> None:
-        """Audit the names ``operation`` confirms into ``names`` (the run's thread)."""
-        self._journal.follow(operation, names)
+    def follow(
+        self,
+        operation: Operation,
+        names: Sequence[str],
+        spans: Sequence[ConfirmedSpan] = (),
+    ) -> None:
+        """Audit the names ``operation`` confirms into ``names`` (the run's thread);
+        ``spans`` as for :meth:`AuditJournal.follow`."""
+        self._journal.follow(operation, names, spans)
 
     def poke(self) -> None:
         """After a batch was answered (the run's thread): write now if a chunk's worth

@@ -87,13 +87,31 @@ class WriteFailure:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class ConfirmedSpan:
+    """``count`` names of an outcome's ``confirmed`` list, from position ``at`` on, are
+    the requested items ``start`` to ``start + count - 1``, in their order.
+
+    A writer notes one when a whole batch is confirmed, so that a reader of the
+    confirmed names (the audit journal) can find their items by position instead of by
+    name in a dictionary of every requested user. A span is a hint: a reader checks it
+    against the names before it relies on it.
+    """
+
+    at: int
+    start: int
+    count: int
+
+
 @dataclass(slots=True)
 class WriteOutcome:
     """What one insert / update / delete did.
 
     ``confirmed`` holds the end_users the platform confirmed (for delete: every user of
     a batch answered with 2xx); ``failures`` the rest, with a reason. ``calls`` counts
-    every HTTP write call, retries and 413 splits included.
+    every HTTP write call, retries and 413 splits included. ``spans`` may say where
+    runs of ``confirmed`` sit among the requested items (:class:`ConfirmedSpan`); a
+    writer notes a span before it appends the names it covers.
 
     The caller owns the outcome: it passes one into the write and keeps it whatever
     happens, so what was confirmed before an error or an interruption is never lost.
@@ -104,6 +122,7 @@ class WriteOutcome:
     confirmed: list[str] = field(default_factory=list)
     failures: list[WriteFailure] = field(default_factory=list)
     calls: int = 0
+    spans: list[ConfirmedSpan] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

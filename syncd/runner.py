@@ -391,7 +391,7 @@ class JobRunner:
         audit = result.audit
         if audit is not None:
             # The audit log reads what the write confirms from the outcome's own list.
-            audit.follow(operation, outcome.confirmed)
+            audit.follow(operation, outcome.confirmed, outcome.spans)
 
         def batch_done(count: int) -> None:
             # Called on this thread as each batch is answered.

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
@@ -36,7 +36,7 @@ from typing import Literal
 import msgspec
 
 from syncd.errors import StateError, StateReplacedError
-from syncd.ports import AuditBatch, AuditEntry
+from syncd.ports import AuditBatch, AuditedUser, AuditEntry
 from syncd.state_codec import (
     UserEncoder,
     chunk_marker,
@@ -94,8 +94,7 @@ def write_audit(connection: sqlite3.Connection, batches: Iterable[AuditBatch]) -
     encoder = UserEncoder()
     for batch in batches:
         at = stored_time(batch.at)
-        users = iter(batch.users)  # one pass: it may be a one-shot iterator
-        while chunk := list(islice(users, CHUNK_ENTRIES)):
+        for chunk in _chunks(batch.users):
             connection.execute(
                 _INSERT_CHUNK,
                 (
@@ -107,6 +106,18 @@ def write_audit(connection: sqlite3.Connection, batches: Iterable[AuditBatch]) -
                     encoder.encode_chunk(chunk),
                 ),
             )
+
+
+def _chunks(users: Iterable[AuditedUser]) -> Iterator[Sequence[AuditedUser]]:
+    """``users`` by chunks of :data:`CHUNK_ENTRIES`: by slices of a sequence (one
+    comprehension each for the journal's entries), else in one pass of an iterator."""
+    if isinstance(users, Sequence):
+        for start in range(0, len(users), CHUNK_ENTRIES):
+            yield users[start : start + CHUNK_ENTRIES]
+        return
+    entries = iter(users)  # one pass: it may be a one-shot iterator
+    while chunk := list(islice(entries, CHUNK_ENTRIES)):
+        yield chunk
 
 
 @contextlib.contextmanager

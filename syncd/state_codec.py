@@ -37,12 +37,13 @@ def stored_time(moment: datetime) -> str:
 
 
 class _StoredOut(msgspec.Struct, gc=False):
-    """:class:`StoredUser` as written: the tags' JSON comes pre-encoded from a cache."""
+    """:class:`StoredUser` as written: the tags' JSON comes pre-encoded from a cache, and
+    msgspec writes the dates as ``YYYY-MM-DD``, as ``date.isoformat`` does."""
 
     end_user: str
     tags: msgspec.Raw
-    active_from: str
-    active_to: str | None
+    active_from: date
+    active_to: date | None
 
 
 class UserEncoder:
@@ -53,13 +54,6 @@ class UserEncoder:
         # pairs per user would cost more than the rest. The tuple is kept in the value
         # so that its id cannot be reused while cached.
         self._tags: dict[int, tuple[Tags, msgspec.Raw]] = {}
-        self._dates: dict[date, str] = {}
-
-    def _date(self, value: date) -> str:
-        text = self._dates.get(value)
-        if text is None:
-            text = self._dates[value] = value.isoformat()
-        return text
 
     def stored(self, user: PlatformUser | None) -> _StoredOut | None:
         """The user as the struct its stored JSON is encoded from (None stays None)."""
@@ -70,13 +64,7 @@ class UserEncoder:
         if cached is None or cached[0] is not tags:
             cached = (tags, msgspec.Raw(_encode_json(dict(tags))))
             self._tags[id(tags)] = cached
-        active_to = user.active_to
-        return _StoredOut(
-            user.end_user,
-            cached[1],
-            self._date(user.active_from),
-            None if active_to is None else self._date(active_to),
-        )
+        return _StoredOut(user.end_user, cached[1], user.active_from, user.active_to)
 
     def encode(self, user: PlatformUser | None) -> str | None:
         """The JSON text of a user (None stays None)."""

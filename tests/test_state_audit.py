@@ -58,6 +58,20 @@ def test_entries_are_written_by_chunks_and_read_back_per_user_in_order(
     assert flat == [(n, "insert", 1) for n in names] + [("u3@example.com", "update", 0)]
 
 
+@pytest.mark.parametrize("as_sequence", [True, False], ids=["by slices", "one pass"])
+def test_a_sequence_of_entries_is_chunked_like_an_iterator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_sequence: bool
+) -> None:
+    monkeypatch.setattr("syncd.state_audit.CHUNK_ENTRIES", 4)
+    store = SqliteStateStore(tmp_path)
+    names = [f"u{i}@example.com" for i in range(10)]
+    entries = [(n, None, user(n)) for n in names]
+    users = entries if as_sequence else iter(entries)
+    store.record_run(run("r1", "corp", 0), [AuditBatch("r1", "corp", "insert", AT, users)])
+    assert chunks(store.path) == [("r1", "insert", 4), ("r1", "insert", 4), ("r1", "insert", 2)]
+    assert [e.end_user for e in store.audit(names)] == names
+
+
 def test_a_lookup_of_many_names_finds_what_a_lookup_of_each_finds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

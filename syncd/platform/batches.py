@@ -45,6 +45,7 @@ class BatchResult:
     """What one batch (and its 413 halves) did; merged by the calling thread."""
 
     size: int
+    start: int = 0  # the batch's first item among the write's items
     confirmed: list[str] = field(default_factory=list)
     failures: list[WriteFailure] = field(default_factory=list)
     calls: int = 0  # every attempt of the batch's requests (413 halves included)

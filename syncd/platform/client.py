@@ -70,7 +70,7 @@ from syncd.platform.outcome import (
     outcome_for,
     permanent_error_message,
 )
-from syncd.ports import ProgressCallback, WriteFailure, WriteOutcome
+from syncd.ports import ConfirmedSpan, ProgressCallback, WriteFailure, WriteOutcome
 
 __all__ = ["PLATFORM_API", "PlatformClient", "WriteFailure", "WriteOutcome", "parse_retry_after"]
 
@@ -404,11 +404,19 @@ class PlatformClient:
 
         def run(start: int) -> BatchResult:
             end = start + size
-            return self._run_batch(operation, items[start:end], names[start:end], encode)
+            result = self._run_batch(operation, items[start:end], names[start:end], encode)
+            result.start = start
+            return result
 
         def absorb(result: BatchResult) -> None:
             nonlocal error
             filled.calls += result.calls
+            if len(result.confirmed) == result.size:
+                # The whole batch, in its order (413 halves in turn): say where it sits
+                # among the items, before its names (a reader of the names relies on that).
+                filled.spans.append(
+                    ConfirmedSpan(len(filled.confirmed), result.start, result.size)
+                )
             filled.confirmed.extend(result.confirmed)
             filled.failures.extend(result.failures)
             if result.error is not None and error is None:

@@ -1,0 +1,104 @@
+"""The spans a write notes: where runs of its confirmed names sit among its items.
+
+Against the real emulator on loopback: batches answered out of order by several
+workers, a batch the platform confirms only in part, and a batch split by 413.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from syncd.emulator import PlatformEmulator
+from syncd.platform.api import ApiFlavour, WireUser
+from syncd.platform.client import PlatformClient
+from syncd.ports import WriteOutcome
+from tests.platform.test_client import platform_users
+
+
+@pytest.fixture
+def small_batches_emulator(emulator_api_key: str) -> Iterator[PlatformEmulator]:
+    """An emulator that answers 413 to a batch of more than 4 users."""
+    with PlatformEmulator(api_key=emulator_api_key, max_batch_size=4) as server:
+        yield server
+
+
+def client(emulator: PlatformEmulator, key: str, *, batch_size: int) -> PlatformClient:
+    return PlatformClient(
+        base_url=emulator.url,
+        api_key=SecretStr(key),
+        flavour=ApiFlavour.PLATFORM_USERS,
+        batch_size=batch_size,
+        concurrency=4,
+        timeout_s=5.0,
+        max_retries=0,
+    )
+
+
+def spans_hold(outcome: WriteOutcome, names: list[str]) -> bool:
+    """Each span's names are the items it names, in order, and spans do not overlap."""
+    covered = 0
+    for span in outcome.spans:
+        if span.at < covered:
+            return False
+        covered = span.at + span.count
+        if outcome.confirmed[span.at : covered] != names[span.start : span.start + span.count]:
+            return False
+    return covered <= len(outcome.confirmed)
+
+
+def test_every_wholly_confirmed_batch_is_placed_among_the_items(
+    emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    users = platform_users(203)
+    names = [user.end_user for user in users]
+    # One user already there: insert leaves it out, so its batch is confirmed in part.
+    emulator.seed_users([WireUser(names[57], {"department": "eng"}, "2026-01-01")])
+    with client(emulator, emulator_api_key, batch_size=10) as writer:
+        outcome = writer.insert(users)
+
+    assert len(outcome.confirmed) == 202
+    assert spans_hold(outcome, names)
+    # 21 batches; the one holding user 57 (items 50-59) has no span, every other one has.
+    assert sorted(span.start for span in outcome.spans) == [
+        start for start in range(0, 203, 10) if start != 50
+    ]
+    assert sum(span.count for span in outcome.spans) == 193
+    unplaced = set(outcome.confirmed) - {
+        name for span in outcome.spans for name in names[span.start : span.start + span.count]
+    }
+    assert unplaced == set(names[50:60]) - {names[57]}
+
+
+def test_a_batch_split_by_413_and_confirmed_whole_is_one_span(
+    small_batches_emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    users = platform_users(30)
+    names = [user.end_user for user in users]
+    with client(small_batches_emulator, emulator_api_key, batch_size=8) as writer:
+        outcome = writer.insert(users)
+
+    assert outcome.ok
+    assert outcome.calls > 4  # the batches of 8 were halved
+    assert spans_hold(outcome, names)
+    assert sorted((span.start, span.count) for span in outcome.spans) == [
+        (0, 8), (8, 8), (16, 8), (24, 6),
+    ]  # fmt: skip
+
+
+def test_a_delete_places_its_batches_too(emulator: PlatformEmulator, emulator_api_key: str) -> None:
+    users = platform_users(25)
+    names = [user.end_user for user in users]
+    with client(emulator, emulator_api_key, batch_size=10) as writer:
+        writer.insert(users)
+        outcome = writer.delete(names)
+
+    assert outcome.ok
+    assert spans_hold(outcome, names)
+    assert sorted((span.start, span.count) for span in outcome.spans) == [
+        (0, 10),
+        (10, 10),
+        (20, 5),
+    ]
