@@ -23,7 +23,7 @@ from syncd.errors import SourceError
 from syncd.model import RecordProblem, SourceUser
 from syncd.ports import Source
 from syncd.sources import SourceContext, build_source, source_types
-from syncd.sources.csv import CsvSourceConfig
+from syncd.sources.csv import CsvSource, CsvSourceConfig
 from syncd.sources.entra import EntraSourceConfig
 from syncd.sources.ldap import LdapSourceConfig
 from tests.sources.entra import support as entra
@@ -109,6 +109,17 @@ class CsvCase(ContractCase):
 
     def config_text(self, tmp_path: Path) -> str:
         return "{type: csv, path: people.csv, id_column: email}"
+
+
+class CsvInPartsCase(CsvCase):
+    """The CSV source reading even a small file in two parts (the second by a forked
+    child), as it reads a large one."""
+
+    def _source(self, path: Path) -> Source:
+        config = CsvSourceConfig(
+            type="csv", path=path, id_column="email", tags={"department": "dept"}
+        )
+        return CsvSource(config, lowercase=True, parts_min_bytes=0)
 
 
 class LdapCase(ContractCase):
@@ -243,7 +254,12 @@ class EntraCase(ContractCase):
         )
 
 
-CASES: dict[str, ContractCase] = {"csv": CsvCase(), "ldap": LdapCase(), "entra": EntraCase()}
+CASES: dict[str, ContractCase] = {
+    "csv": CsvCase(),
+    "csv-in-parts": CsvInPartsCase(),
+    "ldap": LdapCase(),
+    "entra": EntraCase(),
+}
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +307,9 @@ def _users(items: list[SourceUser | RecordProblem]) -> list[SourceUser]:
 
 
 def test_every_registered_source_type_has_a_contract_case() -> None:
-    assert {source_type.name for source_type in source_types()} == set(CASES)
+    assert {source_type.name for source_type in source_types()} == {
+        case.type_name for case in CASES.values()
+    }
 
 
 def test_registered_configs_are_discriminated_by_their_type_name() -> None:

@@ -36,9 +36,10 @@ import os
 import stat
 import time
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import IO, Literal, Self
 
 from pydantic import Field, field_validator
 
@@ -46,11 +47,18 @@ from syncd.config_base import SourceConfigBase
 from syncd.errors import SourceError, SourceUnavailableError
 from syncd.mapping import RecordMapper
 from syncd.messages import bounded_list, quoted
-from syncd.model import Origin, RecordProblem, SourceUser
+from syncd.model import RecordProblem, SourceUser
 from syncd.sources import SourceContext, SourceType
-
-_FIELD_LIMIT_ERROR = "field larger than field limit"
-_END_OF_DATA_ERROR = "unexpected end of data"
+from syncd.sources.csv.parts import PARTS_MIN_BYTES, PartsRead, cut_point, text_range
+from syncd.sources.csv.rows import (
+    Reader,
+    RowBuilder,
+    decode_error_message,
+    decode_reason,
+    fatal_message,
+    is_blank,
+    parse_rows,
+)
 
 
 class CsvSourceConfig(SourceConfigBase):
@@ -109,8 +117,16 @@ class CsvSource:
     :meth:`read` is iterated; a bad row gives a :class:`RecordProblem` and reading goes on.
     """
 
-    def __init__(self, config: CsvSourceConfig, *, lowercase: bool) -> None:
+    def __init__(
+        self,
+        config: CsvSourceConfig,
+        *,
+        lowercase: bool,
+        parts_min_bytes: int = PARTS_MIN_BYTES,
+    ) -> None:
         self._config = config
+        # A file this large is read in two parts at once (syncd.sources.csv.parts).
+        self._parts_min_bytes = parts_min_bytes
         # Header cells are compared after stripping, so strip the configured names too.
         self._mapper = RecordMapper(
             id_field=config.id_column.strip(),
@@ -166,8 +182,16 @@ class CsvSource:
             with open(path, encoding=self._encoding, newline="") as file:
                 before = os.fstat(file.fileno())
                 self._check_age(before)
-                reader = csv.reader(file, delimiter=self._config.delimiter, strict=True)
-                yield from self._records(reader)
+                point = cut_point(
+                    file.fileno(),
+                    before.st_size,
+                    codecs.lookup(self._encoding).name,
+                    min_bytes=self._parts_min_bytes,
+                )
+                if point is None:
+                    yield from self._records(self._reader(file))
+                else:
+                    yield from self._records_in_parts(file.fileno(), point, before.st_size)
                 # The same open file (an atomic rename does not change it): a different
                 # size or time means it was rewritten while it was read.
                 after = os.fstat(file.fileno())
@@ -178,16 +202,10 @@ class CsvSource:
                         "temporary file and rename it, or set min_file_age_s"
                     )
         except UnicodeError as error:
-            # UnicodeDecodeError for a bad byte; a plain UnicodeError from some codecs
-            # (utf-16 without a byte-order mark).
-            line = _locate_decode_error(path, self._encoding)
-            where = f"line {line}" if line is not None else "somewhere"
-            reason = getattr(error, "reason", None) or str(error)
-            raise SourceError(
-                f"cannot read CSV file {path}: {where}: bytes that are not valid "
-                f"{self._config.encoding} ({reason}); set 'encoding' in the source "
-                "config if the file uses another encoding"
-            ) from None
+            message = decode_error_message(
+                path, self._encoding, self._config.encoding, decode_reason(error)
+            )
+            raise SourceError(message) from None
         except OSError as error:
             reason = error.strerror or str(error)
             raise SourceError(f"cannot read CSV file {path}: {reason}") from None
@@ -213,9 +231,75 @@ class CsvSource:
                 "run reads it"
             )
 
-    def _records(self, reader: _Reader) -> Iterator[SourceUser | RecordProblem]:
+    def _reader(self, text: IO[str]) -> Reader:
+        return csv.reader(text, delimiter=self._config.delimiter, strict=True)
+
+    def _records(self, reader: Reader) -> Iterator[SourceUser | RecordProblem]:
+        """The items of a whole file, from its header on."""
+        width, build_row = self._prepare(self._read_header(reader))
+        yield from parse_rows(
+            reader,
+            build_row,
+            width=width,
+            label=self.label,
+            path=self._config.path,
+            first_line=reader.line_num + 1,
+        )
+
+    def _records_in_parts(
+        self, fd: int, point: int, size: int
+    ) -> Iterator[SourceUser | RecordProblem]:
+        """The items of a file read in two parts at once (:mod:`syncd.sources.csv.parts`)."""
+        with text_range(fd, 0, point, self._encoding) as first_part:
+            reader = self._reader(first_part)
+            try:
+                found = self._read_header(reader)
+            except SourceError:
+                found = None  # a header the cut may have broken: the whole file tells
+            if found is None:
+                # No header before the cut (blank lines only, or a header that is no
+                # header): the whole file is read, and says what is wrong with it.
+                with text_range(fd, 0, size, self._encoding) as whole:
+                    yield from self._records(self._reader(whole))
+                return
+            width, build_row = self._prepare(found)
+
+            def whole_from(line: int) -> Iterator[SourceUser | RecordProblem]:
+                # The cut fell inside a quoted field: on with the whole file from the
+                # record it cut, as a reader of the whole file would read it.
+                with text_range(fd, 0, size, self._encoding) as whole:
+                    for _ in islice(whole, line - 1):
+                        pass
+                    yield from parse_rows(
+                        self._reader(whole),
+                        build_row,
+                        width=width,
+                        label=self.label,
+                        path=self._config.path,
+                        first_line=line,
+                    )
+
+            parts = PartsRead(
+                fd=fd,
+                point=point,
+                size=size,
+                # A byte-order mark can only start the file, never its second part.
+                encoding="utf-8"
+                if codecs.lookup(self._encoding).name == "utf-8-sig"
+                else self._encoding,
+                declared_encoding=self._config.encoding,
+                path=self._config.path,
+                label=self.label,
+                delimiter=self._config.delimiter,
+                width=width,
+                build_row=build_row,
+                whole=whole_from,
+            )
+            yield from parts.rows(reader, first_line=reader.line_num + 1)
+
+    def _prepare(self, found: tuple[int, list[str]] | None) -> tuple[int, RowBuilder]:
+        """The row width and the row builder of the header ``found`` (its line, cells)."""
         path = self._config.path
-        found = self._read_header(reader)
         if found is None:
             # No header, nothing to check the mapping against: a truncated or failed
             # export, never "the directory is empty" (that is a header without rows).
@@ -224,64 +308,32 @@ class CsvSource:
                 "a file with a header and no rows is an empty source"
             )
         header_line, header = found
-        width = len(header)
         indexes = self._resolve_columns(header, header_line=header_line)
-
         # Everything that can be decided once is decided here, not per row.
-        label = self.label
         mapper = self._mapper
         build_row = mapper.row_builder(
-            label,
+            self.label,
             id_index=indexes[mapper.id_field],
             tag_indexes=[indexes[column] for _, column in mapper.tag_fields],
             active_from_index=_index_or_none(indexes, mapper.active_from_field),
             active_to_index=_index_or_none(indexes, mapper.active_to_field),
             enabled_index=_index_or_none(indexes, mapper.enabled_field),
         )
+        return len(header), build_row
 
-        start = reader.line_num + 1  # the line the next record starts on
-        while True:
-            try:
-                for row in reader:
-                    line = start
-                    start = reader.line_num + 1
-                    if len(row) != width:
-                        if _is_blank(row):
-                            continue  # blank lines (and ",,,," rows spreadsheets leave)
-                        yield RecordProblem(
-                            Origin(label, line),
-                            f"expected {width} fields as in the header, found {len(row)}",
-                        )
-                        continue
-                    try:
-                        yield build_row(row, line)
-                    except ValueError as error:
-                        if not _is_blank(row):
-                            yield RecordProblem(Origin(label, line), str(error))
-                return
-            except csv.Error as error:
-                line = start
-                start = reader.line_num + 1
-                message = str(error)
-                if _FIELD_LIMIT_ERROR in message or _END_OF_DATA_ERROR in message:
-                    raise SourceError(_fatal_message(path, line, message)) from None
-                # strict quoting: the parser resumes on the next line, so only this
-                # record is lost, and it is reported.
-                yield RecordProblem(Origin(label, line), f"malformed CSV: {message}")
-
-    def _read_header(self, reader: _Reader) -> tuple[int, list[str]] | None:
+    def _read_header(self, reader: Reader) -> tuple[int, list[str]] | None:
         """The first non-blank record (its line, its cleaned cells); None if there is none."""
         start = 1
         try:
             for row in reader:
-                if not _is_blank(row):
+                if not is_blank(row):
                     # The BOM is normally removed by utf-8-sig; strip it anyway for a
                     # file declared as another encoding that still starts with one.
                     return start, [cell.strip().lstrip("\ufeff").strip() for cell in row]
                 start = reader.line_num + 1
         except csv.Error as error:
             raise SourceError(
-                _fatal_message(self._config.path, start, str(error), what="header")
+                fatal_message(self._config.path, start, str(error), what="header")
             ) from None
         return None
 
@@ -315,17 +367,6 @@ class CsvSource:
         return {column: positions[column][0] for column in needed}
 
 
-class _Reader(Protocol):
-    """What this module uses of a ``csv.reader``."""
-
-    @property
-    def line_num(self) -> int: ...
-
-    def __iter__(self) -> Iterator[list[str]]: ...
-
-    def __next__(self) -> list[str]: ...
-
-
 def _strip(name: str | None) -> str | None:
     return None if name is None else name.strip()
 
@@ -335,71 +376,8 @@ def _names(names: Sequence[str]) -> str:
     return bounded_list(names, show=lambda name: quoted(str(name)))
 
 
-def _is_blank(row: Sequence[str]) -> bool:
-    return all(not cell or cell.isspace() for cell in row)
-
-
 def _index_or_none(indexes: dict[str, int], column: str | None) -> int | None:
     return None if column is None else indexes[column]
-
-
-def _fatal_message(path: Path, line: int, message: str, *, what: str = "record") -> str:
-    if _FIELD_LIMIT_ERROR in message:
-        return (
-            f"cannot read CSV file {path}: line {line}: a field of the {what} starting here "
-            f"is larger than the limit of {csv.field_size_limit()} characters (is a quote "
-            "left open?)"
-        )
-    if _END_OF_DATA_ERROR in message:
-        return (
-            f"cannot read CSV file {path}: line {line}: the quoted field opened in the {what} "
-            "starting here is never closed (the file ends inside it)"
-        )
-    return f"cannot read CSV file {path}: line {line}: malformed {what}: {message}"
-
-
-def _locate_decode_error(path: Path, encoding: str) -> int | None:
-    """The line holding the first byte invalid in ``encoding``, or None if not found.
-
-    Only runs after a decode error, so it can afford a second pass over the file: the
-    text layer decodes in blocks and fails on a block, not on a line, so its position
-    says little. Lines are counted like the reader counts them (LF, CRLF or lone CR).
-    """
-    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-    breaks = 0
-    pending_cr = False
-
-    def count(text: str) -> None:
-        nonlocal breaks, pending_cr
-        if not text:
-            return
-        crlf = text.count("\r\n") + (1 if pending_cr and text[0] == "\n" else 0)
-        breaks += text.count("\n") + text.count("\r") - crlf
-        pending_cr = text[-1] == "\r"
-
-    try:
-        with open(path, "rb") as file:
-            while block := file.read(1 << 16):
-                state = decoder.getstate()
-                try:
-                    count(decoder.decode(block))
-                    continue
-                except UnicodeError:
-                    decoder.setstate(state)
-                # Redo the failing block byte by byte to find the line of the bad byte.
-                for offset in range(len(block)):
-                    try:
-                        count(decoder.decode(block[offset : offset + 1]))
-                    except UnicodeError:
-                        return breaks + 1
-                return breaks + 1  # pragma: no cover - the block failed as a whole
-            try:
-                decoder.decode(b"", final=True)  # a multi-byte sequence cut by the end
-            except UnicodeError:
-                return breaks + 1
-    except OSError:
-        return None
-    return None
 
 
 def _build(config: CsvSourceConfig, context: SourceContext) -> CsvSource:
