@@ -22,6 +22,7 @@ from syncd.sources.csv import CsvSource, CsvSourceConfig, parts
 from syncd.sources.csv.parts import cut_point
 
 HEADER = "email,Department,Country,start_date,end_date,enabled"
+REAL_ACTIVE_COUNT = threading.active_count
 
 
 def config(path: Path, **overrides: Any) -> CsvSourceConfig:
@@ -231,7 +232,7 @@ def test_no_child_outlives_a_read_abandoned_half_way(tmp_path: Path) -> None:
 def test_a_file_is_read_whole_when_it_cannot_be_cut_safely(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(parts.threading, "active_count", threading.active_count)
+    monkeypatch.setattr(parts.threading, "active_count", REAL_ACTIVE_COUNT)
     path = write(tmp_path, rows(100))
     size = path.stat().st_size
     with path.open("rb") as file:
