@@ -24,6 +24,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import structlog
 
+from syncd import forking
 from syncd.errors import StateError
 from syncd.ports import JobLock, StateStore
 
@@ -157,19 +159,15 @@ def job_lock(
     if current.run_id != run_id:
         yield current
         return
-    stop = threading.Event()
-    beat = threading.Thread(
-        target=_beat,
-        args=(state, job, run_id, stop, heartbeat.total_seconds(), on_lost),
-        name=f"syncd-lock-{job}",
-        daemon=True,
-    )
+    beat = _Heartbeat(state, job, run_id, heartbeat.total_seconds(), on_lost)
     beat.start()
     try:
-        yield mine
+        # A reader may fork meanwhile (the CSV source's second half): the heartbeat then
+        # steps aside for the fork, between two beats.
+        with forking.pausable(beat):
+            yield mine
     finally:
-        stop.set()
-        beat.join()
+        beat.stop()
         try:
             state.release_lock(job, run_id)
         except StateError as error:
@@ -178,20 +176,67 @@ def job_lock(
             log.error("lock.release_failed", error=str(error))
 
 
-def _beat(
-    state: StateStore,
-    job: str,
-    run_id: str,
-    stop: threading.Event,
-    every: float,
-    on_lost: Callable[[], None] | None,
-) -> None:
-    while not stop.wait(every):
-        try:
-            if not state.refresh_lock(job, run_id, datetime.now(UTC)):
-                log.error("lock.lost", job=job, detail="another run took the job over")
-                if on_lost is not None:
-                    on_lost()
-                return
-        except StateError as error:
-            log.warning("lock.heartbeat_failed", error=str(error))
+class _Heartbeat:
+    """The thread that refreshes a held lock every ``every`` seconds.
+
+    It can pause (end between two beats) and resume on the same schedule, so that a
+    fork sees a single-threaded process (:mod:`syncd.forking`); pauses never postpone
+    a beat. It ends for good when the lock is found lost, or at :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        state: StateStore,
+        job: str,
+        run_id: str,
+        every: float,
+        on_lost: Callable[[], None] | None,
+    ) -> None:
+        self._state = state
+        self._job = job
+        self._run_id = run_id
+        self._every = every
+        self._on_lost = on_lost
+        self._next = time.monotonic() + every
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ended = False  # the lock was lost, or stop() was called
+
+    def start(self) -> None:
+        """Start beating (again), unless the heartbeat has ended."""
+        if self._ended:
+            return
+        self._wake.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"syncd-lock-{self._job}", daemon=True
+        )
+        self._thread.start()
+
+    def pause(self) -> None:
+        """End the thread between two beats; the next beat keeps its time."""
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def resume(self) -> None:
+        """Start again after :meth:`pause`; a beat that fell due meanwhile comes at once."""
+        self.start()
+
+    def stop(self) -> None:
+        """End the heartbeat for good."""
+        self._ended = True
+        self.pause()
+
+    def _run(self) -> None:
+        while not self._wake.wait(max(0.0, self._next - time.monotonic())):
+            self._next = time.monotonic() + self._every
+            try:
+                if not self._state.refresh_lock(self._job, self._run_id, datetime.now(UTC)):
+                    log.error("lock.lost", job=self._job, detail="another run took the job over")
+                    self._ended = True
+                    if self._on_lost is not None:
+                        self._on_lost()
+                    return
+            except StateError as error:
+                log.warning("lock.heartbeat_failed", error=str(error))

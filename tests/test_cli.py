@@ -16,6 +16,7 @@ import pytest
 
 from syncd.emulator import EndpointFaults, PlatformEmulator
 from syncd.platform.api import Operation, WireUser
+from syncd.sources.csv.parts import usable_cpus
 from syncd.state import SqliteStateStore
 
 HEADER = "email,Department,Country,start_date,end_date,enabled\n"
@@ -449,9 +450,7 @@ def test_a_run_killed_outright_leaves_its_run_and_what_was_confirmed_in_the_audi
         killed.run_id,
         "interrupted",
     )
-    assert "the end of this run was never recorded" in str(
-        previous.summary["error"]
-    )
+    assert "the end of this run was never recorded" in str(previous.summary["error"])
     entries = store.audit([f"user{i}@example.com" for i in range(60)])
     by_run = {e.end_user: e.run_id for e in entries}
     assert len(entries) == len(by_run)  # nobody audited twice
@@ -510,6 +509,31 @@ def test_version_and_help() -> None:
     assert result.returncode == 0
     for command in ("plan", "apply", "check-config", "emulator", "demo"):
         assert command in result.stdout
+    # Plain click help (no rich panels), each command's summary whole: click alone would
+    # cut it to the width left after the longest name ("... write...").
+    assert result.stdout.startswith("Usage: python -m syncd [OPTIONS] COMMAND [ARGS]...")
+    assert "╭" not in result.stdout
+    summaries = " ".join(result.stdout.split())
+    assert "plan Show what a sync would change on the live platform; write nothing." in summaries
+    assert "(container HEALTHCHECK)." in summaries
+
+
+def test_a_usage_error_names_the_option_in_plain_text() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "syncd", "plan", "--xyzzy"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "Usage: python -m syncd plan [OPTIONS]",
+        "Try 'python -m syncd plan --help' for help.",
+        "",
+        "Error: No such option: --xyzzy",
+    ]
 
 
 def test_the_0_1_emulator_command_line_still_serves_the_platform(tmp_path: Path) -> None:
@@ -749,3 +773,25 @@ def test_json_lists_every_job_held_failed_or_planned_with_status_and_exit_code(
     assert jobs["other"]["error"] is None
     assert (jobs["down"]["status"], jobs["down"]["exit_code"]) == ("failed", 1)
     assert result.returncode == 1
+
+
+def test_apply_reads_a_large_csv_in_two_halves_at_once_while_it_holds_the_job_lock(
+    workspace: Workspace,
+) -> None:
+    # 4 MiB or more is read in two halves, the second by a forked child: the job lock's
+    # heartbeat thread, which runs through every apply, steps aside for the fork.
+    if usable_cpus() < 2:
+        pytest.skip("a second CPU is needed to read in two halves")
+    count = 95_000
+    workspace.write_users(rows(count))
+    assert workspace.csv.stat().st_size >= 4 * 1024 * 1024
+    workspace.write_config(batch=1000)
+    workspace.config.write_text(workspace.config.read_text().replace("level: info", "level: debug"))
+    result = workspace.apply()
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    parts = [event for event in events if event.get("event") == "csv.read_in_parts"]
+    assert [event["second_part"] for event in parts] == ["child"]
+    users = workspace.emulator.users()
+    assert len(users) == count
+    assert {"user0@example.com", f"user{count - 1}@example.com"} <= set(users)

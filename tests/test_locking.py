@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd import forking
 from syncd.locking import (
     busy_message,
     host_name,
@@ -195,3 +196,48 @@ def test_a_lock_taken_over_meanwhile_calls_on_lost(tmp_path: Path) -> None:
         with job_lock(store, "corp", "r2", holder="syncd apply") as other:
             assert other.run_id == "r2"
             assert lost.wait(10)
+
+
+def test_the_heartbeat_steps_aside_for_a_fork_and_keeps_its_schedule(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    with job_lock(store, "corp", "r1", holder="syncd apply", heartbeat=timedelta(seconds=0.2)):
+        first = store.current_lock("corp")
+        assert first is not None
+        beats = {first.heartbeat_at}
+        # Pauses far more often than the interval: a heartbeat that started its wait
+        # anew at each resume would never beat.
+        deadline = time.monotonic() + 10
+        while len(beats) < 4 and time.monotonic() < deadline:
+            with forking.alone():
+                assert not [t for t in threading.enumerate() if t.name == "syncd-lock-corp"]
+            time.sleep(0.02)
+            now = store.current_lock("corp")
+            assert now is not None
+            beats.add(now.heartbeat_at)
+        assert len(beats) >= 4, "the heartbeat did not keep beating between pauses"
+    assert not [t for t in threading.enumerate() if t.name == "syncd-lock-corp"]
+    with forking.alone():  # no longer registered: nothing to pause or resume
+        pass
+    assert not [t for t in threading.enumerate() if t.name == "syncd-lock-corp"]
+
+
+def test_a_lost_lock_ends_the_heartbeat_for_good_even_across_a_pause(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    lost: list[float] = []
+    with job_lock(
+        store,
+        "corp",
+        "r1",
+        holder="syncd run",
+        heartbeat=timedelta(seconds=0.05),
+        on_lost=lambda: lost.append(time.monotonic()),
+    ):
+        store.release_lock("corp", "r1")
+        deadline = time.monotonic() + 10
+        while not lost and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with forking.alone():
+            pass
+        time.sleep(0.2)  # four intervals: a resumed heartbeat would have beaten again
+        assert len(lost) == 1
+        assert not [t for t in threading.enumerate() if t.name == "syncd-lock-corp"]

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from syncd import forking
 from syncd.errors import SourceError, SourceUnavailableError
 from syncd.model import RecordProblem, SourceUser
 from syncd.sources.csv import CsvSource, CsvSourceConfig, parts
@@ -23,6 +24,7 @@ from syncd.sources.csv.parts import cut_point
 
 HEADER = "email,Department,Country,start_date,end_date,enabled"
 REAL_ACTIVE_COUNT = threading.active_count
+REAL_USABLE_CPUS = parts.usable_cpus
 
 
 def config(path: Path, **overrides: Any) -> CsvSourceConfig:
@@ -77,7 +79,8 @@ def counted_forks(monkeypatch: pytest.MonkeyPatch) -> None:
     read is then whole, and these tests would compare a whole read with itself)."""
     # An idle server thread another test left behind would make the reader read whole,
     # and these tests compare a whole read with itself: they run as a single thread would.
-    monkeypatch.setattr(parts.threading, "active_count", lambda: 1)
+    monkeypatch.setattr(forking.threading, "active_count", lambda: 1)
+    monkeypatch.setattr(parts, "usable_cpus", lambda: 2.0)  # as on a 2-CPU machine
     real_fork = os.fork
 
     def fork() -> int:
@@ -239,8 +242,11 @@ def test_a_file_is_read_whole_when_it_cannot_be_cut_safely(
         assert cut_point(fd, size, "utf-8", min_bytes=0) is not None
         assert cut_point(fd, size, "utf-8", min_bytes=size + 1) is None  # too small
         assert cut_point(fd, size, "utf-16", min_bytes=0) is None  # 0x0A inside a char
+        with monkeypatch.context() as one_cpu:  # two readers would take turns on it
+            one_cpu.setattr(parts, "usable_cpus", lambda: 1.5)
+            assert cut_point(fd, size, "utf-8", min_bytes=0) is None
         # A fork copies one thread: with another one running (the real count), no cut.
-        monkeypatch.setattr(parts.threading, "active_count", REAL_ACTIVE_COUNT)
+        monkeypatch.setattr(forking.threading, "active_count", REAL_ACTIVE_COUNT)
         stop = threading.Event()
         other = threading.Thread(target=stop.wait)
         other.start()
@@ -304,3 +310,27 @@ def test_a_byte_order_mark_is_dropped_at_the_start_of_the_file_only(
     problems = [item for item in items if isinstance(item, RecordProblem)]
     assert [problem.origin.line for problem in problems] == [at + 2]
     assert "U+FEFF" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({}, None),  # no cgroup files: the affinity alone
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2, a container limited to 1.5
+        ({"cpu.max": "max 100000\n"}, None),  # v2, no limit
+        ({"cpu.max": "800000 100000\n"}, None),  # a quota above the affinity
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.0),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu,cpuacct/cpu.cfs_quota_us": "50000", "cpu,cpuacct/cpu.cfs_period_us": "100000"}, 0.5),
+        ({"cpu.max": "garbage\n"}, None),  # unreadable: no cap
+    ],
+)
+def test_usable_cpus_is_the_affinity_capped_by_a_cgroup_quota(
+    tmp_path: Path, files: dict[str, str], expected: float | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    affinity = float(len(os.sched_getaffinity(0)))
+    cap = affinity if expected is None else min(expected, affinity)
+    assert REAL_USABLE_CPUS(tmp_path) == cap

@@ -19,7 +19,9 @@ with the line numbers, problems and errors of a read of the whole file:
 Only files of at least :data:`PARTS_MIN_BYTES` are cut, only in encodings where a
 0x0A byte is always a line feed (UTF-8, ASCII, Latin-1, cp1252, ISO 8859-15), and only
 from a process without other threads: a fork copies one thread, and a lock another
-thread held would stay locked in the child (the daemon reads whole files).
+thread held would stay locked in the child. The job lock's heartbeat, which runs
+through every ``syncd apply``, steps aside for the fork (:mod:`syncd.forking`); a
+daemon's threads do not, so the daemon reads whole files.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import os
 import signal
 import struct
 import tempfile
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -42,7 +43,9 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 import msgspec
+import structlog
 
+from syncd import forking
 from syncd.errors import SourceError
 from syncd.model import Origin, RecordProblem, SourceUser, Tags, make_tags
 from syncd.sources.csv.rows import (
@@ -66,16 +69,43 @@ _CUT_ENCODINGS = frozenset(
 )
 _LENGTH = struct.Struct("<Q")
 _Value = TypeVar("_Value")
+log = structlog.get_logger(__name__)
 _BLOCK = 1 << 20
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> float:
+    """The CPUs this process may run on: its CPU affinity, capped by the CPU quota of
+    its cgroup (v2 ``cpu.max``, v1 ``cpu/cpu.cfs_quota_us``), as a container's CPU
+    limit sets it. A file that is missing or unreadable sets no cap."""
+    cpus = float(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else 1.0
+    quotas = (
+        (cgroup / "cpu.max", None),
+        (cgroup / "cpu" / "cpu.cfs_quota_us", cgroup / "cpu" / "cpu.cfs_period_us"),
+        (cgroup / "cpu,cpuacct" / "cpu.cfs_quota_us", cgroup / "cpu,cpuacct" / "cpu.cfs_period_us"),
+    )
+    for quota_file, period_file in quotas:
+        try:
+            fields = quota_file.read_text().split()
+            if period_file is not None:
+                fields = [*fields[:1], *period_file.read_text().split()[:1]]
+            quota, period = fields[0], float(fields[1])
+            if quota not in ("max", "-1") and period > 0:
+                return min(cpus, float(quota) / period)
+        except (OSError, ValueError, IndexError):
+            continue
+    return cpus
 
 
 def cut_point(fd: int, size: int, encoding: str, *, min_bytes: int = PARTS_MIN_BYTES) -> int | None:
     """Where the second part starts (just after a line feed), or None to read the file
-    whole: too small, an encoding a cut could split, no line feed after the middle, or
-    no way to fork a reader."""
+    whole: too small, an encoding a cut could split, no line feed after the middle, no
+    second CPU, or no way to fork a reader."""
     if size < max(min_bytes, 2) or encoding not in _CUT_ENCODINGS:
         return None
-    if not hasattr(os, "fork") or threading.active_count() != 1:
+    # Two readers on one CPU take turns, and the second costs a merge: slower.
+    if usable_cpus() < 2:
+        return None
+    if not hasattr(os, "fork") or not forking.could_be_alone():
         return None
     position = size // 2
     while position < size:
@@ -177,6 +207,12 @@ class PartsRead:
         ``[0, point)`` past its header, whose next record starts on ``first_line``),
         then the second part's, from the child."""
         child = _Child.fork(self)
+        log.debug(
+            "csv.read_in_parts",
+            path=str(self.path),
+            cut_at_byte=self.point,
+            second_part="child" if child.started else "here",
+        )
         try:
             try:
                 yield from parse_rows(
@@ -302,8 +338,13 @@ class _Child:
             spool.close()
             return cls(None, None, None)
         try:
-            pid = os.fork()
+            # The job lock's heartbeat steps aside for the fork; any other thread
+            # (a daemon's) means no fork at all.
+            with forking.alone() as single_threaded:
+                pid = os.fork() if single_threaded else -1
         except OSError:
+            pid = -1
+        if pid < 0:
             os.close(readable)
             os.close(writable)
             spool.close()
@@ -313,6 +354,11 @@ class _Child:
             _child_main(read, writable, spool.fileno())
         os.close(writable)
         return cls(pid, os.fdopen(readable, "rb"), spool)
+
+    @property
+    def started(self) -> bool:
+        """True if a child reads the second part (else this process does)."""
+        return self._pid is not None
 
     def frames(self) -> Iterator[_Frame] | None:
         """The child's frames as they come (None: there is no child)."""
