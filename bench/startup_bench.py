@@ -26,6 +26,7 @@ The goal of ``syncd --help`` is at most 0.2 s over the bare interpreter.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import subprocess
 import sys
@@ -35,6 +36,17 @@ from pathlib import Path
 
 GOAL_OVER_BARE_S = 0.2
 REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def byte_compile(tree: Path = REPOSITORY) -> None:
+    """Write the ``.pyc`` files of ``tree``'s ``syncd`` package, as ``pip install`` does.
+
+    An editable checkout run with ``PYTHONDONTWRITEBYTECODE=1`` (or from a read-only
+    tree) would otherwise compile every module of syncd's on every start, which no
+    installed syncd does (50-100 ms of every command here).
+    """
+    compileall.compile_dir(tree / "syncd", quiet=1)
+
 
 TYPER_APP = """
 import typer
@@ -118,6 +130,8 @@ def main() -> None:
     trees = {"this": REPOSITORY}
     if args.compare is not None:
         trees["other"] = args.compare.resolve()
+    for tree in trees.values():
+        byte_compile(tree)
     with tempfile.TemporaryDirectory() as folder:
         users = Path(folder, "users.csv")
         users.write_text("email\nada@example.com\n", encoding="utf-8")
