@@ -1,4 +1,4 @@
-"""Background threads that step aside while this process forks.
+"""Forking a helper process, with the background threads that can step aside paused.
 
 A fork copies the calling thread only: a lock another thread held at that moment
 stays locked in the child forever. A reader that forks a helper process (the CSV
@@ -6,29 +6,44 @@ source reads the second half of a large file in a forked child) therefore forks 
 when this process runs one thread.
 
 ``syncd apply`` always runs one more: the job lock's heartbeat, which refreshes the
-lock every 30 seconds. It registers here as :class:`Pausable`. :func:`alone` pauses
+lock every 30 seconds. It registers here as :class:`Pausable`. :func:`fork` pauses
 every registered thread (each ends between two pieces of work, so it holds no lock),
-tells whether the process is then single-threaded, and starts them again after the
-block, which is meant to be the ``os.fork()`` call alone. A thread nobody registered
-(a daemon's scheduler or HTTP server) keeps the process multi-threaded, and the caller
-then does without the fork.
+forks only if the process then runs a single thread, as the kernel counts them, and
+starts the paused threads again in the parent. In the child they stay paused: they
+are the parent's. A thread nobody registered (a daemon's scheduler or HTTP server, a
+terminal's progress display) keeps the process multi-threaded, and the caller does
+without the fork.
+
+:func:`pausable` and :func:`fork` take one lock: neither may be called from a
+registered thread, nor inside the other.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-__all__ = ["Pausable", "alone", "could_be_alone", "pausable"]
+import structlog
+
+__all__ = ["Pausable", "could_fork", "fork", "pausable"]
+
+log = structlog.get_logger(__name__)
+
+THREAD_EXIT_WAIT_S = 0.05
+"""How long :func:`fork` waits for a joined thread to leave the kernel's thread list
+(on Python 3.11 and 3.12, ``join()`` returns a few ms before it has)."""
 
 
 class Pausable(Protocol):
     """A background thread that can end between two pieces of work and start again."""
 
     def pause(self) -> None:
-        """End the thread between two pieces of work; return once it has ended."""
+        """End the thread between two pieces of work; return once it has ended (after
+        the piece in progress, which may wait on I/O)."""
 
     def resume(self) -> None:
         """Start the thread again, keeping its schedule (after :meth:`pause`)."""
@@ -36,13 +51,13 @@ class Pausable(Protocol):
 
 _registered: list[Pausable] = []
 # Held while threads are paused, so a thread cannot be registered, or unregistered and
-# closed by its owner, half-way through.
+# stopped by its owner, half-way through.
 _registry_lock = threading.Lock()
 
 
 @contextmanager
 def pausable(thread: Pausable) -> Iterator[None]:
-    """Register ``thread`` for the block: :func:`alone` may pause it meanwhile.
+    """Register ``thread`` for the block: :func:`fork` may pause it meanwhile.
 
     On leaving, it is unregistered first, so that the owner can stop it for good
     without a pause or resume coming in between.
@@ -56,25 +71,67 @@ def pausable(thread: Pausable) -> Iterator[None]:
             _registered.remove(thread)
 
 
-def could_be_alone() -> bool:
-    """True if this process would run one thread once the registered ones paused."""
+def could_fork() -> bool:
+    """A hint: True if :func:`fork` may fork, as this process would run one thread once
+    the registered ones paused. :func:`fork` checks again, exactly."""
+    if not hasattr(os, "fork"):
+        return False
     with _registry_lock:
         registered = len(_registered)
     return threading.active_count() - registered <= 1
 
 
-@contextmanager
-def alone() -> Iterator[bool]:
-    """Pause every registered thread for the block; yield whether this process then
-    runs one thread only (a fork is safe only then). They start again after the block,
-    even when it raises."""
+def fork() -> int | None:
+    """``os.fork()`` with the registered threads paused around it: the child's pid in
+    the parent, 0 in the child, None (no fork) if another thread runs.
+
+    Raises ``OSError`` if the fork fails. A paused thread that cannot be started again
+    is logged, never raised: the caller's fork has happened by then.
+    """
     with _registry_lock:
         paused: list[Pausable] = []
         try:
             for thread in _registered:
                 thread.pause()
                 paused.append(thread)
-            yield threading.active_count() == 1
+            if not _single_threaded():
+                return None
+            pid = os.fork()
+            if pid == 0:
+                # The child: the registered threads are the parent's; nothing to resume.
+                paused.clear()
+                _registered.clear()
+            return pid
         finally:
-            for thread in reversed(paused):
-                thread.resume()
+            _resume(paused)
+
+
+def _resume(paused: list[Pausable]) -> None:
+    for thread in reversed(paused):
+        try:
+            thread.resume()
+        except Exception as error:  # logged, not raised: the fork is done already
+            log.error("fork.resume_failed", thread=type(thread).__name__, error=str(error))
+
+
+def _single_threaded() -> bool:
+    """One Python thread, and one thread as the kernel counts them (threads started
+    from C code, and joined threads still on their way out, count there)."""
+    if threading.active_count() != 1:
+        return False
+    deadline = time.monotonic() + THREAD_EXIT_WAIT_S
+    while True:
+        count = os_thread_count()
+        if count is None or count == 1:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.0005)
+
+
+def os_thread_count() -> int | None:
+    """The threads of this process as the kernel lists them (None: not on Linux)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None

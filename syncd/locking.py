@@ -198,7 +198,7 @@ class _Heartbeat:
         self._every = every
         self._on_lost = on_lost
         self._next = time.monotonic() + every
-        self._wake = threading.Event()
+        self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._ended = False  # the lock was lost, or stop() was called
 
@@ -206,7 +206,7 @@ class _Heartbeat:
         """Start beating (again), unless the heartbeat has ended."""
         if self._ended:
             return
-        self._wake.clear()
+        self._halt.clear()
         self._thread = threading.Thread(
             target=self._run, name=f"syncd-lock-{self._job}", daemon=True
         )
@@ -214,7 +214,7 @@ class _Heartbeat:
 
     def pause(self) -> None:
         """End the thread between two beats; the next beat keeps its time."""
-        self._wake.set()
+        self._halt.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -229,7 +229,7 @@ class _Heartbeat:
         self.pause()
 
     def _run(self) -> None:
-        while not self._wake.wait(max(0.0, self._next - time.monotonic())):
+        while not self._halt.wait(max(0.0, self._next - time.monotonic())):
             self._next = time.monotonic() + self._every
             try:
                 if not self._state.refresh_lock(self._job, self._run_id, datetime.now(UTC)):

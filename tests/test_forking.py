@@ -1,11 +1,13 @@
-"""Background threads stepping aside for a fork (syncd.forking), with real threads."""
+"""Forking with background threads paused (syncd.forking): real threads, real forks."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from syncd import forking
 
@@ -16,25 +18,28 @@ class Ticker:
     def __init__(self) -> None:
         self.ticks = 0
         self.pauses = 0
-        self._wake = threading.Event()
+        self.fail_resume = False
+        self._halt = threading.Event()
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._wake.clear()
+        self._halt.clear()
         self.thread = threading.Thread(target=self._run, name="ticker", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        while not self._wake.wait(0.001):
+        while not self._halt.wait(0.001):
             self.ticks += 1
 
     def pause(self) -> None:
         self.pauses += 1
-        self._wake.set()
+        self._halt.set()
         assert self.thread is not None
         self.thread.join()
 
     def resume(self) -> None:
+        if self.fail_resume:
+            raise RuntimeError("can't start new thread")
         self.start()
 
     def alive(self) -> bool:
@@ -46,52 +51,113 @@ def ticker() -> Iterator[Ticker]:
     ticker = Ticker()
     ticker.start()
     yield ticker
-    ticker.pause()
+    if ticker.alive():
+        ticker.pause()
 
 
 @pytest.fixture(autouse=True)
 def only_this_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Count threads as if the test's own and the tickers were the only ones: another
-    test may have left an idle server thread in this process."""
-    baseline = threading.active_count() - 1
+    """Count threads as if the test's own and its tickers were the only ones, in Python
+    and in the kernel: another test may have left an idle server thread behind."""
+    python_baseline = threading.active_count() - 1
+    real_os_count = forking.os_thread_count
+    os_baseline = (real_os_count() or 1) - 1
+    monkeypatch.setattr(
+        forking.threading, "active_count", lambda: len(threading.enumerate()) - python_baseline
+    )
+    monkeypatch.setattr(forking, "os_thread_count", lambda: (real_os_count() or 1) - os_baseline)
 
-    def active_count() -> int:
-        return len(threading.enumerate()) - baseline
 
-    monkeypatch.setattr(forking.threading, "active_count", active_count)
+def fork_and_report_threads() -> tuple[int | None, int]:
+    """Fork; the child reports its threads as the kernel counts them (after a while,
+    as a resumed thread would have started by then) and exits."""
+    readable, writable = os.pipe()
+    try:
+        pid = forking.fork()
+        if pid == 0:  # pragma: no cover - the child; reported through the pipe
+            threading.Event().wait(0.05)
+            os.write(writable, bytes([len(os.listdir("/proc/self/task"))]))
+            os._exit(0)
+        os.close(writable)
+        if pid is None:
+            return None, 0
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        return pid, os.read(readable, 1)[0]
+    finally:
+        os.close(readable)
 
 
-def test_a_registered_thread_is_paused_for_the_block_and_resumed_after(ticker: Ticker) -> None:
-    assert not forking.could_be_alone()  # not registered: the ticker counts
+def test_a_registered_thread_is_paused_for_the_fork_resumed_here_and_not_in_the_child(
+    ticker: Ticker,
+) -> None:
+    assert not forking.could_fork()  # not registered: the ticker counts
     with forking.pausable(ticker):
-        assert forking.could_be_alone()
-        with forking.alone() as single:
-            assert single
-            assert not ticker.alive()
+        assert forking.could_fork()
+        pid, child_threads = fork_and_report_threads()
+        assert pid is not None
+        assert child_threads == 1  # the child runs the forking thread alone
+        assert ticker.pauses == 1
         assert ticker.alive()
         before = ticker.ticks
         while ticker.ticks == before:  # it ticks again (bounded by the test timeout)
             threading.Event().wait(0.001)
-    assert ticker.pauses == 1
-    assert not forking.could_be_alone()  # unregistered when the block ended
+    assert not forking.could_fork()  # unregistered when the block ended
 
 
-def test_an_unregistered_thread_keeps_the_process_multi_threaded(ticker: Ticker) -> None:
+def test_an_unregistered_thread_means_no_fork(ticker: Ticker) -> None:
     other = Ticker()
     other.start()
     try:
         with forking.pausable(ticker):
-            assert not forking.could_be_alone()
-            with forking.alone() as single:
-                assert not single
-                assert not ticker.alive()  # paused all the same; the caller does without
+            assert not forking.could_fork()
+            assert fork_and_report_threads() == (None, 0)
+            assert ticker.pauses == 1  # paused all the same, and started again
             assert ticker.alive()
     finally:
         other.pause()
 
 
-def test_paused_threads_are_resumed_when_the_block_raises(ticker: Ticker) -> None:
+def test_a_thread_the_kernel_still_lists_means_no_fork(
+    ticker: Ticker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A thread started from C code, or a joined one not yet gone: Python does not see it.
+    monkeypatch.setattr(forking, "os_thread_count", lambda: 2)
+    monkeypatch.setattr(forking, "THREAD_EXIT_WAIT_S", 0.01)
     with forking.pausable(ticker):
-        with pytest.raises(OSError, match="no fork"), forking.alone():
-            raise OSError("no fork")
+        assert forking.fork() is None
+        assert ticker.alive()
+
+
+def test_a_thread_that_cannot_start_again_is_logged_and_the_others_resume(
+    ticker: Ticker,
+) -> None:
+    broken = Ticker()
+    broken.start()
+    broken.fail_resume = True
+    with (
+        forking.pausable(ticker),
+        forking.pausable(broken),
+        structlog.testing.capture_logs() as logs,
+    ):
+        pid, child_threads = fork_and_report_threads()
+    assert pid is not None
+    assert child_threads == 1
+    assert ticker.alive()
+    assert not broken.alive()
+    assert [(entry["event"], entry["error"]) for entry in logs] == [
+        ("fork.resume_failed", "can't start new thread")
+    ]
+
+
+def test_a_failed_fork_resumes_the_paused_threads(
+    ticker: Ticker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_fork() -> int:
+        raise OSError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(forking.os, "fork", no_fork)
+    with forking.pausable(ticker):
+        with pytest.raises(OSError, match="temporarily"):
+            forking.fork()
         assert ticker.alive()

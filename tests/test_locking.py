@@ -198,27 +198,65 @@ def test_a_lock_taken_over_meanwhile_calls_on_lost(tmp_path: Path) -> None:
             assert lost.wait(10)
 
 
+def fork_and_reap(report_after_s: float = 0.0) -> tuple[int | None, int]:
+    """``forking.fork()``; the child waits ``report_after_s``, reports its threads as the
+    kernel counts them, and exits. (None, 0) if the fork was refused (another thread,
+    perhaps one an earlier test left, runs in this process)."""
+    readable, writable = os.pipe()
+    try:
+        pid = forking.fork()
+        if pid == 0:  # pragma: no cover - the child; reported through the pipe
+            time.sleep(report_after_s)
+            os.write(writable, bytes([len(os.listdir("/proc/self/task"))]))
+            os._exit(0)
+        os.close(writable)
+        if pid is None:
+            return None, 0
+        os.waitpid(pid, 0)
+        return pid, os.read(readable, 1)[0]
+    finally:
+        os.close(readable)
+
+
 def test_the_heartbeat_steps_aside_for_a_fork_and_keeps_its_schedule(tmp_path: Path) -> None:
     store = SqliteStateStore(tmp_path)
     with job_lock(store, "corp", "r1", holder="syncd apply", heartbeat=timedelta(seconds=0.2)):
         first = store.current_lock("corp")
         assert first is not None
         beats = {first.heartbeat_at}
-        # Pauses far more often than the interval: a heartbeat that started its wait
+        # Forks far more often than the interval: a heartbeat that started its wait
         # anew at each resume would never beat.
         deadline = time.monotonic() + 10
         while len(beats) < 4 and time.monotonic() < deadline:
-            with forking.alone():
-                assert not [t for t in threading.enumerate() if t.name == "syncd-lock-corp"]
+            fork_and_reap()
             time.sleep(0.02)
             now = store.current_lock("corp")
             assert now is not None
             beats.add(now.heartbeat_at)
-        assert len(beats) >= 4, "the heartbeat did not keep beating between pauses"
+        assert len(beats) >= 4, "the heartbeat did not keep beating between forks"
+        assert [t.name for t in threading.enumerate()].count("syncd-lock-corp") == 1
     assert not [t for t in threading.enumerate() if t.name == "syncd-lock-corp"]
-    with forking.alone():  # no longer registered: nothing to pause or resume
-        pass
-    assert not [t for t in threading.enumerate() if t.name == "syncd-lock-corp"]
+
+
+def test_a_forked_child_neither_runs_nor_restarts_the_heartbeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Threads an earlier test left in this process would refuse the fork: count only
+    # this test's, in Python and in the kernel.
+    python_baseline = threading.active_count() - 1
+    os_baseline = (forking.os_thread_count() or 1) - 1
+    real_os_count = forking.os_thread_count
+    monkeypatch.setattr(
+        forking.threading, "active_count", lambda: len(threading.enumerate()) - python_baseline
+    )
+    monkeypatch.setattr(forking, "os_thread_count", lambda: (real_os_count() or 1) - os_baseline)
+    store = SqliteStateStore(tmp_path)
+    with job_lock(store, "corp", "r1", holder="syncd apply", heartbeat=timedelta(seconds=0.05)):
+        # The child lives four intervals: a heartbeat resumed there would have started.
+        pid, child_threads = fork_and_reap(report_after_s=0.2)
+        assert pid is not None
+        assert child_threads == 1
+    assert store.current_lock("corp") is None
 
 
 def test_a_lost_lock_ends_the_heartbeat_for_good_even_across_a_pause(tmp_path: Path) -> None:
@@ -236,8 +274,7 @@ def test_a_lost_lock_ends_the_heartbeat_for_good_even_across_a_pause(tmp_path: P
         deadline = time.monotonic() + 10
         while not lost and time.monotonic() < deadline:
             time.sleep(0.01)
-        with forking.alone():
-            pass
+        fork_and_reap()
         time.sleep(0.2)  # four intervals: a resumed heartbeat would have beaten again
         assert len(lost) == 1
         assert not [t for t in threading.enumerate() if t.name == "syncd-lock-corp"]

@@ -24,7 +24,7 @@ from syncd.sources.csv.parts import cut_point
 
 HEADER = "email,Department,Country,start_date,end_date,enabled"
 REAL_ACTIVE_COUNT = threading.active_count
-REAL_USABLE_CPUS = parts.usable_cpus
+REAL_OS_THREAD_COUNT = forking.os_thread_count
 
 
 def config(path: Path, **overrides: Any) -> CsvSourceConfig:
@@ -80,6 +80,7 @@ def counted_forks(monkeypatch: pytest.MonkeyPatch) -> None:
     # An idle server thread another test left behind would make the reader read whole,
     # and these tests compare a whole read with itself: they run as a single thread would.
     monkeypatch.setattr(forking.threading, "active_count", lambda: 1)
+    monkeypatch.setattr(forking, "os_thread_count", lambda: 1)
     monkeypatch.setattr(parts, "usable_cpus", lambda: 2.0)  # as on a 2-CPU machine
     real_fork = os.fork
 
@@ -247,6 +248,7 @@ def test_a_file_is_read_whole_when_it_cannot_be_cut_safely(
             assert cut_point(fd, size, "utf-8", min_bytes=0) is None
         # A fork copies one thread: with another one running (the real count), no cut.
         monkeypatch.setattr(forking.threading, "active_count", REAL_ACTIVE_COUNT)
+        monkeypatch.setattr(forking, "os_thread_count", REAL_OS_THREAD_COUNT)
         stop = threading.Event()
         other = threading.Thread(target=stop.wait)
         other.start()
@@ -312,25 +314,22 @@ def test_a_byte_order_mark_is_dropped_at_the_start_of_the_file_only(
     assert "U+FEFF" in problems[0].message
 
 
-@pytest.mark.parametrize(
-    ("files", "expected"),
-    [
-        ({}, None),  # no cgroup files: the affinity alone
-        ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2, a container limited to 1.5
-        ({"cpu.max": "max 100000\n"}, None),  # v2, no limit
-        ({"cpu.max": "800000 100000\n"}, None),  # a quota above the affinity
-        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.0),
-        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
-        ({"cpu,cpuacct/cpu.cfs_quota_us": "50000", "cpu,cpuacct/cpu.cfs_period_us": "100000"}, 0.5),
-        ({"cpu.max": "garbage\n"}, None),  # unreadable: no cap
-    ],
-)
-def test_usable_cpus_is_the_affinity_capped_by_a_cgroup_quota(
-    tmp_path: Path, files: dict[str, str], expected: float | None
+def test_a_thread_started_after_the_cut_means_the_second_part_is_read_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    affinity = float(len(os.sched_getaffinity(0)))
-    cap = affinity if expected is None else min(expected, affinity)
-    assert REAL_USABLE_CPUS(tmp_path) == cap
+    # The cut looked possible; at the fork, another thread runs (the real counts): no
+    # fork, and the second part is read in this process, with the same result.
+    path = write(tmp_path, [*rows(300), "bad,row", *rows(300, start=300)])
+    whole = read(path, in_parts=False)
+    monkeypatch.setattr(forking, "could_fork", lambda: True)
+    monkeypatch.setattr(forking.threading, "active_count", REAL_ACTIVE_COUNT)
+    monkeypatch.setattr(forking, "os_thread_count", REAL_OS_THREAD_COUNT)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert read(path, in_parts=True) == whole
+    finally:
+        stop.set()
+        other.join()
+    assert FORKS == []

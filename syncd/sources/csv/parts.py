@@ -21,7 +21,9 @@ Only files of at least :data:`PARTS_MIN_BYTES` are cut, only in encodings where 
 from a process without other threads: a fork copies one thread, and a lock another
 thread held would stay locked in the child. The job lock's heartbeat, which runs
 through every ``syncd apply``, steps aside for the fork (:mod:`syncd.forking`); a
-daemon's threads do not, so the daemon reads whole files.
+daemon's threads and a terminal's progress display do not, so there the file is read
+whole. So is a file on a machine (or in a container) with less than two CPUs to use:
+two readers on one CPU take turns, and the second half costs a merge.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import msgspec
 import structlog
 
 from syncd import forking
+from syncd.cpus import usable_cpus
 from syncd.errors import SourceError
 from syncd.model import Origin, RecordProblem, SourceUser, Tags, make_tags
 from syncd.sources.csv.rows import (
@@ -73,29 +76,6 @@ log = structlog.get_logger(__name__)
 _BLOCK = 1 << 20
 
 
-def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> float:
-    """The CPUs this process may run on: its CPU affinity, capped by the CPU quota of
-    its cgroup (v2 ``cpu.max``, v1 ``cpu/cpu.cfs_quota_us``), as a container's CPU
-    limit sets it. A file that is missing or unreadable sets no cap."""
-    cpus = float(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else 1.0
-    quotas = (
-        (cgroup / "cpu.max", None),
-        (cgroup / "cpu" / "cpu.cfs_quota_us", cgroup / "cpu" / "cpu.cfs_period_us"),
-        (cgroup / "cpu,cpuacct" / "cpu.cfs_quota_us", cgroup / "cpu,cpuacct" / "cpu.cfs_period_us"),
-    )
-    for quota_file, period_file in quotas:
-        try:
-            fields = quota_file.read_text().split()
-            if period_file is not None:
-                fields = [*fields[:1], *period_file.read_text().split()[:1]]
-            quota, period = fields[0], float(fields[1])
-            if quota not in ("max", "-1") and period > 0:
-                return min(cpus, float(quota) / period)
-        except (OSError, ValueError, IndexError):
-            continue
-    return cpus
-
-
 def cut_point(fd: int, size: int, encoding: str, *, min_bytes: int = PARTS_MIN_BYTES) -> int | None:
     """Where the second part starts (just after a line feed), or None to read the file
     whole: too small, an encoding a cut could split, no line feed after the middle, no
@@ -105,7 +85,7 @@ def cut_point(fd: int, size: int, encoding: str, *, min_bytes: int = PARTS_MIN_B
     # Two readers on one CPU take turns, and the second costs a merge: slower.
     if usable_cpus() < 2:
         return None
-    if not hasattr(os, "fork") or not forking.could_be_alone():
+    if not forking.could_fork():
         return None
     position = size // 2
     while position < size:
@@ -338,13 +318,12 @@ class _Child:
             spool.close()
             return cls(None, None, None)
         try:
-            # The job lock's heartbeat steps aside for the fork; any other thread
-            # (a daemon's) means no fork at all.
-            with forking.alone() as single_threaded:
-                pid = os.fork() if single_threaded else -1
+            # The job lock's heartbeat steps aside for the fork; any other thread (a
+            # daemon's, a terminal's progress display) means no fork at all.
+            pid = forking.fork()
         except OSError:
-            pid = -1
-        if pid < 0:
+            pid = None
+        if pid is None:
             os.close(readable)
             os.close(writable)
             spool.close()
