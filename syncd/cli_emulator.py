@@ -14,10 +14,14 @@ from typing import Annotated
 
 import typer
 
+from syncd.cli_options import CommandGroup
+
 emulator_app = typer.Typer(
     name="emulator",
     help="Serve an emulated API in memory on loopback, for tests, demos and benchmarks.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as syncd.cli.app
+    cls=CommandGroup,
 )
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from syncd.cli_options import ConfigOption, JobOption, config_path
+from syncd.cli_options import CommandGroup, ConfigOption, JobOption, config_path
 from syncd.exitcodes import ExitCode
 from syncd.report.periods import Granularity
 
@@ -35,6 +35,8 @@ report_app = typer.Typer(
     name="report",
     help="Reports built from the platform users and other data.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as syncd.cli.app
+    cls=CommandGroup,
 )
 
 

@@ -10,14 +10,25 @@ import sys
 
 import typer
 
-from syncd.cli_options import ConfigOption, JobOption, OutputFormat, OutputOption, config_path
+from syncd.cli_options import (
+    CommandGroup,
+    ConfigOption,
+    JobOption,
+    OutputFormat,
+    OutputOption,
+    config_path,
+)
 from syncd.exitcodes import ExitCode
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``sources`` command group to ``app``."""
     sources_app = typer.Typer(
-        name="sources", help="Work on the sources alone (no platform key).", no_args_is_help=True
+        name="sources",
+        help="Work on the sources alone (no platform key).",
+        no_args_is_help=True,
+        rich_markup_mode=None,  # plain help, as syncd.cli.app
+        cls=CommandGroup,
     )
     app.add_typer(sources_app)
 

@@ -7,18 +7,18 @@ the other commands do not load the service, the config models and httpx.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import structlog
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as RichProgress
 
-from syncd import process_exit
+from syncd import process_exit, startup
 from syncd.cli_options import OutputFormat, config_path
 from syncd.config import SyncdConfig, load_config
 from syncd.errors import ConfigError
@@ -29,6 +29,10 @@ from syncd.platform.api import Operation
 from syncd.render import render_planned, render_result, report_to_json
 from syncd.runs import PlannedRun
 from syncd.service import JobReport, run_job
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
 
 log = structlog.get_logger(__name__)
 
@@ -42,17 +46,27 @@ def load(path: Path | None) -> SyncdConfig:
     """The config file (``-c`` or ``SYNCD_CONFIG``), with logging set up from it."""
     config = load_config(config_path(path))
     configure_logging(config.log.format, config.log.level)
+    startup.started()  # the console script's start-up ends here (see syncd.startup)
     return config
 
 
 class _RichProgress:
-    """Progress bars for each write operation, on a terminal only."""
+    """Progress bars for each write operation, on a terminal only.
+
+    The live display, and the refresh thread it runs, start with the first write: the
+    read before it is then single-threaded, as a large CSV file needs to be read in two
+    halves at once (:mod:`syncd.forking`).
+    """
 
     def __init__(self, progress: RichProgress) -> None:
         self._progress = progress
         self._tasks: dict[Operation, tuple[TaskID, int]] = {}
+        self.live = False
 
     def start(self, operation: Operation, total: int) -> Callable[[int], None]:
+        if not self.live:
+            self._progress.start()
+            self.live = True
         task = self._progress.add_task(operation.value, total=total)
         self._tasks[operation] = (task, total)
 
@@ -64,6 +78,45 @@ class _RichProgress:
     def finish(self, operation: Operation) -> None:
         task, total = self._tasks[operation]
         self._progress.update(task, completed=total)
+
+    def stop(self) -> None:
+        """End the live display (if a write started it)."""
+        if self.live:
+            self._progress.stop()
+            self.live = False
+
+
+@contextlib.contextmanager
+def _progress_bars(console: Console, show: bool) -> Iterator[_RichProgress | None]:
+    """Live progress bars on ``console`` while a job runs, or None when not ``show``.
+
+    rich.progress is imported only for bars that are shown (an ``apply`` on a terminal
+    with table output): a run in a pipe or under a scheduler does not pay its import.
+    """
+    if not show:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.progress import Progress as RichProgress
+
+    bars = _RichProgress(
+        RichProgress(
+            TextColumn("{task.description:>8}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+    )
+    try:
+        yield bars
+    finally:
+        bars.stop()
 
 
 def run_jobs(
@@ -95,20 +148,13 @@ def run_jobs(
             render_planned(console, planned, limit=limit)
 
     for job in jobs:
-        with RichProgress(
-            TextColumn("{task.description:>8}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not show_progress,
-        ) as bars:
+        with _progress_bars(console, show_progress) as bars:
             report = run_job(
                 config,
                 job,
                 apply=apply,
                 override=override,
-                progress=_RichProgress(bars) if show_progress else None,
+                progress=bars,
                 on_planned=show_plan,
             )
         reports.append(report)

@@ -19,7 +19,6 @@ nothing is held and nothing leaks.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -80,7 +79,11 @@ def _flush() -> bool:
     False when a stream could not be written (a closed pipe, a full disk): output was
     lost, which the exit code must say.
     """
-    logging.shutdown()
+    # Imported by whoever configured logging; a command that never did (``--help``)
+    # has no handler to flush and need not pay for the import.
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.shutdown()
     flushed = True
     for stream in (sys.stdout, sys.stderr):
         try:

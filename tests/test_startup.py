@@ -26,11 +26,14 @@ from syncd.cli import app
 from syncd.emulator import PlatformEmulator
 
 # Runs the command through the typer app, as ``syncd.cli.main`` does (without its fast
-# ``os._exit``, which would skip the report), then writes the names of the imported
-# modules to the file named by the first argument and exits with the command's code.
+# ``os._exit``, which would skip the report, and without the collector's pause of
+# ``syncd.startup``, tested in tests/test_startup_gc.py), with the console script's own
+# modules imported, then writes the names of the imported modules to the file named by
+# the first argument and exits with the command's code.
 CHILD = """
 import json, sys
 out, args = sys.argv[1], sys.argv[2:]
+import syncd.process_exit, syncd.startup
 from syncd.cli import app
 code = 0
 try:
@@ -50,9 +53,9 @@ HELPS_CHILD = """
 import json, os, sys, traceback
 folder, paths = sys.argv[1], json.loads(sys.argv[2])
 from syncd.cli import app
-# Typer checks every option of a command (--help included) with pydantic, and renders
-# help with rich: load both once here rather than in every fork.
-import pydantic, rich.markdown, rich.table
+# Typer checks every option of a command (--help included) with pydantic: load it once
+# here rather than in every fork.
+import pydantic
 for index, path in enumerate(paths):
     pid = os.fork()
     if pid == 0:
@@ -74,12 +77,17 @@ for index, path in enumerate(paths):
     os.waitpid(pid, 0)
 """
 
-# Never needed to start a command or show its help.
+# Never needed to start a command or show its help (help is plain click text: rich's
+# help rendering alone cost ~0.2 s of start-up; ``logging`` is for commands that log).
 HEAVY_FOR_HELP = (
     "apscheduler",
     "httpx",
     "ldap3",
+    "logging",
+    "markdown_it",
     "msal",
+    "pygments",
+    "rich",
     "structlog",
     "yaml",
     "syncd.config",
@@ -89,12 +97,13 @@ HEAVY_FOR_HELP = (
 )
 # ... nor, for ``syncd --help`` alone, what only running a command needs.
 HEAVY_FOR_ROOT_HELP = (*HEAVY_FOR_HELP, "msgspec", "orjson", "pydantic", "hmac", "secrets")
-# A CSV-only plan or apply: no other source's code, no daemon, report or emulator, no
-# plan-file signing, no cron parser.
+# A CSV-only plan or apply (not on a terminal): no other source's code, no daemon, report
+# or emulator, no plan-file signing, no cron parser, no progress bars.
 UNUSED_BY_CSV_SYNC = (
     "apscheduler",
     "ldap3",
     "msal",
+    "rich.progress",  # progress bars: only for an apply on a terminal
     "syncd.cli_planfile",
     "syncd.daemon",
     "syncd.emulator",
