@@ -65,8 +65,8 @@ class _RichProgress:
 
     def start(self, operation: Operation, total: int) -> Callable[[int], None]:
         if not self.live:
+            self.live = True  # first: stop() must end a display that started half-way
             self._progress.start()
-            self.live = True
         task = self._progress.add_task(operation.value, total=total)
         self._tasks[operation] = (task, total)
 

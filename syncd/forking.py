@@ -11,8 +11,8 @@ every registered thread (each ends between two pieces of work, so it holds no lo
 forks only if the process then runs a single thread, as the kernel counts them, and
 starts the paused threads again in the parent. In the child they stay paused: they
 are the parent's. A thread nobody registered (a daemon's scheduler or HTTP server, a
-terminal's progress display) keeps the process multi-threaded, and the caller does
-without the fork.
+progress display already running) keeps the process multi-threaded, and the caller
+does without the fork.
 
 :func:`pausable` and :func:`fork` take one lock: neither may be called from a
 registered thread, nor inside the other.
@@ -21,6 +21,7 @@ registered thread, nor inside the other.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ class Pausable(Protocol):
         """Start the thread again, keeping its schedule (after :meth:`pause`)."""
 
 
+_HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _registered: list[Pausable] = []
 # Held while threads are paused, so a thread cannot be registered, or unregistered and
 # stopped by its owner, half-way through.
@@ -87,6 +89,10 @@ def fork() -> int | None:
 
     Raises ``OSError`` if the fork fails. A paused thread that cannot be started again
     is logged, never raised: the caller's fork has happened by then.
+
+    Ctrl-C and SIGTERM are held back across the fork: in the child they end the
+    process (the default action) as soon as it runs, so a ``KeyboardInterrupt`` can
+    never unwind the parent's frames (its lock, its run record) in the child.
     """
     with _registry_lock:
         paused: list[Pausable] = []
@@ -96,11 +102,18 @@ def fork() -> int | None:
                 paused.append(thread)
             if not _single_threaded():
                 return None
-            pid = os.fork()
-            if pid == 0:
-                # The child: the registered threads are the parent's; nothing to resume.
-                paused.clear()
-                _registered.clear()
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    # The child: the registered threads are the parent's; nothing to
+                    # resume. A signal held back ends it now, with no Python handler.
+                    paused.clear()
+                    _registered.clear()
+                    for number in _HELD_SIGNALS:
+                        signal.signal(number, signal.SIG_DFL)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
             return pid
         finally:
             _resume(paused)
@@ -116,13 +129,12 @@ def _resume(paused: list[Pausable]) -> None:
 
 def _single_threaded() -> bool:
     """One Python thread, and one thread as the kernel counts them (threads started
-    from C code, and joined threads still on their way out, count there)."""
-    if threading.active_count() != 1:
-        return False
+    from C code, and joined threads still on their way out, count there). A thread
+    told to stop, but not joined, is given :data:`THREAD_EXIT_WAIT_S` to end."""
     deadline = time.monotonic() + THREAD_EXIT_WAIT_S
     while True:
         count = os_thread_count()
-        if count is None or count == 1:
+        if threading.active_count() == 1 and (count is None or count == 1):
             return True
         if time.monotonic() >= deadline:
             return False

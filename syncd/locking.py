@@ -160,8 +160,8 @@ def job_lock(
         yield current
         return
     beat = _Heartbeat(state, job, run_id, heartbeat.total_seconds(), on_lost)
-    beat.start()
     try:
+        beat.start()  # inside: a thread that cannot start still releases the lock
         # A reader may fork meanwhile (the CSV source's second half): the heartbeat then
         # steps aside for the fork, between two beats.
         with forking.pausable(beat):
@@ -220,8 +220,19 @@ class _Heartbeat:
             self._thread = None
 
     def resume(self) -> None:
-        """Start again after :meth:`pause`; a beat that fell due meanwhile comes at once."""
-        self.start()
+        """Start again after :meth:`pause`; a beat that fell due meanwhile comes at once.
+
+        If the thread cannot start, the lock would expire under a run still writing:
+        the heartbeat ends as if the lock were lost (``on_lost``, which stops the
+        writes), and this never raises.
+        """
+        try:
+            self.start()
+        except Exception as error:  # RuntimeError: can't start new thread
+            self._ended = True
+            log.error("lock.heartbeat_stopped", job=self._job, error=str(error))
+            if self._on_lost is not None:
+                self._on_lost()
 
     def stop(self) -> None:
         """End the heartbeat for good."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
 
+from syncd import forking
 from syncd.emulator import PlatformEmulator
 
 EMULATOR_API_KEY = "sk-test-emulator-5f3c9a1e"
@@ -33,3 +36,32 @@ def unused_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def _task_ids() -> set[str]:
+    try:
+        return set(os.listdir("/proc/self/task"))
+    except OSError:
+        return set()
+
+
+@pytest.fixture
+def only_this_tests_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Count threads, in Python and in the kernel, as if only this test's own ran.
+
+    An idle server thread an earlier test left behind would refuse every fork
+    (:mod:`syncd.forking`); threads are told apart by identity, so one that ends
+    meanwhile changes nothing.
+    """
+    earlier = {
+        thread for thread in threading.enumerate() if thread is not threading.current_thread()
+    }
+    earlier_tasks = _task_ids() - {str(threading.get_native_id())}
+    monkeypatch.setattr(
+        forking.threading,
+        "active_count",
+        lambda: sum(1 for thread in threading.enumerate() if thread not in earlier),
+    )
+    monkeypatch.setattr(
+        forking, "os_thread_count", lambda: len(_task_ids() - earlier_tasks) or None
+    )

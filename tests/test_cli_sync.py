@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 
+import pytest
 from rich.console import Console
 
 from syncd.cli_sync import _progress_bars
@@ -17,8 +18,11 @@ def test_bars_that_are_shown_draw_each_operation_to_its_total() -> None:
     with _progress_bars(console, show=True) as bars:
         assert bars is not None
         advance = bars.start(Operation.INSERT, 10)
+        started = _refresh_threads()
         advance(4)
         bars.finish(Operation.INSERT)
+    for thread in started:  # rich tells its refresh thread to stop, without a join
+        thread.join(timeout=10)
     assert "insert" in out.getvalue()
     assert "10/10" in out.getvalue()  # finish() completes the bar
 
@@ -51,3 +55,24 @@ def test_the_live_display_and_its_thread_start_with_the_first_write_only() -> No
     with _progress_bars(console, show=True) as bars:
         pass  # a plan without writes never starts it
     assert _refresh_threads() == []
+
+
+def test_the_live_display_ends_when_the_job_fails_half_way() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None)
+    started: list[threading.Thread] = []
+    shown: list[object] = []
+
+    def job_interrupted_while_writing() -> None:
+        with _progress_bars(console, show=True) as bars:
+            assert bars is not None
+            shown.append(bars)
+            bars.start(Operation.DELETE, 3)
+            started.extend(_refresh_threads())
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        job_interrupted_while_writing()
+    assert len(started) == 1
+    started[0].join(timeout=10)
+    assert not started[0].is_alive()
+    assert not getattr(shown[0], "live", True)

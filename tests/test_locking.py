@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import structlog
 
-from syncd import forking
+from syncd import forking, locking
 from syncd.locking import (
     busy_message,
     host_name,
@@ -238,18 +239,8 @@ def test_the_heartbeat_steps_aside_for_a_fork_and_keeps_its_schedule(tmp_path: P
     assert not [t for t in threading.enumerate() if t.name == "syncd-lock-corp"]
 
 
-def test_a_forked_child_neither_runs_nor_restarts_the_heartbeat(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Threads an earlier test left in this process would refuse the fork: count only
-    # this test's, in Python and in the kernel.
-    python_baseline = threading.active_count() - 1
-    os_baseline = (forking.os_thread_count() or 1) - 1
-    real_os_count = forking.os_thread_count
-    monkeypatch.setattr(
-        forking.threading, "active_count", lambda: len(threading.enumerate()) - python_baseline
-    )
-    monkeypatch.setattr(forking, "os_thread_count", lambda: (real_os_count() or 1) - os_baseline)
+@pytest.mark.usefixtures("only_this_tests_threads")
+def test_a_forked_child_neither_runs_nor_restarts_the_heartbeat(tmp_path: Path) -> None:
     store = SqliteStateStore(tmp_path)
     with job_lock(store, "corp", "r1", holder="syncd apply", heartbeat=timedelta(seconds=0.05)):
         # The child lives four intervals: a heartbeat resumed there would have started.
@@ -278,3 +269,37 @@ def test_a_lost_lock_ends_the_heartbeat_for_good_even_across_a_pause(tmp_path: P
         time.sleep(0.2)  # four intervals: a resumed heartbeat would have beaten again
         assert len(lost) == 1
         assert not [t for t in threading.enumerate() if t.name == "syncd-lock-corp"]
+
+
+@pytest.mark.usefixtures("only_this_tests_threads")
+def test_a_heartbeat_that_cannot_start_again_after_a_fork_stops_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without its heartbeat the lock would expire under a run still writing: the run
+    # is told the lock is lost (on_lost stops the writes), and the fork goes on.
+    store = SqliteStateStore(tmp_path)
+    lost: list[str] = []
+    with job_lock(
+        store,
+        "corp",
+        "r1",
+        holder="syncd apply",
+        heartbeat=timedelta(seconds=0.05),
+        on_lost=lambda: lost.append("lost"),
+    ):
+
+        def cannot_start(self: object) -> None:
+            raise RuntimeError("can't start new thread")
+
+        monkeypatch.setattr(locking._Heartbeat, "start", cannot_start)
+        with structlog.testing.capture_logs() as logs:
+            pid, child_threads = fork_and_reap()
+        assert pid is not None
+        assert child_threads == 1
+        assert lost == ["lost"]
+        assert [(entry["event"], entry["error"]) for entry in logs] == [
+            ("lock.heartbeat_stopped", "can't start new thread")
+        ]
+        time.sleep(0.2)
+        assert not [t for t in threading.enumerate() if t.name == "syncd-lock-corp"]
+    assert store.current_lock("corp") is None  # released all the same

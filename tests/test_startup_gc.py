@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,20 @@ def test_start_up_without_the_console_script_changes_nothing() -> None:
     finally:
         if gc.get_freeze_count() != frozen:
             gc.unfreeze()
+
+
+def test_the_console_script_and_python_m_syncd_start_through_the_pause() -> None:
+    # Pointing either back at syncd.cli:main would silently lose the paused start-up.
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["syncd"] == "syncd.startup:main"
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "syncd", "version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
+    assert "syncd.startup" in imported
+    assert imported.index("syncd.startup") < imported.index("syncd.cli")

@@ -21,9 +21,10 @@ Only files of at least :data:`PARTS_MIN_BYTES` are cut, only in encodings where 
 from a process without other threads: a fork copies one thread, and a lock another
 thread held would stay locked in the child. The job lock's heartbeat, which runs
 through every ``syncd apply``, steps aside for the fork (:mod:`syncd.forking`); a
-daemon's threads and a terminal's progress display do not, so there the file is read
-whole. So is a file on a machine (or in a container) with less than two CPUs to use:
-two readers on one CPU take turns, and the second half costs a merge.
+daemon's threads do not, so there the file is read whole (as it is while a progress
+display already runs: on a terminal, it starts with the first write). So is a file on
+a machine (or in a container) with less than two CPUs to use: two readers on one CPU
+take turns, and the second half costs a merge.
 """
 
 from __future__ import annotations
@@ -319,7 +320,7 @@ class _Child:
             return cls(None, None, None)
         try:
             # The job lock's heartbeat steps aside for the fork; any other thread (a
-            # daemon's, a terminal's progress display) means no fork at all.
+            # daemon's, a progress display already running) means no fork at all.
             pid = forking.fork()
         except OSError:
             pid = None
