@@ -20,6 +20,7 @@ registered thread, nor inside the other.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -35,8 +36,9 @@ __all__ = ["Pausable", "could_fork", "fork", "pausable"]
 log = structlog.get_logger(__name__)
 
 THREAD_EXIT_WAIT_S = 0.05
-"""How long :func:`fork` waits for a joined thread to leave the kernel's thread list
-(on Python 3.11 and 3.12, ``join()`` returns a few ms before it has)."""
+"""How long :func:`fork` waits for threads on their way out: one joined but still in
+the kernel's thread list (on Python 3.11 and 3.12, ``join()`` returns a few ms before
+it leaves), or one told to stop and not joined (rich's display refresh)."""
 
 
 class Pausable(Protocol):
@@ -90,9 +92,10 @@ def fork() -> int | None:
     Raises ``OSError`` if the fork fails. A paused thread that cannot be started again
     is logged, never raised: the caller's fork has happened by then.
 
-    Ctrl-C and SIGTERM are held back across the fork: in the child they end the
-    process (the default action) as soon as it runs, so a ``KeyboardInterrupt`` can
-    never unwind the parent's frames (its lock, its run record) in the child.
+    Ctrl-C and SIGTERM are held back across the fork, so a ``KeyboardInterrupt`` can
+    never unwind the parent's frames (its lock, its run record) in the child: there
+    they have their default action (they end it). One held back is raised here once
+    the fork is done, after the child was killed and reaped.
     """
     with _registry_lock:
         paused: list[Pausable] = []
@@ -105,18 +108,34 @@ def fork() -> int | None:
             held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
             try:
                 pid = os.fork()
-                if pid == 0:
-                    # The child: the registered threads are the parent's; nothing to
-                    # resume. A signal held back ends it now, with no Python handler.
-                    paused.clear()
-                    _registered.clear()
-                    for number in _HELD_SIGNALS:
-                        signal.signal(number, signal.SIG_DFL)
-            finally:
+            except BaseException:
                 signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                raise
+            if pid == 0:
+                # The child: the registered threads are the parent's; nothing to
+                # resume. Signals sent to it from now on end it, with no Python handler.
+                paused.clear()
+                _registered.clear()
+                for number in _HELD_SIGNALS:
+                    signal.signal(number, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                return 0
+            try:
+                # A signal held back runs its handler here: the child must not outlive
+                # the interrupted caller, who never learns its pid.
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            except BaseException:
+                _end_child(pid)
+                raise
             return pid
         finally:
             _resume(paused)
+
+
+def _end_child(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
 
 
 def _resume(paused: list[Pausable]) -> None:

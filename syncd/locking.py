@@ -145,7 +145,8 @@ def job_lock(
     and must not write when another run holds it (the block then holds nothing).
     ``on_lost`` is called (from the heartbeat thread) if the lock is found taken over
     while the block runs (this process was paused past the lease): the caller stops
-    writing, since another run now owns the job.
+    writing, since another run now owns the job. It is also called (from the thread
+    that forked) if the heartbeat cannot start again after a fork.
     """
     mine = new_lock(job, run_id, holder, datetime.now(UTC))
     here, namespace = mine.host, mine.namespace
@@ -181,7 +182,8 @@ class _Heartbeat:
 
     It can pause (end between two beats) and resume on the same schedule, so that a
     fork sees a single-threaded process (:mod:`syncd.forking`); pauses never postpone
-    a beat. It ends for good when the lock is found lost, or at :meth:`stop`.
+    a beat. It ends for good when the lock is found lost, when it cannot start again,
+    or at :meth:`stop`.
     """
 
     def __init__(
@@ -207,10 +209,9 @@ class _Heartbeat:
         if self._ended:
             return
         self._halt.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"syncd-lock-{self._job}", daemon=True
-        )
-        self._thread.start()
+        thread = threading.Thread(target=self._run, name=f"syncd-lock-{self._job}", daemon=True)
+        thread.start()
+        self._thread = thread  # only a started thread: pause() joins it
 
     def pause(self) -> None:
         """End the thread between two beats; the next beat keeps its time."""

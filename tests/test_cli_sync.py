@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import threading
 
 import pytest
@@ -76,3 +77,29 @@ def test_the_live_display_ends_when_the_job_fails_half_way() -> None:
     started[0].join(timeout=10)
     assert not started[0].is_alive()
     assert not getattr(shown[0], "live", True)
+
+
+def test_a_display_that_fails_to_start_is_still_taken_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # rich redirects sys.stdout before it starts its refresh thread: if that thread
+    # cannot start, the redirect must still be undone (and the cursor shown again).
+    import rich.live
+
+    def cannot_start(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(rich.live._RefreshThread, "start", cannot_start)
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=80, color_system=None)
+    stdout = sys.stdout
+
+    def job() -> None:
+        with _progress_bars(console, show=True) as bars:
+            assert bars is not None
+            bars.start(Operation.INSERT, 1)
+
+    with pytest.raises(RuntimeError, match="can't start"):
+        job()
+    assert sys.stdout is stdout
+    assert out.getvalue().endswith("\x1b[?25h")  # the cursor shown again

@@ -287,11 +287,7 @@ def test_a_heartbeat_that_cannot_start_again_after_a_fork_stops_the_run(
         heartbeat=timedelta(seconds=0.05),
         on_lost=lambda: lost.append("lost"),
     ):
-
-        def cannot_start(self: object) -> None:
-            raise RuntimeError("can't start new thread")
-
-        monkeypatch.setattr(locking._Heartbeat, "start", cannot_start)
+        monkeypatch.setattr(locking.threading, "Thread", _ThreadThatCannotStart)
         with structlog.testing.capture_logs() as logs:
             pid, child_threads = fork_and_reap()
         assert pid is not None
@@ -303,3 +299,23 @@ def test_a_heartbeat_that_cannot_start_again_after_a_fork_stops_the_run(
         time.sleep(0.2)
         assert not [t for t in threading.enumerate() if t.name == "syncd-lock-corp"]
     assert store.current_lock("corp") is None  # released all the same
+
+
+class _ThreadThatCannotStart(threading.Thread):
+    def start(self) -> None:
+        if self.name.startswith("syncd-lock-"):
+            raise RuntimeError("can't start new thread")
+        super().start()
+
+
+def test_a_heartbeat_that_cannot_start_releases_the_lock_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStateStore(tmp_path)
+    monkeypatch.setattr(locking.threading, "Thread", _ThreadThatCannotStart)
+    with (
+        pytest.raises(RuntimeError, match="can't start new thread"),
+        job_lock(store, "corp", "r1", holder="syncd apply"),
+    ):
+        pytest.fail("the block must not run without a heartbeat")
+    assert store.current_lock("corp") is None

@@ -188,13 +188,13 @@ class PartsRead:
         ``[0, point)`` past its header, whose next record starts on ``first_line``),
         then the second part's, from the child."""
         child = _Child.fork(self)
-        log.debug(
-            "csv.read_in_parts",
-            path=str(self.path),
-            cut_at_byte=self.point,
-            second_part="child" if child.started else "here",
-        )
         try:
+            log.debug(
+                "csv.read_in_parts",
+                path=str(self.path),
+                cut_at_byte=self.point,
+                second_part="child" if child.started else "here",
+            )
             try:
                 yield from parse_rows(
                     first,
