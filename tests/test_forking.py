@@ -11,6 +11,7 @@ import pytest
 import structlog
 
 from syncd import forking
+from tests.forks import fork_and_report
 
 
 class Ticker:
@@ -61,35 +62,13 @@ def _only_this_tests_threads(only_this_tests_threads: None) -> None:
     """Every test here counts only its own threads (see tests/conftest.py)."""
 
 
-def fork_and_report_threads() -> tuple[int | None, int]:
-    """Fork; the child reports its threads as the kernel counts them (after a while,
-    as a resumed thread would have started by then), 100 more if Ctrl-C would not end
-    it at once (a Python handler), and exits."""
-    readable, writable = os.pipe()
-    try:
-        pid = forking.fork()
-        if pid == 0:  # pragma: no cover - the child; reported through the pipe
-            threading.Event().wait(0.05)
-            handled = 0 if signal.getsignal(signal.SIGINT) == signal.SIG_DFL else 100
-            os.write(writable, bytes([len(os.listdir("/proc/self/task")) + handled]))
-            os._exit(0)
-        os.close(writable)
-        if pid is None:
-            return None, 0
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        return pid, os.read(readable, 1)[0]
-    finally:
-        os.close(readable)
-
-
 def test_a_registered_thread_is_paused_for_the_fork_resumed_here_and_not_in_the_child(
     ticker: Ticker,
 ) -> None:
     assert not forking.could_fork()  # not registered: the ticker counts
     with forking.pausable(ticker):
         assert forking.could_fork()
-        pid, child_threads = fork_and_report_threads()
+        pid, child_threads = fork_and_report()
         assert pid is not None
         assert child_threads == 1  # the child runs the forking thread alone
         assert ticker.pauses == 1
@@ -106,7 +85,7 @@ def test_an_unregistered_thread_means_no_fork(ticker: Ticker) -> None:
     try:
         with forking.pausable(ticker):
             assert not forking.could_fork()
-            assert fork_and_report_threads() == (None, 0)
+            assert fork_and_report() == (None, 0)
             assert ticker.pauses == 1  # paused all the same, and started again
             assert ticker.alive()
     finally:
@@ -135,7 +114,7 @@ def test_a_thread_that_cannot_start_again_is_logged_and_the_others_resume(
         forking.pausable(broken),
         structlog.testing.capture_logs() as logs,
     ):
-        pid, child_threads = fork_and_report_threads()
+        pid, child_threads = fork_and_report()
     assert pid is not None
     assert child_threads == 1
     assert ticker.alive()
@@ -163,7 +142,7 @@ def test_ctrl_c_during_the_fork_is_raised_here_after_it_and_the_child_is_ended(
 ) -> None:
     # Ctrl-C lands just as the process forks: it is held back until the fork is done,
     # then raised here, and the child the caller will never hear of is killed and
-    # reaped. (That a child has SIGINT's default action is fork_and_report_threads'.)
+    # reaped. (That a child has SIGINT's default action is fork_and_report's.)
     real_fork = os.fork
     children: list[int] = []
 
@@ -190,6 +169,6 @@ def test_a_thread_on_its_way_out_is_waited_for_briefly(ticker: Ticker) -> None:
     leaving = threading.Thread(target=threading.Event().wait, args=(0.01,))
     leaving.start()
     with forking.pausable(ticker):
-        pid, child_threads = fork_and_report_threads()
+        pid, child_threads = fork_and_report()
     assert pid is not None
     assert child_threads == 1

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from syncd import forking, locking
+from syncd import locking
 from syncd.locking import (
     busy_message,
     host_name,
@@ -27,6 +27,7 @@ from syncd.locking import (
 )
 from syncd.ports import JobLock
 from syncd.state import SqliteStateStore
+from tests.forks import fork_and_report
 
 NOW = datetime(2026, 11, 22, 12, 30, tzinfo=UTC)
 
@@ -94,6 +95,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from syncd.locking import host_name, lock_is_stale, new_lock, pid_namespace
 from syncd.state import SqliteStateStore
+from tests.forks import fork_and_report
 store = SqliteStateStore(Path(sys.argv[1]))
 mine = new_lock("corp", "held-by-child", "syncd apply", datetime.now(UTC))
 assert store.acquire_lock(mine, is_stale=lambda _: False) == mine
@@ -199,26 +201,6 @@ def test_a_lock_taken_over_meanwhile_calls_on_lost(tmp_path: Path) -> None:
             assert lost.wait(10)
 
 
-def fork_and_reap(report_after_s: float = 0.0) -> tuple[int | None, int]:
-    """``forking.fork()``; the child waits ``report_after_s``, reports its threads as the
-    kernel counts them, and exits. (None, 0) if the fork was refused (another thread,
-    perhaps one an earlier test left, runs in this process)."""
-    readable, writable = os.pipe()
-    try:
-        pid = forking.fork()
-        if pid == 0:  # pragma: no cover - the child; reported through the pipe
-            time.sleep(report_after_s)
-            os.write(writable, bytes([len(os.listdir("/proc/self/task"))]))
-            os._exit(0)
-        os.close(writable)
-        if pid is None:
-            return None, 0
-        os.waitpid(pid, 0)
-        return pid, os.read(readable, 1)[0]
-    finally:
-        os.close(readable)
-
-
 def test_the_heartbeat_steps_aside_for_a_fork_and_keeps_its_schedule(tmp_path: Path) -> None:
     store = SqliteStateStore(tmp_path)
     with job_lock(store, "corp", "r1", holder="syncd apply", heartbeat=timedelta(seconds=0.2)):
@@ -229,7 +211,7 @@ def test_the_heartbeat_steps_aside_for_a_fork_and_keeps_its_schedule(tmp_path: P
         # anew at each resume would never beat.
         deadline = time.monotonic() + 10
         while len(beats) < 4 and time.monotonic() < deadline:
-            fork_and_reap()
+            fork_and_report(report_after_s=0)
             time.sleep(0.02)
             now = store.current_lock("corp")
             assert now is not None
@@ -244,7 +226,7 @@ def test_a_forked_child_neither_runs_nor_restarts_the_heartbeat(tmp_path: Path) 
     store = SqliteStateStore(tmp_path)
     with job_lock(store, "corp", "r1", holder="syncd apply", heartbeat=timedelta(seconds=0.05)):
         # The child lives four intervals: a heartbeat resumed there would have started.
-        pid, child_threads = fork_and_reap(report_after_s=0.2)
+        pid, child_threads = fork_and_report(report_after_s=0.2)
         assert pid is not None
         assert child_threads == 1
     assert store.current_lock("corp") is None
@@ -265,7 +247,7 @@ def test_a_lost_lock_ends_the_heartbeat_for_good_even_across_a_pause(tmp_path: P
         deadline = time.monotonic() + 10
         while not lost and time.monotonic() < deadline:
             time.sleep(0.01)
-        fork_and_reap()
+        fork_and_report(report_after_s=0)
         time.sleep(0.2)  # four intervals: a resumed heartbeat would have beaten again
         assert len(lost) == 1
         assert not [t for t in threading.enumerate() if t.name == "syncd-lock-corp"]
@@ -289,7 +271,7 @@ def test_a_heartbeat_that_cannot_start_again_after_a_fork_stops_the_run(
     ):
         monkeypatch.setattr(locking.threading, "Thread", _ThreadThatCannotStart)
         with structlog.testing.capture_logs() as logs:
-            pid, child_threads = fork_and_reap()
+            pid, child_threads = fork_and_report(report_after_s=0)
         assert pid is not None
         assert child_threads == 1
         assert lost == ["lost"]

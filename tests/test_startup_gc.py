@@ -21,6 +21,7 @@ import pytest
 
 from syncd import startup
 from syncd.emulator import PlatformEmulator
+from tests.test_startup import CONFIG  # the same one-CSV job
 
 # Appends one JSON line per collection to the file named by the first argument, then
 # runs the console script's entry point with the other arguments (a "started" line
@@ -44,17 +45,6 @@ sys.argv[0] = "syncd"
 from syncd.startup import main  # as the console script does
 record(started=True, enabled=gc.isenabled())
 main()
-"""
-
-CONFIG = """
-state_dir: ./state
-log: {{format: json, level: info}}
-jobs:
-  - name: corp
-    target: {{base_url: "{url}", api_key: "${{NEBULY_API_KEY}}", max_retries: 0,
-              timeout_s: 5}}
-    sources:
-      - {{type: csv, path: users.csv, id_column: email}}
 """
 
 
@@ -83,7 +73,9 @@ def workspace(tmp_path: Path, emulator: PlatformEmulator) -> Path:
     """A config with one CSV source of 2,000 users (enough to collect), and an emulator."""
     users = "".join(f"user{i}@example.com\n" for i in range(2000))
     (tmp_path / "users.csv").write_text("email\n" + users, encoding="utf-8")
-    (tmp_path / "syncd.yaml").write_text(CONFIG.format(url=emulator.url), encoding="utf-8")
+    (tmp_path / "syncd.yaml").write_text(
+        CONFIG.format(url=emulator.url, schedule=""), encoding="utf-8"
+    )
     return tmp_path
 
 

@@ -6,6 +6,7 @@ Real files in tmp_path and real forks; ``parts_min_bytes=0`` cuts even a small f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
@@ -92,6 +93,22 @@ def counted_forks(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(parts.os, "fork", fork)
     FORKS.clear()
+
+
+@contextlib.contextmanager
+def another_thread_running(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A second thread runs, and threads are counted for real (not as the autouse
+    fixture stands in for them)."""
+    monkeypatch.setattr(forking.threading, "active_count", REAL_ACTIVE_COUNT)
+    monkeypatch.setattr(forking, "os_thread_count", REAL_OS_THREAD_COUNT)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        other.join()
 
 
 def same_as_whole(path: Path, **overrides: Any) -> Outcome:
@@ -247,16 +264,8 @@ def test_a_file_is_read_whole_when_it_cannot_be_cut_safely(
             one_cpu.setattr(parts, "usable_cpus", lambda: 1.5)
             assert cut_point(fd, size, "utf-8", min_bytes=0) is None
         # A fork copies one thread: with another one running (the real count), no cut.
-        monkeypatch.setattr(forking.threading, "active_count", REAL_ACTIVE_COUNT)
-        monkeypatch.setattr(forking, "os_thread_count", REAL_OS_THREAD_COUNT)
-        stop = threading.Event()
-        other = threading.Thread(target=stop.wait)
-        other.start()
-        try:
+        with another_thread_running(monkeypatch):
             assert cut_point(fd, size, "utf-8", min_bytes=0) is None
-        finally:
-            stop.set()
-            other.join()
     path.write_bytes(b"email\n" + b"x" * 1000)  # no line feed after the middle
     with path.open("rb") as file:
         assert cut_point(file.fileno(), 1006, "utf-8", min_bytes=0) is None
@@ -322,14 +331,6 @@ def test_a_thread_started_after_the_cut_means_the_second_part_is_read_here(
     path = write(tmp_path, [*rows(300), "bad,row", *rows(300, start=300)])
     whole = read(path, in_parts=False)
     monkeypatch.setattr(forking, "could_fork", lambda: True)
-    monkeypatch.setattr(forking.threading, "active_count", REAL_ACTIVE_COUNT)
-    monkeypatch.setattr(forking, "os_thread_count", REAL_OS_THREAD_COUNT)
-    stop = threading.Event()
-    other = threading.Thread(target=stop.wait)
-    other.start()
-    try:
+    with another_thread_running(monkeypatch):
         assert read(path, in_parts=True) == whole
-    finally:
-        stop.set()
-        other.join()
     assert FORKS == []
