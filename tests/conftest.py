@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,17 @@ from syncd.emulator import PlatformEmulator
 
 EMULATOR_API_KEY = "sk-test-emulator-5f3c9a1e"
 """The API key the ``emulator`` fixture accepts (a fake; never a real secret)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give SIGINT its default action if the run was started with it ignored.
+
+    A script that starts the tests in the background (``cmd &`` without job control)
+    has them ignore SIGINT, and an ignored signal stays ignored across ``exec``: the
+    Ctrl-C tests, in this process and of syncd subprocesses, would see nothing.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
