@@ -103,6 +103,13 @@ __all__ = [
 DATABASE_NAME = "syncd.sqlite3"
 """The file name of the database inside ``state_dir``."""
 
+PAGE_SIZE = 16384
+"""Bytes per page of a new state file. An audit chunk is a row of ~180 kB, stored as a
+chain of overflow pages: with SQLite's default 4 kB, writing a first sync's million
+entries cost 0.74-1.13 s (0.54-0.92 s of CPU, outside the GIL but on a core the
+platform needs), with 16 kB 0.40-0.44 s (0.26-0.29 s). Files made with 4 kB pages
+keep them."""
+
 _TABLE_NAMES = "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
 
 _BUSY_TIMEOUT_SECONDS = 30.0
@@ -226,6 +233,10 @@ class SqliteStateStore:
         """
         version = _user_version(connection)  # also fails first on a file that is no database
         self._refuse_newer(version)
+        if version == 0:
+            # Only a file with nothing in it yet takes a page size (SQLite ignores it on
+            # a file that has pages, and in WAL mode): set before anything is written.
+            connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         if version < self._latest or not self._journal_checked:
             # Outside any transaction: SQLite cannot change the journal mode inside one.
             # A file system without shared memory stays in its old mode; that only costs

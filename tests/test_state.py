@@ -19,6 +19,7 @@ from syncd.errors import StateError
 from syncd.model import PlatformUser, make_tags
 from syncd.state import (
     MIGRATIONS,
+    PAGE_SIZE,
     SCHEMA_VERSION,
     AuditBatch,
     JobLock,
@@ -117,6 +118,21 @@ def test_a_fresh_database_is_at_the_latest_version_in_wal_mode(tmp_path: Path) -
     assert pragma(store.path, "user_version") == SCHEMA_VERSION == len(MIGRATIONS)
     assert pragma(store.path, "journal_mode") == "wal"
     assert {"owned_users", "runs"} <= tables(store.path)
+
+
+def test_a_new_file_has_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    # Audit chunks are rows of ~180 kB: a new file stores them in 16 kB pages.
+    store = SqliteStateStore(tmp_path / "new")
+    store.ensure_writable()
+    assert pragma(store.path, "page_size") == PAGE_SIZE == 16384
+    # A file of the first releases (4 kB pages, no version yet) is migrated, not rewritten.
+    path = database_of_the_first_releases(tmp_path / "old", 0)
+    assert pragma(path, "page_size") == 4096
+    old = SqliteStateStore(tmp_path / "old")
+    old.record_run(run("r1", "corp", 0))
+    assert pragma(path, "page_size") == 4096
+    assert pragma(path, "user_version") == SCHEMA_VERSION
+    assert "r1" in [record.run_id for record in old.runs("corp")]
 
 
 def test_a_first_write_without_ensure_writable_also_migrates(tmp_path: Path) -> None:

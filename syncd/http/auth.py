@@ -55,8 +55,12 @@ class BearerAuth(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         """Set the Authorization header and send the request once."""
-        request.headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
+        self.authorize(request)
         yield request
+
+    def authorize(self, request: httpx.Request) -> None:
+        """Set the Authorization header (the whole flow: one step, no answer needed)."""
+        request.headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
 
     def secrets(self) -> tuple[str, ...]:
         """What this auth sends that must never be shown (to mask echoed error bodies)."""

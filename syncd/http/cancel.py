@@ -32,6 +32,7 @@ class ConnectionTracker:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._streams: weakref.WeakSet[_TrackedStream] = weakref.WeakSet()
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._cancelled = False
         self.installed = False
         """True once at least one pool's backend is tracked (False: a custom transport)."""
@@ -46,9 +47,9 @@ class ConnectionTracker:
         with self._lock:
             self._cancelled = True
             streams = list(self._streams)
+            sockets = list(self._sockets)
         cut = 0
-        for stream in streams:
-            sock = stream.get_extra_info("socket")
+        for sock in [stream.get_extra_info("socket") for stream in streams] + sockets:
             if isinstance(sock, socket.socket):
                 try:
                     # shutdown, not close: only shutdown wakes a recv() blocked elsewhere.
@@ -57,6 +58,16 @@ class ConnectionTracker:
                 except OSError:
                     pass  # already closed by its owner
         return cut
+
+    def track_socket(self, sock: socket.socket) -> None:
+        """Cut ``sock`` on :meth:`cancel` too (a connection opened outside httpx);
+        after a cancel, close it and refuse it with :class:`httpx.ConnectError`."""
+        with self._lock:
+            if not self._cancelled:
+                self._sockets.add(sock)
+                return
+        sock.close()
+        raise httpx.ConnectError("the client was cancelled")
 
     def _register(self, stream: _TrackedStream) -> None:
         with self._lock:

@@ -44,6 +44,7 @@ from syncd.errors import AuthenticationError, PlatformError, PlatformUnavailable
 from syncd.http import (
     ApiPolicy,
     BearerAuth,
+    DirectSender,
     RequestObserver,
     RetryingCaller,
     RetrySettings,
@@ -193,6 +194,9 @@ class PlatformClient:
             transport=transport,
         )
         self._connections = track_connections(http)
+        # Writes go over http.client when httpx would send them the same way: half the
+        # CPU per call, on the two thousand calls of a million-user first sync.
+        self._direct = DirectSender.for_client(http, self._connections)
         self._cancelled = threading.Event()
         self._caller = RetryingCaller(
             http,
@@ -201,6 +205,7 @@ class PlatformClient:
             secrets=auth.secrets,
             target=self._base_url,
             observer=observer,
+            direct=self._direct,
         )
         self._cache_list = cache_list
         self._cache_lock = threading.Lock()
@@ -211,7 +216,9 @@ class PlatformClient:
         return f"PlatformClient(base_url={self._base_url!r}, flavour={self._flavour.value!r})"
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
+        if self._direct is not None:
+            self._direct.close()
         self._caller.http.close()
 
     def cancel(self) -> None:
@@ -414,9 +421,7 @@ class PlatformClient:
             if len(result.confirmed) == result.size:
                 # The whole batch, in its order (413 halves in turn): say where it sits
                 # among the items, before its names (a reader of the names relies on that).
-                filled.spans.append(
-                    ConfirmedSpan(len(filled.confirmed), result.start, result.size)
-                )
+                filled.spans.append(ConfirmedSpan(len(filled.confirmed), result.start, result.size))
             filled.confirmed.extend(result.confirmed)
             filled.failures.extend(result.failures)
             if result.error is not None and error is None:

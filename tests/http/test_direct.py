@@ -1,0 +1,331 @@
+"""syncd.http.direct: requests over http.client, byte for byte what httpx sends and reads.
+
+Each test sends through a real httpx client and through the sender, to a real loopback
+server that records the bytes it receives (:mod:`tests.http.raw_server`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pydantic
+import pytest
+import trustme
+
+from syncd.http import BearerAuth, ConnectionTracker, DirectSender, make_http_client
+from syncd.http.cancel import track_connections
+from syncd.http.requests import RequestBuilder
+from tests.http.raw_server import RawAnswer, RawServer, answer
+
+TOKEN = "direct-test-token-0123456789"
+PATH = "/api/external/platform-users"
+BODY = b'{"users":[{"end_user":"ada@example.com","tags":{},"active_from":"2026-01-01"}]}'
+
+
+@pytest.fixture
+def raw_server() -> Iterator[RawServer]:
+    server = RawServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+class Pair:
+    """One httpx client, its tracker, and the sender for it."""
+
+    def __init__(self, url: str, *, timeout_s: float = 5.0) -> None:
+        self.http = make_http_client(
+            url, auth=BearerAuth(pydantic.SecretStr(TOKEN)), timeout_s=timeout_s, concurrency=2
+        )
+        self.tracker = track_connections(self.http)
+        sender = DirectSender.for_client(self.http, self.tracker)
+        assert sender is not None
+        self.sender = sender
+        self.builder = RequestBuilder(self.http)
+
+    def request(self, method: str = "PUT", body: bytes = BODY) -> httpx.Request:
+        return self.builder.build(
+            method, PATH, body, None, {"Content-Type": "application/json"}, None
+        )
+
+    def via_httpx(self, method: str = "PUT", body: bytes = BODY) -> httpx.Response:
+        return self.http.send(self.request(method, body))
+
+    def via_sender(self, method: str = "PUT", body: bytes = BODY) -> httpx.Response:
+        request = self.request(method, body)
+        assert self.sender.takes(request)
+        return self.sender.send(request)
+
+    def close(self) -> None:
+        self.sender.close()
+        self.http.close()
+
+
+@pytest.fixture
+def pair(raw_server: RawServer) -> Iterator[Pair]:
+    made = Pair(raw_server.url)
+    yield made
+    made.close()
+
+
+def test_the_request_on_the_wire_is_the_one_httpx_sends(raw_server: RawServer, pair: Pair) -> None:
+    for method, body in (("PUT", BODY), ("POST", BODY), ("DELETE", b'{"users":["a"]}')):
+        pair.via_httpx(method, body)
+        pair.via_sender(method, body)
+    sent = raw_server.requests
+    assert len(sent) == 6
+    for by_httpx, by_sender in zip(sent[::2], sent[1::2], strict=True):
+        assert by_sender.data == by_httpx.data
+    assert f"Authorization: Bearer {TOKEN}".encode() in sent[1].head
+    assert sent[1].head.startswith(b"PUT " + PATH.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:")
+
+
+@pytest.mark.parametrize(
+    "scripted",
+    [
+        answer(200, b'{"users":[]}', "Content-Type: application/json", "X-Many: 1", "X-Many: 2"),
+        answer(201, gzip.compress(b'{"users":["zipped"]}'), "Content-Encoding: gzip"),
+        RawAnswer(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        ),
+        answer(503, b"busy", "Retry-After: 7"),
+        answer(404, b""),
+    ],
+    ids=["headers", "gzip", "chunked", "retry-after", "empty"],
+)
+def test_an_answer_reads_as_httpx_reads_it(
+    raw_server: RawServer, pair: Pair, scripted: RawAnswer
+) -> None:
+    raw_server.script(scripted, scripted)
+    by_httpx, by_sender = pair.via_httpx(), pair.via_sender()
+    assert by_sender.status_code == by_httpx.status_code
+    assert by_sender.headers.multi_items() == by_httpx.headers.multi_items()
+    assert by_sender.content == by_httpx.content
+    assert by_sender.http_version == by_httpx.http_version == "HTTP/1.1"
+    assert by_sender.reason_phrase == by_httpx.reason_phrase
+    assert by_sender.request.url == by_httpx.request.url
+
+
+def test_a_connection_carries_request_after_request(raw_server: RawServer, pair: Pair) -> None:
+    for _ in range(5):
+        assert pair.via_sender().status_code == 200
+    assert [request.connection for request in raw_server.requests] == [0] * 5
+
+
+def test_an_answer_that_closes_its_connection_is_not_followed_on_it(
+    raw_server: RawServer, pair: Pair
+) -> None:
+    # The server says so, and leaves the connection open: it still is not reused.
+    raw_server.script(answer(200, b"{}", "Connection: close", then="keep"))
+    pair.via_sender()
+    pair.via_sender()
+    assert [request.connection for request in raw_server.requests] == [0, 1]
+
+
+def test_an_idle_connection_the_server_closed_is_replaced_not_failed(
+    raw_server: RawServer, pair: Pair
+) -> None:
+    # The server closes without saying so: the next request must not go out on it.
+    raw_server.script(answer(200, then="close"))
+    pair.via_sender()
+    deadline = time.monotonic() + 5
+    while raw_server.connections < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # the FIN is in
+    assert pair.via_sender().status_code == 200
+    assert [request.connection for request in raw_server.requests] == [0, 1]
+
+
+def test_an_idle_connection_past_its_expiry_is_replaced(raw_server: RawServer) -> None:
+    http = make_http_client(raw_server.url, auth=None, timeout_s=5)
+    sender = DirectSender(
+        http, ConnectionTracker(), ssl_context=None, max_idle=2, keepalive_expiry_s=0.05
+    )
+    builder = RequestBuilder(http)
+    try:
+        sender.send(builder.build("PUT", PATH, BODY, None, {}, None))
+        sender.send(builder.build("PUT", PATH, BODY, None, {}, None))
+        time.sleep(0.2)
+        sender.send(builder.build("PUT", PATH, BODY, None, {}, None))
+        assert [request.connection for request in raw_server.requests] == [0, 0, 1]
+        assert raw_server.closed_by_client.wait(5)  # the expired one was closed
+    finally:
+        sender.close()
+        http.close()
+
+
+def test_close_closes_the_idle_connections(raw_server: RawServer, pair: Pair) -> None:
+    pair.via_sender()
+    assert not raw_server.closed_by_client.is_set()
+    pair.sender.close()
+    assert raw_server.closed_by_client.wait(5)
+    assert not pair.sender.takes(pair.request())
+
+
+def _refused() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens there
+
+
+@pytest.mark.parametrize(
+    ("scripted", "error"),
+    [
+        (None, httpx.ConnectError),
+        (RawAnswer(then="no-answer"), httpx.RemoteProtocolError),
+        (RawAnswer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}", "close"),
+         httpx.RemoteProtocolError),
+        (RawAnswer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}", "stall"),
+         httpx.ReadTimeout),
+        (RawAnswer(b"", "stall"), httpx.ReadTimeout),
+        (RawAnswer(b"garbage\r\n\r\n", "close"), httpx.RemoteProtocolError),
+    ],
+    ids=["refused", "no-answer", "cut-body", "stalled-body", "stalled", "garbage"],
+)  # fmt: skip
+def test_a_failure_raises_the_exception_httpx_raises(
+    raw_server: RawServer, scripted: RawAnswer | None, error: type[httpx.HTTPError]
+) -> None:
+    url = _refused() if scripted is None else raw_server.url
+    pair = Pair(url, timeout_s=0.3)
+    try:
+        if scripted is not None:
+            raw_server.script(scripted, scripted)
+        with pytest.raises(httpx.HTTPError) as by_httpx:
+            pair.via_httpx()
+        started = time.monotonic()
+        with pytest.raises(httpx.HTTPError) as by_sender:
+            pair.via_sender()
+        assert type(by_httpx.value) is error
+        assert type(by_sender.value) is error
+        assert time.monotonic() - started < 3
+        if error is httpx.RemoteProtocolError and scripted and scripted.then == "no-answer":
+            assert str(by_sender.value) == str(by_httpx.value)
+    finally:
+        pair.close()
+
+
+def test_a_cookie_the_server_sets_goes_to_the_client_and_httpx_sends_from_then_on(
+    raw_server: RawServer, pair: Pair
+) -> None:
+    raw_server.script(answer(200, b"{}", "Set-Cookie: route=b7; Path=/"))
+    pair.via_sender()
+    assert pair.http.cookies.get("route") == "b7"
+    request = pair.request()
+    assert not pair.sender.takes(request)
+    pair.http.send(request)
+    assert b"Cookie: route=b7" in raw_server.requests[-1].head
+
+
+def test_cancel_cuts_a_request_waiting_for_its_answer_and_refuses_new_ones(
+    raw_server: RawServer, pair: Pair
+) -> None:
+    raw_server.script(RawAnswer(b"", "stall"))
+    pair2 = Pair(raw_server.url, timeout_s=60)
+    failure: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            pair2.via_sender()
+        except BaseException as error:  # the test looks at it
+            failure.append(error)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not raw_server.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        assert pair2.tracker.cancel() == 1
+        thread.join(timeout=5)
+        assert time.monotonic() - started < 2
+        assert [type(error) for error in failure] == [httpx.RemoteProtocolError]
+        with pytest.raises(httpx.ConnectError, match="cancelled"):
+            pair2.via_sender()
+    finally:
+        thread.join(timeout=5)
+        pair2.close()
+
+
+def test_tls_is_verified_with_the_context_httpx_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server = RawServer(tls=context)
+    server.start()
+    try:
+        # Not trusted yet: the sender refuses the server as httpx does.
+        untrusting = Pair(server.url)
+        try:
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                untrusting.via_httpx()
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                untrusting.via_sender()
+        finally:
+            untrusting.close()
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+        trusting = Pair(server.url)
+        try:
+            assert trusting.via_httpx().status_code == 200
+            assert trusting.via_sender().status_code == 200
+            assert trusting.via_sender().status_code == 200
+        finally:
+            trusting.close()
+        sent = server.requests[-3:]
+        assert sent[1].data == sent[0].data
+        assert sent[2].connection == sent[1].connection
+    finally:
+        server.stop()
+
+
+class _OwnTransport(httpx.HTTPTransport):
+    """Someone's own transport, built on httpx's: it decides what goes out."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(418)
+
+
+def _sender_for(http: httpx.Client) -> DirectSender | None:
+    try:
+        return DirectSender.for_client(http, track_connections(http))
+    finally:
+        http.close()
+
+
+def test_httpx_keeps_what_it_must_send_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "http://127.0.0.1:9"
+    assert _sender_for(make_http_client(url, auth=None, timeout_s=1)) is not None
+    mock = httpx.MockTransport(lambda request: httpx.Response(200))
+    assert _sender_for(make_http_client(url, auth=None, timeout_s=1, transport=mock)) is None
+    own = _OwnTransport()
+    assert _sender_for(make_http_client(url, auth=None, timeout_s=1, transport=own)) is None
+    basic = httpx.BasicAuth("user", "password")
+    assert _sender_for(make_http_client(url, auth=basic, timeout_s=1)) is None
+    hooked = make_http_client(url, auth=None, timeout_s=1)
+    hooked.event_hooks["request"].append(lambda request: None)
+    assert _sender_for(hooked) is None
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    assert _sender_for(make_http_client(url, auth=None, timeout_s=1)) is None
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert _sender_for(make_http_client(url, auth=None, timeout_s=1)) is not None
+
+
+def test_a_request_to_another_origin_or_with_a_stream_is_not_taken(pair: Pair) -> None:
+    other = pair.http.build_request("PUT", "http://127.0.0.2:1/x", content=BODY)
+    assert not pair.sender.takes(other)
+    streamed = pair.http.build_request("PUT", PATH, content=iter([BODY]))
+    assert not pair.sender.takes(streamed)
+    assert pair.sender.takes(pair.request())
