@@ -5,8 +5,9 @@
 For each N it prints, per scenario, the wall time of ``syncd apply`` (a separate process,
 as in production), its peak RSS and CPU time, the write calls the emulator saw, and
 syncd's own phase timings. The emulator runs in its own process so its memory and CPU
-are not counted. The no-change run writes nothing, so it is repeated like its reference
-(best of ``--reference-runs`` by wall time; the peak RSS shown is the highest of them).
+are not counted. The initial and no-change runs are repeated like their references
+(best of ``--reference-runs`` by wall time; the peak RSS shown is the highest of them):
+each initial run into a fresh, empty emulator and state, as each push of the floor.
 
 References, measured in the same run against the same emulator and CSV files:
 
@@ -237,15 +238,22 @@ def run_scenarios(
             if scenario == "1% churn":  # one run: its count is checked, not its time
                 churn = bare_diff(spec | {"csv": str(churned)}, emulator.key, 1)
                 print(describe("bare churn", users, churn, BARE_DIFF_PHASES), flush=True)
-            config.write_text(
-                CONFIG.format(url=emulator.url, batch=args.batch_size,
-                              concurrency=args.concurrency, csv=csv)
-            )  # fmt: skip
-            # The no-change run changes nothing, so it is repeated like its reference
-            # (best of --reference-runs); the peak RSS reported is the highest seen.
-            runs = args.reference_runs if scenario == "no change" else 1
+            # The initial and no-change runs are repeated like their references (best of
+            # --reference-runs; the initial one into a fresh, empty emulator and state
+            # each time, as the floor's pushes); the peak RSS reported is the highest seen.
+            runs = args.reference_runs if scenario in ("initial", "no change") else 1
             tries = []
-            for _ in range(runs):
+            for attempt in range(runs):
+                if scenario == "initial" and attempt > 0:
+                    emulator.close()
+                    emulator = start_emulator(args)
+                    spec["url"] = emulator.url
+                    for stale in run_dir.glob("state/*"):
+                        stale.unlink()
+                config.write_text(
+                    CONFIG.format(url=emulator.url, batch=args.batch_size,
+                                  concurrency=args.concurrency, csv=csv)
+                )  # fmt: skip
                 measure = run_apply(config, emulator.key, scenario, users, emulator)
                 tries.append(measure)
                 print(

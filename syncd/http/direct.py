@@ -1,45 +1,48 @@
-"""Plain requests over :mod:`http.client`, for a fraction of httpx's CPU: :class:`DirectSender`.
+"""httpcore's HTTP/1.1 exchange without its connection pool, for a fraction of httpx's CPU:
+:class:`DirectSender`.
 
 A first sync of a million users is some two thousand insert calls of half a megabyte
-on two cores, where the platform needs one core to take them in. httpx spends about
-0.55 ms of CPU per such call above what :mod:`http.client` needs (its connection pool,
-h11's parsing in pure Python, the auth and redirect layers of ``Client.send``),
-holding the GIL the thread that encodes the next batch and absorbs the answers is
-waiting for: about a second per million users.
+on two cores, where the platform needs one core to take them in. Through httpx a call
+costs ~0.5 ms of CPU; the same exchange on a plain socket, framed and parsed by h11 (the
+parser httpcore itself uses), ~0.2 ms: the rest is httpcore's pool (its locks, request
+queue and per-request connection bookkeeping) and ``Client.send``'s auth, redirect and
+cookie layers, all holding the GIL that the thread absorbing the answers is waiting for.
 
-The sender takes over only what it sends exactly as httpx would: requests built for
-the client (:class:`~syncd.http.requests.RequestBuilder`), to the client's own origin,
-over its default transport, so the same TLS context (CA, verification, ``SSL_CERT_FILE``),
-the same headers in the same order and the same body go on the wire. Anything else
-stays with httpx: a proxy from the environment (``HTTPS_PROXY`` ... unless
-``NO_PROXY`` exempts the host), a custom transport (a test's ``MockTransport``), event
-hooks, an auth other than :class:`~syncd.http.auth.BearerAuth`, and every request once
-the server set a cookie (it goes into the client's jar, and httpx sends it from then
-on). Answers are :class:`httpx.Response` objects, decoded as httpx decodes them
-(``Content-Encoding``), and failures are httpx's exceptions for the same cause
-(``ConnectError``, ``ReadTimeout``, ``RemoteProtocolError`` ...), so the retry policy
-and the error messages above it cannot tell the two paths apart. Connections are
-kept alive as httpx keeps them (an idle one is dropped once it expires or the server
-closed it) and registered with the client's
+The sender takes over only what it sends exactly as httpx would: requests built for the
+client (:class:`~syncd.http.requests.RequestBuilder`), to the client's own origin, over
+its default transport. It does what httpcore does, step by step: h11 frames the request
+(so the same head and body go on the wire) and parses the answer (so what h11 accepts
+or refuses, it accepts or refuses: informational answers skipped, odd headers kept as
+bytes), writes a send at a time under the write timeout, reads under the read timeout,
+reads the answer after a failed write (a server may answer and close early), and keeps
+a connection only when both sides finished their message. TLS uses the transport's
+own context (CA, verification, ``SSL_CERT_FILE``), with httpcore's ALPN. Failures are
+httpx's exceptions with httpx's messages (``ConnectError``, ``ReadTimeout``,
+``RemoteProtocolError`` ...), so the retry policy above cannot tell the two paths
+apart. Idle connections are dropped as httpcore drops them (expired, or closed by the
+server), and every socket is registered with the client's
 :class:`~syncd.http.cancel.ConnectionTracker`, so a cancel cuts them too.
+
+Everything else stays with httpx: a proxy from the environment (``HTTPS_PROXY`` ...
+unless ``NO_PROXY`` exempts the host), a custom transport (a test's ``MockTransport``),
+event hooks, an auth other than :class:`~syncd.http.auth.BearerAuth`, streamed bodies,
+and every request once the server set a cookie (it goes into the client's jar, and
+httpx sends it from then on). Not reproduced: httpx's ``HTTP Request:`` line on the
+``httpx`` logger at INFO, which syncd does not show.
 """
 
 from __future__ import annotations
 
 import select
+import socket
 import ssl
 import threading
 import time
 from collections.abc import Mapping
-from http.client import (
-    HTTPConnection,
-    HTTPException,
-    HTTPResponse,
-    HTTPSConnection,
-    RemoteDisconnected,
-)
+from datetime import timedelta
 from typing import Any
 
+import h11
 import httpcore
 import httpx
 
@@ -51,14 +54,35 @@ __all__ = ["DirectSender"]
 _DEFAULT_KEEPALIVE_EXPIRY_S = 5.0
 """httpx's default ``Limits.keepalive_expiry``, should the pool not say its own."""
 
-_HTTP_VERSIONS = {10: b"HTTP/1.0", 11: b"HTTP/1.1"}
+_READ_BYTES = 256 * 1024
+"""Bytes asked of each read (httpcore asks 64 kB): an answer of a 500-user batch comes
+in one or two reads, each of which must win the GIL back."""
+
+_MAX_INCOMPLETE_EVENT_SIZE = 100 * 1024
+"""httpcore's limit on a response head (h11's ``max_incomplete_event_size``)."""
 
 _NO_ANSWER = "Server disconnected without sending a response."
 """httpcore's words for a connection closed before the status line."""
 
 
+class _Connection:
+    """One socket and the h11 state of the exchanges on it."""
+
+    __slots__ = ("h11", "idle_since", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.h11 = h11.Connection(
+            our_role=h11.CLIENT, max_incomplete_event_size=_MAX_INCOMPLETE_EVENT_SIZE
+        )
+        self.idle_since = 0.0
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class DirectSender:
-    """Sends the plain requests of one :class:`httpx.Client` over :mod:`http.client`.
+    """Sends the plain requests of one :class:`httpx.Client` on sockets of its own.
 
     Build it with :meth:`for_client`, which says None for a client whose requests
     httpx must send itself. Ask :meth:`takes` before each :meth:`send`. Thread-safe:
@@ -79,15 +103,17 @@ class DirectSender:
         self._http = http
         self._tracker = tracker
         self._origin = (url.scheme, url.host, url.port)
-        self._host = url.host
-        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._address = (url.host, url.port or (443 if url.scheme == "https" else 80))
         self._ssl_context = ssl_context if url.scheme == "https" else None
+        if self._ssl_context is not None:
+            # What httpcore sets on the same context before each TLS connection.
+            self._ssl_context.set_alpn_protocols(["http/1.1"])
         self._max_idle = max_idle
         self._expiry_s = keepalive_expiry_s
         auth = http.auth
         self._bearer = auth if isinstance(auth, BearerAuth) else None
         self._lock = threading.Lock()
-        self._idle: list[tuple[HTTPConnection, float]] = []
+        self._idle: list[_Connection] = []
         self._closed = False
         tracker.installed = True
 
@@ -137,33 +163,31 @@ class DirectSender:
 
     def send(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` and read its whole answer; raises httpx's exceptions."""
+        started = time.perf_counter()
         if self._bearer is not None:
             self._bearer.authorize(request)
         timeouts: Mapping[str, float | None] = request.extensions.get("timeout", {})
         connection = self._checkout(timeouts.get("connect"))
         try:
-            answer, body, reusable = _exchange(connection, request, timeouts)
+            answer, body, written = _exchange(connection, request, timeouts)
         except BaseException:
             connection.close()
             raise
-        if answer.will_close or not reusable:
-            connection.close()
-        else:
-            self._checkin(connection)
+        self._release(connection, written)
         response = httpx.Response(
-            answer.status,
-            headers=answer.getheaders(),
+            answer.status_code,
+            headers=answer.headers.raw_items(),
             stream=httpx.ByteStream(body),
             request=request,
             extensions={
-                "http_version": _HTTP_VERSIONS.get(answer.version, b"HTTP/1.1"),
-                "reason_phrase": answer.reason.encode("ascii", "replace"),
+                "http_version": b"HTTP/" + answer.http_version,
+                "reason_phrase": answer.reason,
             },
         )
         response.read()  # decodes a Content-Encoding, as httpx does
+        response.elapsed = timedelta(seconds=time.perf_counter() - started)
         if "set-cookie" in response.headers:
-            http = self._http
-            http.cookies.extract_cookies(response)
+            self._http.cookies.extract_cookies(response)
         return response
 
     def close(self) -> None:
@@ -171,118 +195,156 @@ class DirectSender:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for connection, _ in idle:
+        for connection in idle:
             connection.close()
 
-    def _checkout(self, connect_timeout: float | None) -> HTTPConnection:
+    def _checkout(self, connect_timeout: float | None) -> _Connection:
         """An idle connection still good for a request, else a new one."""
         while True:
             with self._lock:
                 if not self._idle:
                     break
-                connection, since = self._idle.pop()
-            if time.monotonic() - since <= self._expiry_s and _still_open(connection):
+                connection = self._idle.pop()
+            if time.monotonic() - connection.idle_since <= self._expiry_s and _still_open(
+                connection.sock
+            ):
                 return connection
             connection.close()
         return self._connect(connect_timeout)
 
-    def _checkin(self, connection: HTTPConnection) -> None:
-        with self._lock:
-            if not self._closed and len(self._idle) < self._max_idle:
-                self._idle.append((connection, time.monotonic()))
-                return
+    def _release(self, connection: _Connection, written: bool) -> None:
+        """Keep the connection for the next request if both sides finished their message
+        (``written``: the whole request went out), as httpcore does."""
+        state = connection.h11
+        if written and state.our_state is h11.DONE and state.their_state is h11.DONE:
+            state.start_next_cycle()
+            with self._lock:
+                if not self._closed and len(self._idle) < self._max_idle:
+                    connection.idle_since = time.monotonic()
+                    self._idle.append(connection)
+                    return
         connection.close()
 
-    def _connect(self, timeout: float | None) -> HTTPConnection:
+    def _connect(self, timeout: float | None) -> _Connection:
+        """A new connection, as httpcore's sync backend opens one."""
         if self._tracker.cancelled:
             raise httpx.ConnectError("the client was cancelled")
-        connection: HTTPConnection
-        if self._ssl_context is not None:
-            connection = HTTPSConnection(
-                self._host, self._port, timeout=timeout, context=self._ssl_context
-            )
-        else:
-            connection = HTTPConnection(self._host, self._port, timeout=timeout)
-        # Never reconnect behind the tracker's back: a closed connection stays closed.
-        connection.auto_open = 0
         try:
-            connection.connect()
+            sock = socket.create_connection(self._address, timeout)
         except TimeoutError as error:
-            connection.close()
-            raise httpx.ConnectTimeout(_describe(error)) from error
-        except OSError as error:  # refused, unreachable, TLS (ssl.SSLError is an OSError)
-            connection.close()
-            raise httpx.ConnectError(_describe(error)) from error
+            raise httpx.ConnectTimeout(str(error)) from error
+        except OSError as error:  # refused, unreachable, unknown host
+            raise httpx.ConnectError(str(error)) from error
         try:
-            self._tracker.track_socket(connection.sock)
-        except httpx.ConnectError:
-            connection.close()
-            raise
-        return connection
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._ssl_context is not None:
+                sock.settimeout(timeout)
+                sock = self._ssl_context.wrap_socket(sock, server_hostname=self._address[0])
+        except TimeoutError as error:
+            sock.close()
+            raise httpx.ConnectTimeout(str(error)) from error
+        except OSError as error:  # TLS: ssl.SSLError is an OSError
+            sock.close()
+            raise httpx.ConnectError(str(error)) from error
+        self._tracker.track_socket(sock)  # closes it and raises if cancelled meanwhile
+        return _Connection(sock)
 
 
 def _exchange(
-    connection: HTTPConnection,
-    request: httpx.Request,
-    timeouts: Mapping[str, float | None],
-) -> tuple[HTTPResponse, bytes, bool]:
-    """Write ``request`` on ``connection`` and read the whole answer; the last item
-    says whether the connection can carry another request.
-
-    As httpcore does, a failed write still reads the answer: a server may answer and
-    close before it took the whole body (a 413 for a body too large).
-    """
+    connection: _Connection, request: httpx.Request, timeouts: Mapping[str, float | None]
+) -> tuple[h11.Response | h11.InformationalResponse, bytes, bool]:
+    """Send ``request`` on ``connection`` and read its whole answer (httpcore's steps);
+    the last item says whether the whole request was written."""
+    state = connection.h11
     sock = connection.sock
-    write_error: OSError | None = None
     try:
-        sock.settimeout(timeouts.get("write"))
-        connection.putrequest(
-            request.method,
-            request.url.raw_path.decode("ascii"),
-            skip_host=True,  # httpx's headers have Host and Accept-Encoding already
-            skip_accept_encoding=True,
+        head = state.send(
+            h11.Request(
+                method=request.method, target=request.url.raw_path, headers=request.headers.raw
+            )
         )
-        for name, value in request.headers.raw:
-            connection.putheader(name, value)
-        connection.endheaders(request.content or None)
-    except TimeoutError as error:
-        raise httpx.WriteTimeout(_describe(error)) from error
-    except OSError as error:
-        write_error = error
+        # Passed through, not joined: a half-megabyte body is not copied once more.
+        body = state.send_with_data_passthrough(h11.Data(data=request.content))
+        tail = state.send(h11.EndOfMessage())
+    except h11.LocalProtocolError as error:
+        raise httpx.LocalProtocolError(str(error)) from error
+    written = True
     try:
-        sock.settimeout(timeouts.get("read"))
-        answer = connection.getresponse()
-        return answer, answer.read(), write_error is None
+        write_timeout = timeouts.get("write")
+        for data in (head, *(body or ()), tail):
+            if data:
+                _write(sock, data, write_timeout)
+    except httpx.WriteError:
+        # As httpcore: the server may have answered and closed before it took the whole
+        # body (a 413); what it answered, if anything, decides. (h11 counts the request
+        # as sent: the connection is never used again.)
+        written = False
+    read_timeout = timeouts.get("read")
+    while True:  # informational answers (100, 103 ...) are skipped, as by httpcore
+        event = _next_event(connection, read_timeout)
+        if isinstance(event, h11.Response):
+            break
+        if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+            # An upgrade ends the answer there, as in httpcore (the connection is then
+            # the other protocol's: never reused). syncd never asks for one.
+            return event, b"", written
+    chunks: list[bytes] = []
+    while True:
+        part = _next_event(connection, read_timeout)
+        if isinstance(part, h11.Data):
+            chunks.append(bytes(part.data))
+        elif isinstance(part, h11.EndOfMessage) or part is h11.PAUSED:
+            break
+    return event, chunks[0] if len(chunks) == 1 else b"".join(chunks), written
+
+
+def _write(sock: socket.socket, data: bytes, timeout: float | None) -> None:
+    """Write ``data`` a send at a time, each under ``timeout`` (as httpcore: a slow but
+    steady reader is no timeout)."""
+    view = memoryview(data)
+    try:
+        while view:
+            sock.settimeout(timeout)
+            sent = sock.send(view)
+            view = view[sent:]
     except TimeoutError as error:
-        raise httpx.ReadTimeout(_describe(error)) from error
-    except (HTTPException, OSError) as error:
-        if write_error is not None:
-            raise httpx.WriteError(_describe(write_error)) from write_error
-        if isinstance(error, RemoteDisconnected):
-            raise httpx.RemoteProtocolError(_NO_ANSWER) from error
-        if isinstance(error, HTTPException):
-            raise httpx.RemoteProtocolError(_describe(error)) from error
-        raise httpx.ReadError(_describe(error)) from error
+        raise httpx.WriteTimeout(str(error)) from error
+    except OSError as error:
+        raise httpx.WriteError(str(error)) from error
 
 
-def _still_open(connection: HTTPConnection) -> bool:
+def _next_event(connection: _Connection, timeout: float | None) -> Any:
+    """The next h11 event of the answer, reading as needed (httpcore's ``_receive_event``)."""
+    state = connection.h11
+    while True:
+        try:
+            event = state.next_event()
+        except h11.RemoteProtocolError as error:
+            raise httpx.RemoteProtocolError(str(error)) from error
+        if event is not h11.NEED_DATA:
+            return event
+        try:
+            connection.sock.settimeout(timeout)
+            data = connection.sock.recv(_READ_BYTES)
+        except TimeoutError as error:
+            raise httpx.ReadTimeout(str(error)) from error
+        except OSError as error:
+            raise httpx.ReadError(str(error)) from error
+        if not data and state.their_state is h11.SEND_RESPONSE:
+            raise httpx.RemoteProtocolError(_NO_ANSWER)
+        state.receive_data(data)
+
+
+def _still_open(sock: socket.socket) -> bool:
     """False if the server closed an idle connection (or sent something unasked)."""
-    sock = connection.sock
-    if sock is None:
-        return False
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return not poller.poll(0)
 
 
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return text if text else type(error).__name__
-
-
 def _pool_has_options(pool: Any) -> bool:
-    """True if the pool connects in a way :mod:`http.client` would not (a Unix socket,
-    a local address, socket options, connect retries, HTTP/2)."""
+    """True if the pool connects in a way this sender would not (a Unix socket, a local
+    address, socket options, connect retries, HTTP/2)."""
     return bool(
         getattr(pool, "_uds", None)
         or getattr(pool, "_local_address", None)

@@ -50,12 +50,19 @@ def answer(status: int, body: bytes = b"{}", *headers: str, then: Then = "keep")
 class RawServer:
     """Serves scripted :class:`RawAnswer` s on 127.0.0.1 (200 ``{}`` once they run out)."""
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, tls: ssl.SSLContext | None = None, *, slow_read: tuple[int, float] | None = None
+    ) -> None:
+        """``slow_read``: read request bodies ``bytes`` at a time with a pause of ``s``
+        seconds in between (a server that drains a large body slowly but steadily)."""
         self.requests: list[RawRequest] = []
+        self.alpn: list[str | None] = []
+        """The protocol each TLS connection negotiated by ALPN, in order."""
         self.connections = 0
         self.closed_by_client = threading.Event()
         """Set when a client closed a connection between two requests."""
         self._tls = tls
+        self._slow_read = slow_read
         self._script: deque[RawAnswer] = deque()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -104,6 +111,9 @@ class RawServer:
         try:
             if self._tls is not None:
                 sock = self._tls.wrap_socket(sock, server_side=True)
+                assert isinstance(sock, ssl.SSLSocket)
+                with self._lock:
+                    self.alpn.append(sock.selected_alpn_protocol())
             sock.settimeout(0.05)
             buffer = b""
             while not self._stop.is_set():
@@ -148,17 +158,19 @@ class RawServer:
             if name.strip().lower() == b"content-length":
                 length = int(value)
         while len(buffer) < length:
-            chunk = self._recv(sock)
+            if self._slow_read is not None:
+                self._stop.wait(self._slow_read[1])
+            chunk = self._recv(sock, self._slow_read[0] if self._slow_read else 65536)
             if not chunk:
                 return None, buffer, chunk is not None
             buffer += chunk
         return RawRequest(number, head, buffer[:length]), buffer[length:], False
 
-    def _recv(self, sock: socket.socket) -> bytes | None:
+    def _recv(self, sock: socket.socket, size: int = 65536) -> bytes | None:
         """Bytes from ``sock`` (b"" at end of file), or None once the server stops."""
         while not self._stop.is_set():
             try:
-                return sock.recv(65536)
+                return sock.recv(size)
             except TimeoutError:
                 continue
         return None

@@ -50,16 +50,22 @@ class Pair:
         self.sender = sender
         self.builder = RequestBuilder(self.http)
 
-    def request(self, method: str = "PUT", body: bytes = BODY) -> httpx.Request:
+    def request(
+        self, method: str = "PUT", body: bytes = BODY, timeout: httpx.Timeout | None = None
+    ) -> httpx.Request:
         return self.builder.build(
-            method, PATH, body, None, {"Content-Type": "application/json"}, None
+            method, PATH, body, None, {"Content-Type": "application/json"}, timeout
         )
 
-    def via_httpx(self, method: str = "PUT", body: bytes = BODY) -> httpx.Response:
-        return self.http.send(self.request(method, body))
+    def via_httpx(
+        self, method: str = "PUT", body: bytes = BODY, timeout: httpx.Timeout | None = None
+    ) -> httpx.Response:
+        return self.http.send(self.request(method, body, timeout))
 
-    def via_sender(self, method: str = "PUT", body: bytes = BODY) -> httpx.Response:
-        request = self.request(method, body)
+    def via_sender(
+        self, method: str = "PUT", body: bytes = BODY, timeout: httpx.Timeout | None = None
+    ) -> httpx.Response:
+        request = self.request(method, body, timeout)
         assert self.sender.takes(request)
         return self.sender.send(request)
 
@@ -98,8 +104,30 @@ def test_the_request_on_the_wire_is_the_one_httpx_sends(raw_server: RawServer, p
         ),
         answer(503, b"busy", "Retry-After: 7"),
         answer(404, b""),
+        # What http.client would get wrong, h11 (httpx's parser) gets right:
+        RawAnswer(
+            "HTTP/1.1 200 OK\r\nX-Note: caf\u00e9\r\nContent-Length: 2\r\n\r\n{}".encode("latin-1")
+        ),
+        RawAnswer(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+        ),
+        answer(200, b"{}", *(f"X-Header-{number}: {number}" for number in range(150))),
+        RawAnswer(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n{}"),
+        answer(200, b'"v1"', 'ETag: "v1"   '),
     ],
-    ids=["headers", "gzip", "chunked", "retry-after", "empty"],
+    ids=[
+        "headers",
+        "gzip",
+        "chunked",
+        "retry-after",
+        "empty",
+        "non-ascii-header",
+        "early-hints",
+        "150-headers",
+        "merged-content-length",
+        "trailing-spaces",
+    ],
 )
 def test_an_answer_reads_as_httpx_reads_it(
     raw_server: RawServer, pair: Pair, scripted: RawAnswer
@@ -112,6 +140,41 @@ def test_an_answer_reads_as_httpx_reads_it(
     assert by_sender.http_version == by_httpx.http_version == "HTTP/1.1"
     assert by_sender.reason_phrase == by_httpx.reason_phrase
     assert by_sender.request.url == by_httpx.request.url
+    assert by_sender.elapsed.total_seconds() > 0
+
+
+def test_an_answer_after_early_hints_is_the_answer_to_its_own_request(
+    raw_server: RawServer, pair: Pair
+) -> None:
+    # http.client would return the 103, keep the connection, and hand the next request
+    # the 200 meant for this one.
+    hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+    raw_server.script(
+        RawAnswer(hints + b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"first":1}'),
+        answer(200, b'{"second":2}'),
+    )
+    assert pair.via_sender().json() == {"first": 1}
+    assert pair.via_sender().json() == {"second": 2}
+    assert [request.connection for request in raw_server.requests] == [0, 0]
+
+
+def test_a_slow_but_steady_reader_is_no_write_timeout() -> None:
+    # The write timeout bounds each send, as in httpcore, not the whole body: a body of
+    # 16 MB that the server drains in ~0.7 s goes through with a write timeout of 0.3 s.
+    server = RawServer(slow_read=(256 * 1024, 0.01))
+    server.start()
+    made = Pair(server.url)
+    timeout = httpx.Timeout(10, write=0.3)
+    try:
+        body = b"x" * (16 * 1024 * 1024)
+        assert made.via_httpx(body=body, timeout=timeout).status_code == 200
+        started = time.monotonic()
+        assert made.via_sender(body=body, timeout=timeout).status_code == 200
+        assert time.monotonic() - started > 0.3  # it did take longer than one timeout
+        assert server.requests[-1].body == body
+    finally:
+        made.close()
+        server.stop()
 
 
 def test_a_connection_carries_request_after_request(raw_server: RawServer, pair: Pair) -> None:
@@ -262,6 +325,7 @@ def test_tls_is_verified_with_the_context_httpx_uses(
     ca = trustme.CA()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(context)
+    context.set_alpn_protocols(["http/1.1"])
     server = RawServer(tls=context)
     server.start()
     try:
@@ -279,14 +343,16 @@ def test_tls_is_verified_with_the_context_httpx_uses(
         monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
         trusting = Pair(server.url)
         try:
-            assert trusting.via_httpx().status_code == 200
+            # The sender first: its connection offers httpcore's ALPN on its own.
             assert trusting.via_sender().status_code == 200
+            assert trusting.via_httpx().status_code == 200
             assert trusting.via_sender().status_code == 200
         finally:
             trusting.close()
         sent = server.requests[-3:]
         assert sent[1].data == sent[0].data
-        assert sent[2].connection == sent[1].connection
+        assert sent[2].connection == sent[0].connection != sent[1].connection
+        assert server.alpn[-2:] == ["http/1.1", "http/1.1"]
     finally:
         server.stop()
 
