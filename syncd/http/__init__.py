@@ -12,8 +12,8 @@ client:
   of its log events, and the syncd errors its failures become;
 * :func:`walk_cursors` -- cursor pagination with loop guards;
 * :func:`track_connections` -- cancel requests on the wire from another thread;
-* :class:`DirectSender` -- the plain requests httpx would send the same way, over
-  :mod:`http.client` for half the CPU (the platform client's writes).
+* :class:`DirectSender` -- the plain requests httpx would send the same way, on
+  sockets of its own framed by h11, for half the CPU (the platform client's writes).
 
 The API clients keep only their wire format and their own logic.
 """

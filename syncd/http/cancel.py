@@ -53,7 +53,9 @@ class ConnectionTracker:
             if isinstance(sock, socket.socket):
                 try:
                     # shutdown, not close: only shutdown wakes a recv() blocked elsewhere.
-                    sock.shutdown(socket.SHUT_RDWR)
+                    # The plain socket's: SSLSocket.shutdown drops its TLS state first,
+                    # and a send by the owner in between would go out in clear text.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
                     cut += 1
                 except OSError:
                     pass  # already closed by its owner

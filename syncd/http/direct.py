@@ -33,6 +33,7 @@ httpx sends it from then on). Not reproduced: httpx's ``HTTP Request:`` line on 
 
 from __future__ import annotations
 
+import math
 import select
 import socket
 import ssl
@@ -97,19 +98,23 @@ class DirectSender:
         *,
         ssl_context: ssl.SSLContext | None,
         max_idle: int,
-        keepalive_expiry_s: float = _DEFAULT_KEEPALIVE_EXPIRY_S,
+        keepalive_expiry_s: float | None = _DEFAULT_KEEPALIVE_EXPIRY_S,
     ) -> None:
+        """``keepalive_expiry_s`` None: idle connections never expire (httpx's None)."""
         url = http.base_url
         self._http = http
         self._tracker = tracker
         self._origin = (url.scheme, url.host, url.port)
-        self._address = (url.host, url.port or (443 if url.scheme == "https" else 80))
+        # The ASCII form httpcore dials and names in TLS (IDNA 2008): Python's own
+        # encoding of a str host (IDNA 2003) would reach another server for some names.
+        host = url.raw_host.decode("ascii")
+        self._address = (host, url.port or (443 if url.scheme == "https" else 80))
         self._ssl_context = ssl_context if url.scheme == "https" else None
         if self._ssl_context is not None:
             # What httpcore sets on the same context before each TLS connection.
             self._ssl_context.set_alpn_protocols(["http/1.1"])
         self._max_idle = max_idle
-        self._expiry_s = keepalive_expiry_s
+        self._expiry_s = math.inf if keepalive_expiry_s is None else keepalive_expiry_s
         auth = http.auth
         self._bearer = auth if isinstance(auth, BearerAuth) else None
         self._lock = threading.Lock()
@@ -139,13 +144,12 @@ class DirectSender:
         context = getattr(pool, "_ssl_context", None)
         if url.scheme == "https" and not isinstance(context, ssl.SSLContext):
             return None
-        expiry = getattr(pool, "_keepalive_expiry", _DEFAULT_KEEPALIVE_EXPIRY_S)
         return cls(
             http,
             tracker,
             ssl_context=context,
             max_idle=max(1, getattr(pool, "_max_keepalive_connections", 1)),
-            keepalive_expiry_s=_DEFAULT_KEEPALIVE_EXPIRY_S if expiry is None else expiry,
+            keepalive_expiry_s=getattr(pool, "_keepalive_expiry", _DEFAULT_KEEPALIVE_EXPIRY_S),
         )
 
     def takes(self, request: httpx.Request) -> bool:
@@ -167,11 +171,15 @@ class DirectSender:
         if self._bearer is not None:
             self._bearer.authorize(request)
         timeouts: Mapping[str, float | None] = request.extensions.get("timeout", {})
-        connection = self._checkout(timeouts.get("connect"))
         try:
-            answer, body, written = _exchange(connection, request, timeouts)
-        except BaseException:
-            connection.close()
+            connection = self._checkout(timeouts.get("connect"))
+            try:
+                answer, body, written = _exchange(connection, request, timeouts)
+            except BaseException:
+                connection.close()
+                raise
+        except httpx.RequestError as error:
+            error.request = request  # as httpx's request_context sets it
             raise
         self._release(connection, written)
         response = httpx.Response(
@@ -227,6 +235,8 @@ class DirectSender:
 
     def _connect(self, timeout: float | None) -> _Connection:
         """A new connection, as httpcore's sync backend opens one."""
+        if self._closed:  # closed by another thread since takes() said yes
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
         if self._tracker.cancelled:
             raise httpx.ConnectError("the client was cancelled")
         try:
@@ -314,7 +324,8 @@ def _write(sock: socket.socket, data: bytes, timeout: float | None) -> None:
 
 
 def _next_event(connection: _Connection, timeout: float | None) -> Any:
-    """The next h11 event of the answer, reading as needed (httpcore's ``_receive_event``)."""
+    """The next h11 event of the answer, reading as needed; a connection closed before
+    the status line is httpcore's "Server disconnected" error."""
     state = connection.h11
     while True:
         try:

@@ -1,7 +1,7 @@
 """A loopback HTTP/1.1 server that records requests byte for byte and sends scripted bytes.
 
 For the tests of :mod:`syncd.http.direct`, which compare what goes on the wire through
-httpx and through :mod:`http.client`: every request is kept as the exact bytes received
+httpx and through syncd's own sockets: every request is kept as the exact bytes received
 (head and body) with the number of the connection it came on, and each answer is the
 exact bytes scripted, followed by what the server does with the connection then:
 keep it, close it, close it without answering, or stall until the server stops.
@@ -59,8 +59,12 @@ class RawServer:
         self.alpn: list[str | None] = []
         """The protocol each TLS connection negotiated by ALPN, in order."""
         self.connections = 0
+        self.echo = False
+        """Once the script runs out, answer each request with its own body."""
         self.closed_by_client = threading.Event()
         """Set when a client closed a connection between two requests."""
+        self.closed_by_server = threading.Event()
+        """Set once the server closed a connection after an answer (``then="close"``)."""
         self._tls = tls
         self._slow_read = slow_read
         self._script: deque[RawAnswer] = deque()
@@ -124,7 +128,12 @@ class RawServer:
                     return
                 with self._lock:
                     self.requests.append(request)
-                    scripted = self._script.popleft() if self._script else RawAnswer()
+                    if self._script:
+                        scripted = self._script.popleft()
+                    elif self.echo:
+                        scripted = answer(200, request.body)
+                    else:
+                        scripted = RawAnswer()
                 if scripted.then == "no-answer":
                     return
                 sock.sendall(scripted.data)
@@ -132,6 +141,8 @@ class RawServer:
                     self._stop.wait(30)
                     return
                 if scripted.then == "close":
+                    sock.close()
+                    self.closed_by_server.set()
                     return
         except (OSError, ssl.SSLError):
             return  # the client went away, or the handshake failed: its test says so

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+import trustme
 
-from syncd.http import track_connections
+from syncd.http import ConnectionTracker, track_connections
 from tests.http.support import Answer, ScriptedServer
 
 
@@ -111,3 +113,58 @@ def test_a_custom_transport_is_not_tracked() -> None:
         assert not tracker.installed
         assert tracker.cancel() == 0
         assert client.get("https://x.test/").status_code == 200
+
+
+def test_cancel_never_lets_a_tls_socket_send_in_clear_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # SSLSocket.shutdown drops its TLS state before it shuts the socket down: a send by
+    # the owner in between would go out unencrypted. The window is held open here.
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[ssl.SSLSocket] = []
+
+    def accept() -> None:
+        sock, _ = listener.accept()
+        accepted.append(server_context.wrap_socket(sock, server_side=True))
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    raw = socket.create_connection(listener.getsockname()[:2], timeout=5)
+    tls = client_context.wrap_socket(raw, server_hostname="127.0.0.1")
+    thread.join(timeout=5)
+    server_side = accepted[0]
+    tracker = ConnectionTracker()
+    tracker.track_socket(tls)
+    in_window, go_on = threading.Event(), threading.Event()
+    real_shutdown = socket.socket.shutdown
+
+    def slow_shutdown(sock: socket.socket, how: int) -> None:
+        in_window.set()
+        go_on.wait(5)
+        real_shutdown(sock, how)
+
+    monkeypatch.setattr(socket.socket, "shutdown", slow_shutdown)
+    cancelling = threading.Thread(target=tracker.cancel)
+    cancelling.start()
+    try:
+        assert in_window.wait(5)
+        secret = b"Authorization: Bearer not-for-the-wire"
+        tls.send(secret)
+        go_on.set()
+        cancelling.join(timeout=5)
+        # What reached the server, read below TLS: ciphertext only.
+        server_side.settimeout(2)
+        wire = socket.socket.recv(server_side, 65536)
+        assert wire
+        assert secret not in wire
+    finally:
+        go_on.set()
+        cancelling.join(timeout=5)
+        tls.close()
+        server_side.close()
+        listener.close()

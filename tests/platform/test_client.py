@@ -28,6 +28,7 @@ from syncd.errors import (
     PlatformError,
     PlatformUnavailableError,
 )
+from syncd.http import DirectSender
 from syncd.model import PlatformUser, make_tags
 from syncd.platform.api import FLAVOURS, ApiFlavour, Operation, UsersBodyEncoder, WireUser
 from syncd.platform.client import PlatformClient, WriteFailure, WriteOutcome
@@ -294,6 +295,35 @@ def test_insert_update_delete_change_the_platform(
     assert calls[spec.insert_method] == 3
     assert calls[spec.update_method] == 2
     assert calls["DELETE"] == 2
+
+
+def test_writes_go_through_the_direct_sender_and_the_list_through_httpx(
+    emulator: PlatformEmulator,
+    client_for: Callable[..., PlatformClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Spies that count and delegate: the real sender and the real httpx client send.
+    sent_direct: list[str] = []
+    sent_httpx: list[str] = []
+    direct_send, httpx_send = DirectSender.send, httpx.Client.send
+
+    def count_direct(sender: DirectSender, request: httpx.Request) -> httpx.Response:
+        sent_direct.append(request.method)
+        return direct_send(sender, request)
+
+    def count_httpx(http: httpx.Client, request: httpx.Request, **options: Any) -> httpx.Response:
+        sent_httpx.append(request.method)
+        return httpx_send(http, request, **options)
+
+    monkeypatch.setattr(DirectSender, "send", count_direct)
+    monkeypatch.setattr(httpx.Client, "send", count_httpx)
+    client = client_for(ApiFlavour.PLATFORM_USERS, batch_size=2)
+    users = platform_users(5)
+    assert client.insert(users).ok
+    assert client.delete([users[0].end_user]).ok
+    assert len(client.list_users()) == 4
+    assert sent_direct == ["PUT"] * 3 + ["DELETE"]
+    assert sent_httpx == ["GET"]  # the streamed list stays with httpx
 
 
 def test_update_clears_active_to_when_absent(
