@@ -450,3 +450,47 @@ def test_several_threads_share_a_sender_and_each_gets_its_own_answer(
     assert errors == []
     assert len(raw_server.requests) == 100
     assert raw_server.connections <= 4  # kept alive: at most one per thread
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "scripted"),
+    [
+        ("HEAD", b"", answer(200, b"", "Content-Type: application/json")),
+        ("GET", b"", answer(204, b"")),
+        ("GET", b"", RawAnswer(b"HTTP/1.1 204 No Content\r\n\r\n")),
+        ("GET", b"", RawAnswer(b'HTTP/1.1 304 Not Modified\r\nETag: "v2"\r\n\r\n')),
+        ("DELETE", b"", answer(200, b"{}")),
+    ],
+    ids=["head", "204", "204-no-length", "304", "delete-without-body"],
+)
+def test_requests_and_answers_without_a_body_go_as_with_httpx(
+    raw_server: RawServer, pair: Pair, method: str, body: bytes, scripted: RawAnswer
+) -> None:
+    raw_server.script(scripted, scripted, answer(200, b'{"next":1}'), answer(200, b'{"next":2}'))
+    by_httpx = pair.via_httpx(method, body)
+    by_sender = pair.via_sender(method, body)
+    sent = raw_server.requests
+    assert sent[1].data == sent[0].data
+    assert (by_sender.status_code, by_sender.content) == (by_httpx.status_code, by_httpx.content)
+    assert by_sender.headers.multi_items() == by_httpx.headers.multi_items()
+    # The connection is left clean: the next answer on it is the next request's own.
+    assert pair.via_sender().json() == {"next": 1}
+    assert raw_server.requests[-1].connection == sent[1].connection
+
+
+def test_a_server_that_stops_reading_is_a_write_timeout() -> None:
+    server = RawServer(slow_read=(1, 30.0))  # reads one byte, then nothing for 30 s
+    server.start()
+    made = Pair(server.url)
+    timeout = httpx.Timeout(10, write=0.3)
+    body = b"x" * (64 * 1024 * 1024)  # more than any socket buffers hold
+    try:
+        with pytest.raises(httpx.WriteTimeout):
+            made.via_httpx(body=body, timeout=timeout)
+        started = time.monotonic()
+        with pytest.raises(httpx.WriteTimeout):
+            made.via_sender(body=body, timeout=timeout)
+        assert time.monotonic() - started < 5
+    finally:
+        made.close()
+        server.stop()
