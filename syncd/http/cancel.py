@@ -5,8 +5,10 @@ A read blocked in ``recv()`` on another thread does not wake when its socket is
 wake at once, with end-of-file, after ``socket.shutdown(SHUT_RDWR)``. httpx offers no
 public way to reach its sockets, so the tracker wraps the httpcore network backend of
 each pool of an :class:`httpx.Client`: every stream it opens is remembered (weakly,
-so nothing accumulates in a long-lived client), and :meth:`ConnectionTracker.cancel`
-shuts them all down and refuses new connections from then on.
+so nothing accumulates in a long-lived client), sockets opened outside httpx (the
+:class:`~syncd.http.direct.DirectSender`'s) are registered with
+:meth:`ConnectionTracker.track_socket`, and :meth:`ConnectionTracker.cancel` shuts them
+all down and refuses new connections from then on.
 """
 
 from __future__ import annotations
