@@ -126,17 +126,22 @@ def test_cancel_never_lets_a_tls_socket_send_in_clear_text(
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
     listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)  # the accepting thread ends even if the client never comes
     accepted: list[ssl.SSLSocket] = []
 
     def accept() -> None:
         sock, _ = listener.accept()
+        sock.settimeout(5)
         accepted.append(server_context.wrap_socket(sock, server_side=True))
 
-    thread = threading.Thread(target=accept)
+    thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    raw = socket.create_connection(listener.getsockname()[:2], timeout=5)
-    tls = client_context.wrap_socket(raw, server_hostname="127.0.0.1")
-    thread.join(timeout=5)
+    try:
+        raw = socket.create_connection(listener.getsockname()[:2], timeout=5)
+        tls = client_context.wrap_socket(raw, server_hostname="127.0.0.1")
+    finally:
+        thread.join(timeout=10)
+        listener.close()
     server_side = accepted[0]
     tracker = ConnectionTracker()
     tracker.track_socket(tls)
@@ -167,4 +172,3 @@ def test_cancel_never_lets_a_tls_socket_send_in_clear_text(
         cancelling.join(timeout=5)
         tls.close()
         server_side.close()
-        listener.close()

@@ -163,13 +163,14 @@ def test_an_answer_after_early_hints_is_the_answer_to_its_own_request(
 
 def test_a_slow_but_steady_reader_is_no_write_timeout() -> None:
     # The write timeout bounds each send, as in httpcore, not the whole body: a body of
-    # 16 MB that the server drains in ~0.7 s goes through with a write timeout of 0.3 s.
+    # 32 MB that the server drains in ~1.3 s goes through with a write timeout of 0.3 s
+    # (large enough that the socket buffers alone cannot take it within one timeout).
     server = RawServer(slow_read=(256 * 1024, 0.01))
     server.start()
     made = Pair(server.url)
     timeout = httpx.Timeout(10, write=0.3)
     try:
-        body = b"x" * (16 * 1024 * 1024)
+        body = b"x" * (32 * 1024 * 1024)
         assert made.via_httpx(body=body, timeout=timeout).status_code == 200
         started = time.monotonic()
         assert made.via_sender(body=body, timeout=timeout).status_code == 200
