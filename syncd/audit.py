@@ -20,8 +20,8 @@ from datetime import datetime
 from typing import Any, Final, overload
 
 from syncd.plan import Change, ChangeKind, Plan
-from syncd.platform.api import Operation
-from syncd.ports import AuditBatch, AuditedUser, ConfirmedSpan, WriteOutcome
+from syncd.platform.api import Operation, users_of_body
+from syncd.ports import AuditBatch, AuditedUser, ConfirmedSpan, SentUsers, WriteOutcome
 
 
 def changes_of(plan: Plan, operation: Operation) -> tuple[tuple[ChangeKind, Sequence[Change]], ...]:
@@ -207,31 +207,52 @@ class AuditJournal:
             followed[2] = 0
 
     def batches(self, confirmed: Sequence[Confirmed]) -> list[AuditBatch]:
-        """The audit batches (one per change kind and part) of names pending; a name
-        that is no change of the plan is left out (nothing says it happened)."""
+        """The audit batches (per change kind, in order) of names pending; a name that
+        is no change of the plan is left out (nothing says it happened).
+
+        Inserts a single request wrote are the users as sent (:class:`SentUsers`, from
+        the span's body, which is let go of then): the store keeps those bytes as they
+        are instead of encoding each user again. Should that write fail, the next
+        call finds no body and builds the entries from the plan's changes.
+        """
         batches: list[AuditBatch] = []
-        identity = self._identity
         for part in confirmed:
-            found = self._changes(part)
-            by_kind: dict[ChangeKind, list[Change]] = {}
-            if part.operation is Operation.UPDATE:
-                for change in found:
-                    by_kind.setdefault(change.kind, []).append(change)
-            elif found:
-                by_kind[found[0].kind] = found
-            batches.extend(
-                # Changes, not entries: a tuple per user is made as the store writes
-                # it, so that a million of them never pile up for the garbage collector.
-                AuditBatch(self._run_id, self._job, kind.value, part.at, _Entries(of, identity))
-                for kind, of in by_kind.items()
-            )
+            found: list[Change] = []
+            for piece in self._pieces(part):
+                if isinstance(piece, SentUsers):
+                    self._add_changes(batches, part, found)
+                    found = []
+                    batches.append(
+                        AuditBatch(self._run_id, self._job, ChangeKind.INSERT.value, part.at, piece)
+                    )
+                else:
+                    found += piece
+            self._add_changes(batches, part, found)
         return batches
 
-    def _changes(self, part: Confirmed) -> list[Change]:
-        """The plan's changes of ``part``'s names, in their order."""
+    def _add_changes(
+        self, batches: list[AuditBatch], part: Confirmed, found: Sequence[Change]
+    ) -> None:
+        """Add the batches (one per change kind) of some changes of ``part``."""
+        by_kind: dict[ChangeKind, list[Change]] = {}
+        if part.operation is Operation.UPDATE:
+            for change in found:
+                by_kind.setdefault(change.kind, []).append(change)
+        elif found:
+            by_kind[found[0].kind] = list(found)
+        identity = self._identity
+        batches.extend(
+            # Changes, not entries: a tuple per user is made as the store writes
+            # it, so that a million of them never pile up for the garbage collector.
+            AuditBatch(self._run_id, self._job, kind.value, part.at, _Entries(of, identity))
+            for kind, of in by_kind.items()
+        )
+
+    def _pieces(self, part: Confirmed) -> Iterator[Sequence[Change] | SentUsers]:
+        """``part``'s names as the plan's changes, in their order, or, for a whole span
+        of inserts that kept its body, as the users that body sent."""
         names, spans = part.names, part.spans
         position, end = part.start, part.end
-        found: list[Change] = []
         # Spans are noted in the order of the names, so they are sorted by `at`.
         index = max(bisect.bisect_right(spans, position, key=_AT) - 1, 0)
         while position < end:
@@ -239,7 +260,7 @@ class AuditJournal:
             if span is None or span.at > position:
                 # Names no span covers (a re-read's finds, a batch partly confirmed).
                 stop = end if span is None else min(end, span.at)
-                found += self._named(part.operation, names[position:stop])
+                yield self._named(part.operation, names[position:stop])
                 position = stop
                 continue
             span_end = span.at + span.count
@@ -249,12 +270,14 @@ class AuditJournal:
             stop = min(end, span_end)
             first = span.start + (position - span.at)
             candidates = self._in_order(part.operation)[first : first + stop - position]
-            if list(map(_NAME_OF_CHANGE, candidates)) == names[position:stop]:
-                found += candidates
-            else:  # a hint that does not hold: the names decide
-                found += self._named(part.operation, names[position:stop])
+            if list(map(_NAME_OF_CHANGE, candidates)) != names[position:stop]:
+                # A hint that does not hold: the names decide.
+                yield self._named(part.operation, names[position:stop])
+            elif (sent := _sent_users(part.operation, span, position, stop)) is not None:
+                yield sent
+            else:
+                yield candidates
             position = stop
-        return found
 
     def _in_order(self, operation: Operation) -> Sequence[Change]:
         ordered = self._ordered.get(operation)
@@ -274,6 +297,32 @@ class AuditJournal:
             return list(map(changes.__getitem__, names))
         except KeyError:
             return [changes[name] for name in names if name in changes]
+
+
+def _sent_users(
+    operation: Operation, span: ConfirmedSpan, start: int, stop: int
+) -> SentUsers | None:
+    """The users ``span``'s body sent, if the span is wholly ``names[start:stop]`` of an
+    insert and still has its body (which it then lets go of)."""
+    sent = span.sent
+    if (
+        operation is not Operation.INSERT
+        or sent is None
+        or (start, stop)
+        != (
+            span.at,
+            span.at + span.count,
+        )
+    ):
+        return None
+    content = sent.content
+    if content is None:
+        return None
+    sent.release()
+    try:
+        return SentUsers(users_of_body(content), span.count)
+    except ValueError:  # not a body syncd's encoder made: the plan's changes say it
+        return None
 
 
 _NAME_OF_CHANGE = operator.attrgetter("user.end_user")

@@ -87,6 +87,35 @@ class WriteFailure:
     reason: str
 
 
+class SentBody:
+    """The body of the one request that wrote a batch, kept until its reader lets it go.
+
+    An insert's audit entries are the users as sent: the audit log stores the body's
+    users as they are instead of encoding a million users a second time. The reader
+    (the audit journal) calls :meth:`release` once they are stored, so that a run never
+    holds every body it sent.
+    """
+
+    __slots__ = ("_content",)
+
+    def __init__(self, content: bytes) -> None:
+        self._content: bytes | None = content
+
+    @property
+    def content(self) -> bytes | None:
+        """The body's bytes; None once released."""
+        return self._content
+
+    def release(self) -> None:
+        """Let go of the bytes (a reader that then needs the users encodes them again)."""
+        self._content = None
+
+    def __repr__(self) -> str:
+        # Never the body: it is a list of the directory's users.
+        content = self._content
+        return "SentBody(released)" if content is None else f"SentBody({len(content)} bytes)"
+
+
 @dataclass(frozen=True, slots=True)
 class ConfirmedSpan:
     """``count`` names of an outcome's ``confirmed`` list, from position ``at`` on, are
@@ -95,12 +124,15 @@ class ConfirmedSpan:
     A writer notes one when a whole batch is confirmed, so that a reader of the
     confirmed names (the audit journal) can find their items by position instead of by
     name in a dictionary of every requested user. A span is a hint: a reader checks it
-    against the names before it relies on it.
+    against the names before it relies on it. ``sent``, when the outcome asked for it
+    (:attr:`WriteOutcome.keep_sent`), is the body of the single request that wrote the
+    span's items.
     """
 
     at: int
     start: int
     count: int
+    sent: SentBody | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +155,9 @@ class WriteOutcome:
     failures: list[WriteFailure] = field(default_factory=list)
     calls: int = 0
     spans: list[ConfirmedSpan] = field(default_factory=list)
+    keep_sent: bool = False
+    """Set by the caller: an insert's spans then carry the body that wrote them
+    (:attr:`ConfirmedSpan.sent`), for an audit log that stores the users as sent."""
 
     @property
     def ok(self) -> bool:
@@ -241,18 +276,32 @@ RUN_INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True, slots=True)
+class SentUsers:
+    """Confirmed inserts as the platform was sent them: ``users`` is the JSON array of
+    one request's users (``{"end_user", "tags", "active_from", "active_to"?}`` each, as
+    the insert body holds them; ``end_user`` is normalised), ``count`` of them."""
+
+    users: bytes
+    count: int
+
+    def __repr__(self) -> str:
+        return f"SentUsers({self.count} users, {len(self.users)} bytes)"
+
+
+@dataclass(frozen=True, slots=True)
 class AuditBatch:
     """The confirmed changes of one kind in one run: what a run hands the audit log.
 
     Batched, not one object per user, because a first sync confirms a million inserts;
-    ``users`` may be a one-shot iterator, consumed once by the store.
+    ``users`` may be a one-shot iterator, consumed once by the store, or inserts as
+    they were sent (:class:`SentUsers`), which the store keeps as they are.
     """
 
     run_id: str
     job: str
     operation: str
     at: datetime
-    users: Iterable[AuditedUser]
+    users: Iterable[AuditedUser] | SentUsers
 
 
 @dataclass(frozen=True, slots=True)

@@ -375,7 +375,10 @@ class JobRunner:
     def _outcome(operation: Operation, requested: int, result: RunResult) -> WriteOutcome:
         # The run owns the outcome before the call starts, so whatever was confirmed
         # survives an error or an interruption half-way.
-        outcome = WriteOutcome(operation=operation, requested=requested)
+        # With an audit log, an insert's bodies are its entries (stored as sent).
+        outcome = WriteOutcome(
+            operation=operation, requested=requested, keep_sent=result.audit is not None
+        )
         result.outcomes.append(outcome)
         return outcome
 

@@ -32,7 +32,9 @@ cursors for incremental reads, the per-job lock table, and an index on
 
 Step 3 adds each job's identity rules, the analytics response cache and its query
 budget. Step 4 stores the audit log by chunks of up to a thousand entries instead of a
-row per user, moving the rows of steps 2 and 3 (see :mod:`syncd.state_audit`).
+row per user, moving the rows of steps 2 and 3 (see :mod:`syncd.state_audit`). Step 5
+lets a chunk of inserts hold the users of the request that wrote them, as sent
+(``audit_chunks.form``); the chunks already there keep their form.
 
 Step 1 is the schema of the first releases. Those created their tables with ``CREATE
 TABLE IF NOT EXISTS`` on every connection and set ``user_version = 1`` only before an
@@ -61,7 +63,9 @@ and what it appended. The next run of the job, under the job's lock, marks such 
 A first sync records a million entries: they are written a thousand to a row
 (``audit_chunks``), which takes about a second where a row and an index entry per user
 took 5-7 s; a lookup of one user scans the chunks' bytes (~0.1 s per million
-entries). The view ``audit_log`` shows one row per entry (see :mod:`syncd.state_audit`).
+entries). Inserts one request wrote whole are stored as that request's users, so they
+are not encoded a second time while the HTTP workers wait for the interpreter. The
+view ``audit_log`` shows one row per entry of either form (see :mod:`syncd.state_audit`).
 """
 
 from __future__ import annotations

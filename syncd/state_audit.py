@@ -15,6 +15,15 @@ the user's entry marker (:func:`~syncd.state_codec.chunk_marker`): ~0.1 s per
 million entries, for a command an operator runs by hand. The view ``audit_log``
 shows one row per entry for auditors reading the file with ``sqlite3``.
 
+From schema 5 on, a chunk has a ``form``. ``entries`` is the form above. ``sent`` holds
+inserts as the platform client sent them: the JSON array of users of the one request
+that wrote them and got them all confirmed, ``{"end_user", "tags", "active_from",
+"active_to"?}`` each (``active_to`` absent when there is none), kept as the bytes that
+went on the wire. A first sync's million inserts then cost the audit log no encoding
+at all, where encoding them again held the GIL for about a second while the HTTP
+workers waited (:class:`~syncd.ports.SentUsers`). Lookups and the view read both forms
+alike; a ``sent`` user is shown with ``active_to`` null when it had none.
+
 Databases of schemas 2 and 3 kept one row per user in ``audit`` (and what a batch
 shares in ``audit_ops``). Migration 4 moves those rows into chunks
 (see :mod:`syncd.state_schema`); until a write migrates it, a newer syncd reads such a
@@ -36,12 +45,14 @@ from typing import Literal
 import msgspec
 
 from syncd.errors import StateError, StateReplacedError
-from syncd.ports import AuditBatch, AuditedUser, AuditEntry
+from syncd.ports import AuditBatch, AuditedUser, AuditEntry, SentUsers
 from syncd.state_codec import (
     UserEncoder,
     chunk_marker,
     decode_chunk,
+    decode_sent_chunk,
     decode_user,
+    sent_chunk_marker,
     stored_time,
 )
 from syncd.state_sql import transaction
@@ -64,10 +75,10 @@ _MARKED_NAMES = 64
 for more it decodes every chunk once and looks the names up in a set."""
 
 _INSERT_CHUNK = (
-    "INSERT INTO audit_chunks (run_id, job, operation, at, changes, entries) "
+    "INSERT INTO audit_chunks (run_id, job, operation, at, changes, entries, form) "
     # CAST: the encoder's bytes stored as TEXT (what json_each reads), without
     # decoding a million users' JSON into a Python str first.
-    "VALUES (?, ?, ?, ?, ?, CAST(? AS TEXT))"
+    "VALUES (?, ?, ?, ?, ?, CAST(? AS TEXT), ?)"
 )
 
 AuditFormat = Literal["chunks", "rows"]
@@ -94,7 +105,14 @@ def write_audit(connection: sqlite3.Connection, batches: Iterable[AuditBatch]) -
     encoder = UserEncoder()
     for batch in batches:
         at = stored_time(batch.at)
-        for chunk in _chunks(batch.users):
+        users = batch.users
+        if isinstance(users, SentUsers):
+            # Inserts as sent: the request's users are the chunk, as they are (the
+            # table's CHECK refuses them for any other operation).
+            row = (batch.run_id, batch.job, batch.operation, at, users.count, users.users)
+            connection.execute(_INSERT_CHUNK, (*row, "sent"))
+            continue
+        for chunk in _chunks(users):
             connection.execute(
                 _INSERT_CHUNK,
                 (
@@ -104,6 +122,7 @@ def write_audit(connection: sqlite3.Connection, batches: Iterable[AuditBatch]) -
                     at,
                     len(chunk),
                     encoder.encode_chunk(chunk),
+                    "entries",
                 ),
             )
 
@@ -152,22 +171,30 @@ def _find_entries(
     if stored == "rows":
         return _find_rows(connection, end_users, job)
     wanted = set(end_users)
-    markers = [chunk_marker(name) for name in wanted] if len(wanted) <= _MARKED_NAMES else None
+    marked = len(wanted) <= _MARKED_NAMES
+    markers = {
+        "entries": [chunk_marker(name) for name in wanted] if marked else None,
+        "sent": [sent_chunk_marker(name) for name in wanted] if marked else None,
+    }
+    # Schema 4 (a file no write migrated yet) has entries only.
+    form = "form" if _has_form(connection) else "'entries'"
     found: list[AuditEntry] = []
-    rows: Iterator[tuple[int, str, str, str, str, bytes]] = connection.execute(
-        "SELECT id, run_id, at, job, operation, CAST(entries AS BLOB) FROM audit_chunks "
-        "WHERE (? IS NULL OR job = ?) ORDER BY at, id",
+    rows: Iterator[tuple[int, str, str, str, str, bytes, str]] = connection.execute(
+        "SELECT id, run_id, at, job, operation, CAST(entries AS BLOB), "  # noqa: S608 - a constant
+        f"{form} FROM audit_chunks WHERE (? IS NULL OR job = ?) ORDER BY at, id",
         (job, job),
     )
-    for chunk_id, run_id, at, chunk_job, operation, entries in rows:
-        if markers is not None and not any(marker in entries for marker in markers):
+    for chunk_id, run_id, at, chunk_job, operation, entries, chunk_form in rows:
+        searched = markers.get(chunk_form)
+        if searched is not None and not any(marker in entries for marker in searched):
             continue
         try:
-            decoded = decode_chunk(entries)
-        except (msgspec.DecodeError, ValueError) as error:
+            decoded = _DECODERS[chunk_form](entries)
+        except (KeyError, msgspec.DecodeError, ValueError) as error:
             # Only a hand-edited file gets here; the store reports it as a StateError.
             raise sqlite3.DatabaseError(
-                f"audit_chunks row {chunk_id} is not a list of audit entries: {error}"
+                f"audit_chunks row {chunk_id} is not a list of audit entries "
+                f"(form {chunk_form!r}): {error}"
             ) from None
         moment = datetime.fromisoformat(at)
         found.extend(
@@ -176,6 +203,18 @@ def _find_entries(
             if end_user in wanted
         )
     return found
+
+
+_DECODERS: dict[str, Callable[[bytes], list[AuditedUser]]] = {
+    "entries": decode_chunk,
+    "sent": decode_sent_chunk,
+}
+"""How each ``form`` of chunk decodes into entries."""
+
+
+def _has_form(connection: sqlite3.Connection) -> bool:
+    """Whether ``audit_chunks`` has its ``form`` column (schema 5 on)."""
+    return any(row[1] == "form" for row in connection.execute("PRAGMA table_info(audit_chunks)"))
 
 
 def removals_since(connection: sqlite3.Connection, job: str, since: datetime) -> int:

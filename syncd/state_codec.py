@@ -97,7 +97,7 @@ def decode_user(text: str | None) -> PlatformUser | None:
     return None if text is None else _user_of(_decoder.decode(text))
 
 
-def _user_of(stored: StoredUser | None) -> PlatformUser | None:
+def _user_of(stored: StoredUser | SentUser | None) -> PlatformUser | None:
     if stored is None:
         return None
     return PlatformUser(
@@ -117,12 +117,39 @@ def user_to_json(user: PlatformUser | None) -> dict[str, object] | None:
 _chunk_decoder = msgspec.json.Decoder(list[tuple[str, StoredUser | None, StoredUser | None]])
 
 
+class SentUser(msgspec.Struct, gc=False):
+    """A user in a ``sent`` audit chunk: as the insert body held it (``active_to``
+    absent when there is none)."""
+
+    end_user: str
+    tags: dict[str, str]
+    active_from: str
+    active_to: str | None = None
+
+
+_sent_decoder = msgspec.json.Decoder(list[SentUser])
+
+
 def decode_chunk(entries: bytes | str) -> list[AuditedUser]:
     """The ``(end_user, before, after)`` entries of one audit chunk's JSON."""
     return [
         (end_user, _user_of(before), _user_of(after))
         for end_user, before, after in _chunk_decoder.decode(entries)
     ]
+
+
+def decode_sent_chunk(users: bytes | str) -> list[AuditedUser]:
+    """The ``(end_user, None, after)`` entries of one ``sent`` audit chunk's JSON (the
+    users of an insert body, in its order)."""
+    return [(user.end_user, None, _user_of(user)) for user in _sent_decoder.decode(users)]
+
+
+def sent_chunk_marker(end_user: str) -> bytes:
+    """Bytes that every ``sent`` audit chunk holding ``end_user`` contains: a user of an
+    insert body starts ``{"end_user":"<end_user as JSON>",`` (syncd's encoder writes
+    that field first). As with :func:`chunk_marker`, a chunk with them may still not
+    hold the user: the caller decodes it and compares names."""
+    return b'{"end_user":' + _encode_json(end_user) + b","
 
 
 def chunk_marker(end_user: str) -> bytes:

@@ -240,6 +240,36 @@ MIGRATIONS: tuple[Migration, ...] = (
         # (table and name index); see syncd.state_audit for the format and the lookup.
         _audit_by_chunks,
     ),
+    Migration(
+        5,
+        "audit chunks of inserts as sent",
+        # Encoding a first sync's million inserts again for the audit log held the GIL
+        # for about a second while the HTTP workers waited; the bodies already sent are
+        # those entries. Existing chunks keep their form.
+        """
+        -- form 'entries': a JSON array of [end_user, before, after] (schema 4).
+        -- form 'sent' (inserts only): the JSON array of users of the insert request
+        -- that wrote them, as sent: {"end_user", "tags", "active_from", "active_to"?}.
+        ALTER TABLE audit_chunks ADD COLUMN form TEXT NOT NULL DEFAULT 'entries'
+            CHECK (form = 'entries' OR (form = 'sent' AND operation = 'insert'));
+        DROP VIEW audit_log;
+        -- One row per entry, for auditors reading the file with sqlite3; a sent user
+        -- is shown in the stored form, with active_to null when it had none.
+        CREATE VIEW audit_log AS
+            SELECT chunk.id AS chunk, entry.key AS position, chunk.run_id, chunk.at,
+                   chunk.job,
+                   CASE chunk.form WHEN 'sent' THEN json_extract(entry.value, '$.end_user')
+                        ELSE json_extract(entry.value, '$[0]') END AS end_user,
+                   chunk.operation,
+                   CASE chunk.form WHEN 'sent' THEN NULL
+                        ELSE json_extract(entry.value, '$[1]') END AS before,
+                   CASE chunk.form
+                        WHEN 'sent' THEN json_set(entry.value, '$.active_to',
+                                                  json_extract(entry.value, '$.active_to'))
+                        ELSE json_extract(entry.value, '$[2]') END AS after
+            FROM audit_chunks AS chunk, json_each(chunk.entries) AS entry;
+        """,
+    ),
 )
 """Every schema step, in order; append to add one (see the module docstring)."""
 

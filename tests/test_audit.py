@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.audit import AuditJournal, audit_batches
+from syncd.audit import AuditJournal, _Entries, audit_batches
 from syncd.model import PlatformUser, make_tags
 from syncd.plan import Change, ChangeKind, Plan
-from syncd.platform.api import Operation
-from syncd.ports import AuditBatch, AuditedUser, ConfirmedSpan, WriteFailure, WriteOutcome
+from syncd.platform.api import Operation, UsersBodyEncoder
+from syncd.ports import (
+    AuditBatch,
+    AuditedUser,
+    ConfirmedSpan,
+    SentBody,
+    SentUsers,
+    WriteFailure,
+    WriteOutcome,
+)
+from syncd.state_codec import decode_sent_chunk
 
 AT = datetime(2026, 11, 22, 12, tzinfo=UTC)
 LATER = datetime(2026, 11, 22, 12, 5, tzinfo=UTC)
@@ -178,7 +188,12 @@ def _spans_plan() -> tuple[Plan, list[str], list[str]]:
 
 
 def _entries(batches: list[AuditBatch]) -> list[tuple[str, list[AuditedUser]]]:
-    return [(batch.operation, list(batch.users)) for batch in batches]
+    return [(batch.operation, list(_users(batch))) for batch in batches]
+
+
+def _users(batch: AuditBatch) -> Iterable[AuditedUser]:
+    assert not isinstance(batch.users, SentUsers)
+    return batch.users
 
 
 @settings(max_examples=200, deadline=None)
@@ -275,3 +290,112 @@ def test_names_noted_after_the_read_wait_for_the_next_even_inside_a_span() -> No
     journal.written(pending)
     (second,) = journal.batches(journal.pending(LATER))
     assert [entry[0] for entry in second.users] == names[3:]
+
+
+def _sent_inserts(names: list[str]) -> tuple[Plan, WriteOutcome, AuditJournal]:
+    """A plan of ``names`` inserted, followed by a journal through an outcome."""
+    plan = Plan(inserts=tuple(Change(ChangeKind.INSERT, user(n), None, "new") for n in names))
+    journal = AuditJournal(plan, run_id="r1", job="corp", identity=str.lower)
+    outcome = WriteOutcome(Operation.INSERT, len(names), keep_sent=True)
+    journal.follow(Operation.INSERT, outcome.confirmed, outcome.spans)
+    return plan, outcome, journal
+
+
+def _sent(plan: Plan, outcome: WriteOutcome, start: int, count: int) -> SentBody:
+    """Note a wholly confirmed batch of the plan's inserts, as the client does."""
+    users = [change.user for change in plan.inserts[start : start + count]]
+    body = SentBody(UsersBodyEncoder().encode(users))
+    outcome.spans.append(ConfirmedSpan(len(outcome.confirmed), start, count, body))
+    outcome.confirmed.extend(u.end_user for u in users)
+    return body
+
+
+def _decoded(batches: list[AuditBatch]) -> list[tuple[str, list[AuditedUser]]]:
+    """Each batch's entries, a batch of users as sent decoded as the store reads it."""
+    return [
+        (
+            batch.operation,
+            decode_sent_chunk(batch.users.users)
+            if isinstance(batch.users, SentUsers)
+            else list(batch.users),
+        )
+        for batch in batches
+    ]
+
+
+def test_inserts_written_by_one_request_are_audited_as_sent_and_the_body_let_go() -> None:
+    names = [f"u{i}@x.com" for i in range(7)]
+    plan, outcome, journal = _sent_inserts(names)
+    first = _sent(plan, outcome, 4, 3)
+    outcome.confirmed.append(names[0])  # confirmed without a span (a partial batch)
+    second = _sent(plan, outcome, 1, 3)
+    batches = journal.batches(journal.pending(AT))
+    assert [type(batch.users) for batch in batches] == [SentUsers, _Entries, SentUsers]
+    sent = batches[0].users
+    assert isinstance(sent, SentUsers)
+    assert sent.count == 3
+    # The body's users, byte for byte: no second encoding of each user.
+    assert sent.users == UsersBodyEncoder().encode([user(n) for n in names[4:7]])[9:-1]
+    assert first.content is None
+    assert second.content is None
+    by_name = AuditJournal(plan, run_id="r1", job="corp", identity=str.lower)
+    by_name.follow(Operation.INSERT, [names[i] for i in (4, 5, 6, 0, 1, 2, 3)])
+    expected = by_name.batches(by_name.pending(AT))
+    assert _flat(batches) == _flat(expected)
+    assert len(_flat(batches)) == 7
+
+
+def _flat(batches: list[AuditBatch]) -> list[tuple[str, AuditedUser]]:
+    return [(kind, entry) for kind, entries in _decoded(batches) for entry in entries]
+
+
+def test_without_its_body_a_span_of_inserts_is_audited_from_the_plan() -> None:
+    names = [f"u{i}@x.com" for i in range(4)]
+    plan, outcome, journal = _sent_inserts(names)
+    _sent(plan, outcome, 0, 2)
+    _sent(plan, outcome, 2, 2)
+    pending = journal.pending(AT)
+    as_sent = _decoded(journal.batches(pending))
+    # The append failed (or its file was replaced): the bodies are gone, the plan is not.
+    again = journal.batches(pending)
+    assert [type(batch.users) for batch in again] == [_Entries]
+    assert _flat(again) == [("insert", e) for _, entries in as_sent for e in entries]
+
+
+def test_only_a_whole_span_of_inserts_that_still_holds_is_audited_as_sent() -> None:
+    names = [f"u{i}@x.com" for i in range(6)]
+    plan, outcome, journal = _sent_inserts(names)
+    body = _sent(plan, outcome, 0, 4)
+    # Read half-way through the span's names: each half comes from the plan.
+    pending = [replace(journal.pending(AT)[0], end=2)]
+    assert [type(b.users) for b in journal.batches(pending)] == [_Entries]
+    assert body.content is not None  # kept for when the whole span is read
+    # A body that is not a users body (another writer's) is not believed either.
+    outcome.spans.append(ConfirmedSpan(len(outcome.confirmed), 4, 2, SentBody(b"[]")))
+    outcome.confirmed += names[4:6]
+    batches = journal.batches(journal.pending(AT))
+    assert [type(b.users) for b in batches] == [SentUsers, _Entries]
+    assert [entry[0] for _, entry in _flat(batches)] == names[:4] + names[4:6]
+
+
+def test_updates_are_never_audited_as_sent() -> None:
+    plan, _, updated = _spans_plan()
+    journal = AuditJournal(plan, run_id="r1", job="corp", identity=str.lower)
+    outcome = WriteOutcome(Operation.UPDATE, 4, keep_sent=True)
+    journal.follow(Operation.UPDATE, outcome.confirmed, outcome.spans)
+    body = SentBody(UsersBodyEncoder().encode([user("B@X.com", "Sales")]))
+    outcome.spans.append(ConfirmedSpan(0, 0, 4, body))
+    outcome.confirmed += updated
+    batches = journal.batches(journal.pending(AT))
+    assert [b.operation for b in batches] == ["update", "end", "reactivate"]
+    assert not any(isinstance(b.users, SentUsers) for b in batches)
+    assert body.content is not None  # an update needs "before": its body is no entry
+
+
+def test_a_sent_body_never_shows_its_users_in_a_repr() -> None:
+    body = SentBody(b'{"users":[{"end_user":"alice@x.com"}]}')
+    assert "alice" not in repr(body)
+    assert "bytes" in repr(body)
+    body.release()
+    assert repr(body) == "SentBody(released)"
+    assert "alice" not in repr(SentUsers(b'[{"end_user":"alice@x.com"}]', 1))

@@ -8,8 +8,10 @@ holds.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from datetime import date
 from pathlib import Path
 
@@ -424,3 +426,33 @@ def test_a_failing_owned_users_write_still_records_the_run_and_its_audit(
     assert record.status == "applied"
     assert len(audited(tmp_path, names(20))) == 20
     assert not audit_threads()
+
+
+def test_inserts_are_audited_as_the_platform_was_sent_them(
+    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+) -> None:
+    config = make_config(tmp_path, emulator, emulator_api_key)
+    write_users(tmp_path, names(12))
+    refused = names(12)[7]  # its batch (users 5-9) is confirmed only in part
+    emulator.set_faults(Operation.INSERT, EndpointFaults(refuse_users=frozenset({refused})))
+
+    assert apply(config).status is RunStatus.PARTIAL
+
+    store = SqliteStateStore(tmp_path / "state")
+    with closing(sqlite3.connect(store.path)) as connection:
+        forms = connection.execute(
+            "SELECT form, changes FROM audit_chunks ORDER BY at, id"
+        ).fetchall()
+    # The two batches written whole are stored as their bodies; the other from the plan.
+    assert sorted(forms) == [("entries", 4), ("sent", 2), ("sent", 5)]
+    held = emulator.users()
+    entries = store.audit(names(12))
+    assert sorted(entry.end_user for entry in entries) == sorted(set(names(12)) - {refused})
+    for entry in entries:
+        assert entry.before is None
+        assert entry.after is not None
+        platform = held[entry.end_user]
+        assert (dict(entry.after.tags), entry.after.active_from.isoformat()) == (
+            platform.tags,
+            platform.active_from,
+        )

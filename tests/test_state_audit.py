@@ -4,6 +4,7 @@ back per user in order, counted and pruned by chunk, and the per-user rows of sc
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -11,8 +12,10 @@ import pytest
 
 from syncd.errors import StateError
 from syncd.model import PlatformUser, make_tags
+from syncd.platform.api import UsersBodyEncoder, users_of_body
+from syncd.ports import SentUsers
 from syncd.state import MIGRATIONS, SCHEMA_VERSION, AuditBatch, SqliteStateStore
-from syncd.state_codec import encode_user, stored_time
+from syncd.state_codec import UserEncoder, encode_user, stored_time
 from tests.test_state import AT, batch, pragma, raw, run, tables, user
 
 
@@ -311,3 +314,117 @@ def test_a_run_marked_interrupted_by_a_run_that_took_its_lock_still_records_its_
     statuses = {r.run_id: r.status for r in store.runs("corp")}
     assert statuses == {"a": "applied", "b": "running"}
     assert [e.run_id for e in store.audit(["x@x.com"])] == ["a"]
+
+
+# ------------------------------------------------ inserts stored as sent (schema 5)
+
+
+def sent(run_id: str, users: list[PlatformUser], operation: str = "insert") -> AuditBatch:
+    """Inserts as the platform client sent them: the users of one request body."""
+    body = UsersBodyEncoder().encode(users)
+    return AuditBatch(run_id, "corp", operation, AT, SentUsers(users_of_body(body), len(users)))
+
+
+def audit_log(path: Path) -> list[tuple[object, ...]]:
+    with raw(path) as connection:
+        return connection.execute(
+            "SELECT position, run_id, at, job, end_user, operation, before, after "
+            "FROM audit_log ORDER BY chunk, position"
+        ).fetchall()
+
+
+def test_inserts_as_sent_are_kept_as_they_are_and_read_back_like_entries(
+    tmp_path: Path,
+) -> None:
+    users = [
+        user("alice@x.com"),
+        user("bob@x.com", "Ops", active_to=date(2026, 12, 31)),
+        PlatformUser("carol@x.com", make_tags({}), date(2026, 2, 1)),
+    ]
+    as_sent = SqliteStateStore(tmp_path / "sent")
+    as_sent.record_run(run("r1", "corp", 0), [sent("r1", users[:2]), sent("r1", users[2:])])
+    as_entries = SqliteStateStore(tmp_path / "entries")
+    as_entries.record_run(
+        run("r1", "corp", 0),
+        [AuditBatch("r1", "corp", "insert", AT, [(u.end_user, None, u) for u in users])],
+    )
+    with raw(as_sent.path) as connection:
+        forms = connection.execute("SELECT form, changes FROM audit_chunks ORDER BY id").fetchall()
+    assert forms == [("sent", 2), ("sent", 1)]
+    names = [u.end_user for u in users]
+    found = as_sent.audit(names)
+    assert [(e.end_user, e.before, e.after) for e in found] == [
+        (u.end_user, None, u) for u in users
+    ]
+    assert found == as_entries.audit(names)
+    assert [as_sent.audit([n]) for n in names] == [as_entries.audit([n]) for n in names]
+    many = [*names, *(f"nobody{i}@x.com" for i in range(80))]  # past the marker search
+    assert as_sent.audit(many) == found
+    # An auditor reading the file sees the stored form, active_to null when absent.
+    log = audit_log(as_sent.path)
+    assert [row[1:] for row in log] == [row[1:] for row in audit_log(as_entries.path)]
+    assert [row[0] for row in log] == [0, 1, 0]
+    assert json.loads(log[0][7]) == {
+        "end_user": "alice@x.com",
+        "tags": {"department": "Eng"},
+        "active_from": "2026-01-01",
+        "active_to": None,
+    }
+
+
+def test_a_lookup_in_sent_chunks_returns_only_the_users_asked_for(tmp_path: Path) -> None:
+    # A sent user starts '{"end_user":"<name>",'; this tag value holds that text (its
+    # quotes escaped in the JSON), so the chunk is decoded and bob left out by name.
+    note = PlatformUser(
+        "alice@x.com", make_tags({"n": '{"end_user":"bob@x.com",'}), date(2026, 1, 1)
+    )
+    store = SqliteStateStore(tmp_path)
+    store.record_run(run("r1", "corp", 0), [sent("r1", [note]), sent("r1", [user("bob@x.com")])])
+    assert [(e.end_user, e.after) for e in store.audit(["bob@x.com"])] == [
+        ("bob@x.com", user("bob@x.com"))
+    ]
+    assert [e.after for e in store.audit(["alice@x.com"])] == [note]
+
+
+def test_users_as_sent_are_refused_for_anything_but_inserts(tmp_path: Path) -> None:
+    store = SqliteStateStore(tmp_path)
+    with pytest.raises(StateError, match="CHECK constraint failed"):
+        store.record_run(run("r1", "corp", 0), [sent("r1", [user("a@x.com")], "update")])
+    assert store.runs("corp") == []
+    assert chunks(store.path) == []
+
+
+def test_a_sent_chunk_edited_into_something_else_is_a_state_error_naming_it(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStateStore(tmp_path)
+    store.record_run(run("r1", "corp", 0), [sent("r1", [user("a@x.com")])])
+    with raw(store.path) as connection:
+        connection.execute("""UPDATE audit_chunks SET entries = '[{"end_user":"a@x.com",'""")
+    with pytest.raises(StateError, match=r"audit_chunks row 1 .*\(form 'sent'\)"):
+        store.audit(["a@x.com"])
+
+
+def test_a_file_of_schema_4_is_read_as_it_is_then_migrated_keeping_its_entries(
+    tmp_path: Path,
+) -> None:
+    old = SqliteStateStore(tmp_path, migrations=MIGRATIONS[:4])
+    old.record_run(run("r1", "corp", 0))
+    entries = [("a@x.com", None, user("a@x.com")), ("b@x.com", user("b@x.com"), None)]
+    with raw(old.path) as connection:  # as syncd wrote chunks at schema 4
+        connection.execute(
+            "INSERT INTO audit_chunks (run_id, job, operation, at, changes, entries) "
+            "VALUES ('r1', 'corp', 'insert', ?, 2, CAST(? AS TEXT))",
+            (stored_time(AT), UserEncoder().encode_chunk(entries)),
+        )
+    log = audit_log(old.path)
+    store = SqliteStateStore(tmp_path)
+    found = store.audit(["a@x.com", "b@x.com"])
+    assert [(e.end_user, e.before, e.after) for e in found] == entries
+    assert pragma(store.path, "user_version") == 4  # reads leave the file as it is
+    store.ensure_writable()
+    assert pragma(store.path, "user_version") == SCHEMA_VERSION == 5
+    assert store.audit(["a@x.com", "b@x.com"]) == found
+    assert audit_log(store.path) == log
+    with raw(store.path) as connection:
+        assert connection.execute("SELECT form FROM audit_chunks").fetchall() == [("entries",)]

@@ -199,6 +199,17 @@ class UsersBodyEncoder:
         )
 
 
+_USERS_BODY_START = b'{"users":'
+
+
+def users_of_body(body: bytes) -> bytes:
+    """The JSON array of users inside an insert/update body :class:`UsersBodyEncoder`
+    encoded (``{"users": [...]}``): what an audit log of inserts stores as it is."""
+    if not (body.startswith(_USERS_BODY_START + b"[") and body.endswith(b"]}")):
+        raise ValueError("not an insert/update body as syncd encodes it")
+    return body[len(_USERS_BODY_START) : -1]
+
+
 class Pagination(msgspec.Struct, omit_defaults=True):
     """Cursor pagination, in the convention of the analytics API (optional on GET)."""
 

@@ -50,6 +50,7 @@ class BatchResult:
     failures: list[WriteFailure] = field(default_factory=list)
     calls: int = 0  # every attempt of the batch's requests (413 halves included)
     error: SyncdError | None = None
+    sent: bytes | None = None  # the body, when one request wrote and confirmed all of it
 
 
 def dispatch_batches(

@@ -71,7 +71,7 @@ from syncd.platform.outcome import (
     outcome_for,
     permanent_error_message,
 )
-from syncd.ports import ConfirmedSpan, ProgressCallback, WriteFailure, WriteOutcome
+from syncd.ports import ConfirmedSpan, ProgressCallback, SentBody, WriteFailure, WriteOutcome
 
 __all__ = ["PLATFORM_API", "PlatformClient", "WriteFailure", "WriteOutcome", "parse_retry_after"]
 
@@ -408,6 +408,8 @@ class PlatformClient:
         size = self._batch_size
         workers = min(self._concurrency, math.ceil(len(items) / size))
         error: SyncdError | None = None
+        # Only an insert's body is its audit entries (an update's also need "before").
+        keep_sent = filled.keep_sent and operation is Operation.INSERT
 
         def run(start: int) -> BatchResult:
             end = start + size
@@ -421,7 +423,10 @@ class PlatformClient:
             if len(result.confirmed) == result.size:
                 # The whole batch, in its order (413 halves in turn): say where it sits
                 # among the items, before its names (a reader of the names relies on that).
-                filled.spans.append(ConfirmedSpan(len(filled.confirmed), result.start, result.size))
+                sent = SentBody(result.sent) if keep_sent and result.sent is not None else None
+                filled.spans.append(
+                    ConfirmedSpan(len(filled.confirmed), result.start, result.size, sent)
+                )
             filled.confirmed.extend(result.confirmed)
             filled.failures.extend(result.failures)
             if result.error is not None and error is None:
@@ -463,6 +468,13 @@ class PlatformClient:
             result.error = error
         return result
 
+    @staticmethod
+    def _confirm_all(names: list[str], content: bytes, result: BatchResult) -> None:
+        result.confirmed.extend(names)
+        if len(names) == result.size:
+            # One request wrote the whole batch (not 413 halves): its body is its users.
+            result.sent = content
+
     def _write_batch(
         self,
         operation: Operation,
@@ -479,12 +491,13 @@ class PlatformClient:
         # This request's own attempts: more than one means an earlier attempt got no
         # clear answer and may have been applied.
         attempts = _Attempts()
+        content = encode(batch)
         try:
             response = self._caller.call(
                 operation.value,
                 method,
                 path,
-                content=encode(batch),
+                content=content,
                 tally=attempts,
                 batch_size=len(batch),
             )
@@ -514,12 +527,12 @@ class PlatformClient:
             if answered is None or answered == names:
                 # The usual answer: the batch itself, in its order (one list comparison,
                 # no set); a delete's 2xx confirms its whole batch.
-                result.confirmed.extend(names)
+                self._confirm_all(names, content, result)
                 return
             confirmed = set(answered)
             if confirmed.issuperset(names):
                 # Every user confirmed, in another order or among extra users.
-                result.confirmed.extend(names)
+                self._confirm_all(names, content, result)
                 return
             for name in names:
                 if name in confirmed:
