@@ -305,15 +305,8 @@ def _sent_users(
     """The users ``span``'s body sent, if the span is wholly ``names[start:stop]`` of an
     insert and still has its body (which it then lets go of)."""
     sent = span.sent
-    if (
-        operation is not Operation.INSERT
-        or sent is None
-        or (start, stop)
-        != (
-            span.at,
-            span.at + span.count,
-        )
-    ):
+    whole = start == span.at and stop == span.at + span.count
+    if operation is not Operation.INSERT or sent is None or not whole:
         return None
     content = sent.content
     if content is None:
