@@ -13,7 +13,8 @@ client:
 * :func:`walk_cursors` -- cursor pagination with loop guards;
 * :func:`track_connections` -- cancel requests on the wire from another thread;
 * :class:`DirectSender` -- the plain requests httpx would send the same way, on
-  sockets of its own framed by h11, for half the CPU (the platform client's writes).
+  sockets of its own framed by h11, for half the CPU (the platform client's writes);
+  its usual answers are read by :mod:`syncd.http.plain_answer`, as h11 reads them.
 
 The API clients keep only their wire format and their own logic.
 """

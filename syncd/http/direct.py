@@ -15,8 +15,14 @@ its default transport. It does what httpcore does, step by step: h11 frames the 
 or refuses, it accepts or refuses: informational answers skipped, odd headers kept as
 bytes), writes a send at a time under the write timeout, reads under the read timeout,
 reads the answer after a failed write (a server may answer and close early), and keeps
-a connection only when both sides finished their message. TLS uses the transport's
-own context (CA, verification, ``SSL_CERT_FILE``), with httpcore's ALPN. Failures are
+a connection only when both sides finished their message. The usual answer (HTTP/1.1,
+printable ASCII headers, one ``Content-Length``) is read by
+:mod:`~syncd.http.plain_answer` instead, as h11 would read it, for a tenth of h11's CPU;
+every other answer, and every answer cut short, is handed to h11 with the bytes read so
+far. One difference, on purpose: bytes a server sends after a plain answer's body close
+the connection (h11 would keep them and read them as the next request's answer).
+TLS uses the transport's own context (CA, verification, ``SSL_CERT_FILE``), with
+httpcore's ALPN. Failures are
 httpx's exceptions with httpx's messages (``ConnectError``, ``ReadTimeout``,
 ``RemoteProtocolError`` ...), so the retry policy above cannot tell the two paths
 apart. Idle connections are dropped as httpcore drops them (expired, or closed by the
@@ -41,7 +47,7 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import h11
 import httpcore
@@ -49,6 +55,7 @@ import httpx
 
 from syncd.http.auth import BearerAuth
 from syncd.http.cancel import ConnectionTracker
+from syncd.http.plain_answer import head_end, read_plain_head
 
 __all__ = ["DirectSender"]
 
@@ -73,9 +80,7 @@ class _Connection:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.h11 = h11.Connection(
-            our_role=h11.CLIENT, max_incomplete_event_size=_MAX_INCOMPLETE_EVENT_SIZE
-        )
+        self.h11 = _new_state()
         self.idle_since = 0.0
 
     def close(self) -> None:
@@ -174,17 +179,17 @@ class DirectSender:
         try:
             connection = self._checkout(timeouts.get("connect"))
             try:
-                answer, body, written = _exchange(connection, request, timeouts)
+                answer, body, reusable = _exchange(connection, request, timeouts)
             except BaseException:
                 connection.close()
                 raise
         except httpx.RequestError as error:
             error.request = request  # as httpx's request_context sets it
             raise
-        self._release(connection, written)
+        self._release(connection, reusable)
         response = httpx.Response(
             answer.status_code,
-            headers=answer.headers.raw_items(),
+            headers=answer.headers,
             stream=httpx.ByteStream(body),
             request=request,
             extensions={
@@ -220,12 +225,10 @@ class DirectSender:
             connection.close()
         return self._connect(connect_timeout)
 
-    def _release(self, connection: _Connection, written: bool) -> None:
-        """Keep the connection for the next request if both sides finished their message
-        (``written``: the whole request went out), as httpcore does."""
-        state = connection.h11
-        if written and state.our_state is h11.DONE and state.their_state is h11.DONE:
-            state.start_next_cycle()
+    def _release(self, connection: _Connection, reusable: bool) -> None:
+        """Keep the connection for the next request if ``reusable`` (both sides finished
+        their message, and neither asked to close: see :func:`_exchange`)."""
+        if reusable:
             with self._lock:
                 if not self._closed and len(self._idle) < self._max_idle:
                     connection.idle_since = time.monotonic()
@@ -260,11 +263,20 @@ class DirectSender:
         return _Connection(sock)
 
 
+class _Answer(NamedTuple):
+    """What :meth:`DirectSender.send` makes its :class:`httpx.Response` of."""
+
+    status_code: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    http_version: bytes
+
+
 def _exchange(
     connection: _Connection, request: httpx.Request, timeouts: Mapping[str, float | None]
-) -> tuple[h11.Response | h11.InformationalResponse, bytes, bool]:
+) -> tuple[_Answer, bytes, bool]:
     """Send ``request`` on ``connection`` and read its whole answer (httpcore's steps);
-    the last item says whether the whole request was written."""
+    the last item says whether the connection can carry another request."""
     state = connection.h11
     sock = connection.sock
     try:
@@ -290,6 +302,13 @@ def _exchange(
         # as sent: the connection is never used again.)
         written = False
     read_timeout = timeouts.get("read")
+    plain = _read_plain_answer(connection, request, read_timeout)
+    if plain is not None:
+        answer, content, reusable = plain
+        if reusable and written:
+            # h11 never saw this answer: the next request starts on a fresh state.
+            connection.h11 = _new_state()
+        return answer, content, reusable and written
     while True:  # informational answers (100, 103 ...) are skipped, as by httpcore
         event = _next_event(connection, read_timeout)
         if isinstance(event, h11.Response):
@@ -297,7 +316,7 @@ def _exchange(
         if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
             # An upgrade ends the answer there, as in httpcore (the connection is then
             # the other protocol's: never reused). syncd never asks for one.
-            return event, b"", written
+            return _answer_of(event), b"", False
     chunks: list[bytes] = []
     while True:
         part = _next_event(connection, read_timeout)
@@ -305,7 +324,60 @@ def _exchange(
             chunks.append(bytes(part.data))
         elif isinstance(part, h11.EndOfMessage) or part is h11.PAUSED:
             break
-    return event, chunks[0] if len(chunks) == 1 else b"".join(chunks), written
+    reusable = written and state.our_state is h11.DONE and state.their_state is h11.DONE
+    if reusable:
+        state.start_next_cycle()
+    return _answer_of(event), chunks[0] if len(chunks) == 1 else b"".join(chunks), reusable
+
+
+def _answer_of(event: h11.Response | h11.InformationalResponse) -> _Answer:
+    return _Answer(event.status_code, event.reason, event.headers.raw_items(), event.http_version)
+
+
+def _new_state() -> h11.Connection:
+    return h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=_MAX_INCOMPLETE_EVENT_SIZE)
+
+
+def _read_plain_answer(
+    connection: _Connection, request: httpx.Request, timeout: float | None
+) -> tuple[_Answer, bytes, bool] | None:
+    """The answer, if it is a plain one (:mod:`syncd.http.plain_answer`); else None, with
+    every byte read so far handed to h11, which then reads the answer as it would have.
+
+    A plain answer is reusable when it allows keep-alive and nothing came after its body
+    (h11 would keep such bytes for the next answer; here the connection is closed).
+    """
+    received = bytearray()
+    end: int | None = None
+    while end is None:
+        data = _receive(connection.sock, timeout)
+        if not data:
+            # Before the status line is whole h11 has produced no answer: httpcore's error.
+            raise httpx.RemoteProtocolError(_NO_ANSWER)
+        searched = max(0, len(received) - 3)
+        received += data
+        end = head_end(received, searched)
+        if end is None and len(received) > _MAX_INCOMPLETE_EVENT_SIZE:
+            connection.h11.receive_data(bytes(received))  # h11 refuses the long head
+            return None
+    asked = request.headers.get("connection", "").lower().split(",")
+    closes = "close" in (token.strip() for token in asked)
+    head = read_plain_head(bytes(received[:end]), method=request.method, request_closes=closes)
+    if head is None:
+        connection.h11.receive_data(bytes(received))
+        return None
+    wanted = end + head.content_length
+    while len(received) < wanted:
+        data = _receive(connection.sock, timeout)
+        if not data:
+            # Cut short: h11 reads what came and says how much was missing, as it would.
+            connection.h11.receive_data(bytes(received))
+            connection.h11.receive_data(b"")
+            return None
+        received += data
+    answer = _Answer(head.status_code, head.reason, head.headers, b"1.1")
+    reusable = head.keep_alive and len(received) == wanted
+    return answer, bytes(received[end:wanted]), reusable
 
 
 def _write(sock: socket.socket, data: bytes, timeout: float | None) -> None:
@@ -334,16 +406,21 @@ def _next_event(connection: _Connection, timeout: float | None) -> Any:
             raise httpx.RemoteProtocolError(str(error)) from error
         if event is not h11.NEED_DATA:
             return event
-        try:
-            connection.sock.settimeout(timeout)
-            data = connection.sock.recv(_READ_BYTES)
-        except TimeoutError as error:
-            raise httpx.ReadTimeout(str(error)) from error
-        except OSError as error:
-            raise httpx.ReadError(str(error)) from error
+        data = _receive(connection.sock, timeout)
         if not data and state.their_state is h11.SEND_RESPONSE:
             raise httpx.RemoteProtocolError(_NO_ANSWER)
         state.receive_data(data)
+
+
+def _receive(sock: socket.socket, timeout: float | None) -> bytes:
+    """One read of up to :data:`_READ_BYTES` under ``timeout`` (b"" at the end)."""
+    try:
+        sock.settimeout(timeout)
+        return sock.recv(_READ_BYTES)
+    except TimeoutError as error:
+        raise httpx.ReadTimeout(str(error)) from error
+    except OSError as error:
+        raise httpx.ReadError(str(error)) from error
 
 
 def _still_open(sock: socket.socket) -> bool:

@@ -25,6 +25,7 @@ class RawAnswer:
 
     data: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
     then: Then = "keep"
+    drip: bool = False  # sent a byte at a time (each a read of its own for the client)
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,13 @@ class RawServer:
                         scripted = RawAnswer()
                 if scripted.then == "no-answer":
                     return
-                sock.sendall(scripted.data)
+                if scripted.drip:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    for offset in range(len(scripted.data)):
+                        sock.sendall(scripted.data[offset : offset + 1])
+                        self._stop.wait(0.001)
+                else:
+                    sock.sendall(scripted.data)
                 if scripted.then == "stall":
                     self._stop.wait(30)
                     return

@@ -146,6 +146,57 @@ def test_an_answer_reads_as_httpx_reads_it(
     assert by_sender.elapsed.total_seconds() > 0
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n"
+        b'{"users":[]}',
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ],
+    ids=["plain", "chunked"],
+)
+def test_an_answer_arriving_a_byte_at_a_time_reads_as_httpx_reads_it(
+    raw_server: RawServer, pair: Pair, data: bytes
+) -> None:
+    # The plain reader looks for the end of the head across reads, and for the body's
+    # last byte; h11 reads what it declines.
+    raw_server.script(RawAnswer(data, drip=True), RawAnswer(data, drip=True))
+    by_httpx, by_sender = pair.via_httpx(), pair.via_sender()
+    assert by_sender.status_code == by_httpx.status_code == 200
+    assert by_sender.headers.multi_items() == by_httpx.headers.multi_items()
+    assert by_sender.content == by_httpx.content
+    assert pair.via_sender().status_code == 200  # the connection carries on
+    assert [request.connection for request in raw_server.requests][1:] == [1, 1]
+
+
+def test_bytes_after_a_plain_answer_are_never_read_as_the_next_answer(
+    raw_server: RawServer, pair: Pair
+) -> None:
+    stray = b'HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{"stray"}'
+    raw_server.script(
+        RawAnswer(b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"first":1}' + stray),
+        answer(200, b'{"second":2}'),
+    )
+    assert pair.via_sender().json() == {"first": 1}
+    assert pair.via_sender().json() == {"second": 2}
+    assert [request.connection for request in raw_server.requests] == [0, 1]
+
+
+def test_a_plain_answer_cut_in_its_body_fails_as_with_httpx(raw_server: RawServer) -> None:
+    cut = RawAnswer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}", "close")
+    raw_server.script(cut, cut)
+    pair = Pair(raw_server.url)
+    try:
+        with pytest.raises(httpx.RemoteProtocolError) as by_httpx:
+            pair.via_httpx()
+        with pytest.raises(httpx.RemoteProtocolError) as by_sender:
+            pair.via_sender()
+        assert str(by_sender.value) == str(by_httpx.value)
+        assert "received 2 bytes, expected 100" in str(by_sender.value)
+    finally:
+        pair.close()
+
+
 def test_an_answer_after_early_hints_is_the_answer_to_its_own_request(
     raw_server: RawServer, pair: Pair
 ) -> None:
