@@ -166,7 +166,12 @@ class PlanPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Everything one run would write, grouped by kind, plus what it leaves alone."""
+    """Everything one run would write, grouped by kind, plus what it leaves alone.
+
+    No end_user is in two changes (given a platform list with each end_user once, as
+    :meth:`~syncd.ports.PlatformPort.list_users` returns it; a plan file naming one
+    twice is refused): the runner's writes rely on it.
+    """
 
     inserts: tuple[Change, ...] = ()
     updates: tuple[Change, ...] = ()

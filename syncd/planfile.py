@@ -186,9 +186,10 @@ class FingerprintingPlatform:
         progress: ProgressCallback | None = None,
         *,
         outcome: WriteOutcome | None = None,
+        distinct: bool = False,
     ) -> WriteOutcome:
         """Insert through the inner port."""
-        return self.inner.insert(users, progress, outcome=outcome)
+        return self.inner.insert(users, progress, outcome=outcome, distinct=distinct)
 
     def update(
         self,
@@ -196,9 +197,10 @@ class FingerprintingPlatform:
         progress: ProgressCallback | None = None,
         *,
         outcome: WriteOutcome | None = None,
+        distinct: bool = False,
     ) -> WriteOutcome:
         """Update through the inner port."""
-        return self.inner.update(users, progress, outcome=outcome)
+        return self.inner.update(users, progress, outcome=outcome, distinct=distinct)
 
     def delete(
         self,
@@ -206,9 +208,10 @@ class FingerprintingPlatform:
         progress: ProgressCallback | None = None,
         *,
         outcome: WriteOutcome | None = None,
+        distinct: bool = False,
     ) -> WriteOutcome:
         """Delete through the inner port."""
-        return self.inner.delete(end_users, progress, outcome=outcome)
+        return self.inner.delete(end_users, progress, outcome=outcome, distinct=distinct)
 
     def cancel(self) -> None:
         """Cancel the inner client, if it can be (a lost job lock)."""

@@ -174,11 +174,15 @@ class PlatformPort(Protocol):
 
     Each write fills ``outcome`` when one is given (else a new one) and returns it. On
     an error it raises after the batches in flight finished, and ``outcome`` then says
-    what was confirmed and lists every other user as failed.
+    what was confirmed and lists every other user as failed. A write refuses an
+    end_user given twice (a ValueError, before any request) unless the caller says the
+    names are ``distinct`` by construction (a plan's changes: see
+    :class:`~syncd.plan.Plan`), which spares checking a million names.
     """
 
     def list_users(self, *, known: Mapping[str, SourceUser] | None = None) -> list[PlatformUser]:
-        """Every user of the project.
+        """Every user of the project, each end_user once (of a name listed twice, the
+        last entry).
 
         ``known``: the desired users keyed by normalised end_user; a listed name equal
         to a key may be returned as that user's ``end_user`` string (the same text,
@@ -192,6 +196,7 @@ class PlatformPort(Protocol):
         progress: ProgressCallback | None = None,
         *,
         outcome: WriteOutcome | None = None,
+        distinct: bool = False,
     ) -> WriteOutcome:
         """Insert users in batches."""
         ...
@@ -202,6 +207,7 @@ class PlatformPort(Protocol):
         progress: ProgressCallback | None = None,
         *,
         outcome: WriteOutcome | None = None,
+        distinct: bool = False,
     ) -> WriteOutcome:
         """Update (replace) users in batches."""
         ...
@@ -212,6 +218,7 @@ class PlatformPort(Protocol):
         progress: ProgressCallback | None = None,
         *,
         outcome: WriteOutcome | None = None,
+        distinct: bool = False,
     ) -> WriteOutcome:
         """Delete users in batches."""
         ...

@@ -612,3 +612,16 @@ def test_an_unchanged_user_ended_before_the_purge_horizon_is_purged() -> None:
     plan = plan_changes(desired(source), [before], PlanPolicy(purge_after_days=30), TODAY)
     assert [change.user for change in plan.deletes] == [before]
     assert plan.unchanged == 0
+
+
+@settings(max_examples=int(os.environ.get("SYNCD_HYPOTHESIS_EXAMPLES", "300")), deadline=None)
+@given(STATE)
+def test_no_end_user_is_in_two_changes(state: tuple) -> None:  # type: ignore[type-arg]
+    # The runner tells the platform client its writes are distinct (sparing a check of a
+    # million names): from a platform list with each end_user once (as PlatformPort
+    # lists it), though one person may be there in two spellings, they must be.
+    sources, current, policy, today = state
+    wanted = {u.end_user: u for u in sources}
+    plan = plan_changes(wanted, current, policy, today, identity=str.lower)
+    names = [change.user.end_user for change in plan.changes()]
+    assert len(names) == len(set(names)), names

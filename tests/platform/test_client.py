@@ -621,9 +621,29 @@ def test_duplicate_end_users_in_a_write_are_refused(
     client_for: Callable[..., PlatformClient], emulator: PlatformEmulator
 ) -> None:
     user = platform_users(1)[0]
+    client = client_for()
     with pytest.raises(ValueError, match="more than once"):
-        client_for().insert([user, user])
-    assert emulator.calls()["insert"] == 0
+        client.insert([user, user])
+    with pytest.raises(ValueError, match="more than once"):
+        client.update([user, user])
+    with pytest.raises(ValueError, match="more than once"):
+        client.delete([user.end_user, user.end_user])
+    calls = emulator.calls()
+    assert calls["insert"] == calls["update"] == calls["delete"] == 0
+
+
+def test_a_write_the_caller_says_is_distinct_is_sent_as_any_other(
+    client_for: Callable[..., PlatformClient], emulator: PlatformEmulator
+) -> None:
+    # distinct=True (a plan's changes) skips the duplicate check only.
+    users = platform_users(5)
+    client = client_for()
+    outcome = client.insert(users, distinct=True)
+    assert outcome.confirmed == [user.end_user for user in users]
+    assert outcome.ok
+    deleted = client.delete([user.end_user for user in users], distinct=True)
+    assert deleted.ok
+    assert emulator.calls()["insert"] == 1
 
 
 def test_the_list_is_not_cached_by_default(

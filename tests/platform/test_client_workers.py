@@ -67,9 +67,11 @@ def test_no_batch_starts_until_a_slot_was_absorbed_and_reported(
     assert len(sent_at_progress) == 8
 
 
+@pytest.mark.parametrize("distinct", [False, True])
 def test_an_unexpected_worker_exception_reaches_the_caller_with_the_outcome_filled(
-    emulator: PlatformEmulator, client_for: Callable[..., PlatformClient]
+    emulator: PlatformEmulator, client_for: Callable[..., PlatformClient], distinct: bool
 ) -> None:
+    # With distinct, no names were listed before the batches: the accounting names them.
     client = client_for(batch_size=2, concurrency=1)
     names = [f"user{i}@example.com" for i in range(6)]
     encoded: list[int] = []
@@ -82,7 +84,7 @@ def test_an_unexpected_worker_exception_reaches_the_caller_with_the_outcome_fill
 
     outcome = WriteOutcome(Operation.DELETE, requested=6)
     with pytest.raises(RuntimeError, match="a bug in an encoder"):
-        client._write(Operation.DELETE, names, encode, str, None, outcome)
+        client._write(Operation.DELETE, names, encode, str, None, outcome, distinct)
 
     assert encoded == [2, 2]  # the bug stopped the write: the third batch never started
     assert outcome.confirmed == names[:2]
@@ -107,7 +109,7 @@ def test_workers_run_in_a_copy_of_the_callers_context(
     structlog.contextvars.bind_contextvars(run_id="run-7")
     try:
         outcome = client._write(
-            Operation.DELETE, [f"u{i}@example.com" for i in range(6)], encode, str, None, None
+            Operation.DELETE, [f"u{i}@example.com" for i in range(6)], encode, str, None, None, True
         )
     finally:
         structlog.contextvars.unbind_contextvars("run_id")
