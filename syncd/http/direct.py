@@ -377,7 +377,7 @@ def _read_plain_answer(
         received += data
     answer = _Answer(head.status_code, head.reason, head.headers, b"1.1")
     reusable = head.keep_alive and len(received) == wanted
-    return answer, bytes(received[end:wanted]), reusable
+    return answer, bytes(memoryview(received)[end:wanted]), reusable
 
 
 def _write(sock: socket.socket, data: bytes, timeout: float | None) -> None:
