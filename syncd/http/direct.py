@@ -55,7 +55,7 @@ import httpx
 
 from syncd.http.auth import BearerAuth
 from syncd.http.cancel import ConnectionTracker
-from syncd.http.plain_answer import head_end, read_plain_head
+from syncd.http.plain_answer import could_be_plain, head_end, read_plain_head
 
 __all__ = ["DirectSender"]
 
@@ -352,17 +352,21 @@ def _read_plain_answer(
     while end is None:
         data = _receive(connection.sock, timeout)
         if not data:
-            # Before the status line is whole h11 has produced no answer: httpcore's error.
+            # Before the head is whole h11 has produced no answer: httpcore's error.
             raise httpx.RemoteProtocolError(_NO_ANSWER)
         searched = max(0, len(received) - 3)
         received += data
         end = head_end(received, searched)
-        if end is None and len(received) > _MAX_INCOMPLETE_EVENT_SIZE:
-            connection.h11.receive_data(bytes(received))  # h11 refuses the long head
+        if not could_be_plain(received) or (
+            end is None and len(received) > _MAX_INCOMPLETE_EVENT_SIZE
+        ):
+            # h11 reads it from here, and refuses at once what it refuses (an empty
+            # first line, a TLS alert, a head too long), as it would have.
+            connection.h11.receive_data(bytes(received))
             return None
-    asked = request.headers.get("connection", "").lower().split(",")
-    closes = "close" in (token.strip() for token in asked)
-    head = read_plain_head(bytes(received[:end]), method=request.method, request_closes=closes)
+    head = read_plain_head(
+        bytes(received[:end]), method=request.method, request_closes=_asks_to_close(request)
+    )
     if head is None:
         connection.h11.receive_data(bytes(received))
         return None
@@ -410,6 +414,16 @@ def _next_event(connection: _Connection, timeout: float | None) -> Any:
         if not data and state.their_state is h11.SEND_RESPONSE:
             raise httpx.RemoteProtocolError(_NO_ANSWER)
         state.receive_data(data)
+
+
+def _asks_to_close(request: httpx.Request) -> bool:
+    """True if the request says ``Connection: close`` (tokens read as h11 reads them)."""
+    return any(
+        token.strip() == b"close"
+        for name, value in request.headers.raw
+        if name.lower() == b"connection"
+        for token in value.lower().split(b",")
+    )
 
 
 def _receive(sock: socket.socket, timeout: float | None) -> bytes:

@@ -7,12 +7,14 @@ h11 reads one in ~130 microseconds of Python (its receive buffer, regular expres
 line, header validation, state machine), on the threads that also encode the next
 batches and absorb the answers. This module reads such an answer's head in a few
 microseconds, and declines (None) everything that is not that plain shape, so that
-h11 reads it instead: informational and bodiless answers (1xx, 204, 304, a HEAD's),
-other HTTP versions, chunked or other transfer codings, a missing, repeated or
-comma-merged ``Content-Length``, bare-LF line ends, folded lines, and any byte outside
-printable ASCII. What it accepts, it reads as h11 does (a test holds the two equal on
-generated heads): the same status, reason, header names and values (outer blanks
-stripped, case kept), and the same keep-alive decision.
+h11 reads it instead: informational and bodiless answers (1xx, 204, 304, a HEAD's, a
+CONNECT's), other HTTP versions, chunked or other transfer codings, a missing, repeated,
+comma-merged or over-long (more than h11's 20 digits) ``Content-Length``, bare-LF line
+ends, folded lines, and any byte but printable ASCII and tabs. What it accepts, it reads
+as h11 does (a test holds the two equal on generated heads): the same status, reason,
+header names and values (outer blanks stripped, case kept), and the same keep-alive
+decision. :func:`could_be_plain` says as soon as the first bytes rule that out, so
+that h11 refuses a broken answer as early as it would have.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["PlainHead", "head_end", "read_plain_head"]
+__all__ = ["PlainHead", "could_be_plain", "head_end", "read_plain_head"]
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 ([0-9]{3})(?: ([\x20-\x7e\t]*))?")
 # h11's field-name is a token; its field-value any non-blank bytes but NUL, with inner
@@ -33,6 +35,9 @@ _BLANK_LINE = re.compile(rb"\n\r?\n")
 """Where h11 ends a head: at the first empty line, CRLF or bare LF."""
 
 _NO_BODY_STATUSES = frozenset({204, 304})
+_MAX_LENGTH_DIGITS = 20
+"""h11 refuses a longer ``Content-Length`` ("bad Content-Length")."""
+_STATUS_PREFIX = b"HTTP/1.1 "
 
 
 class PlainHead(NamedTuple):
@@ -43,6 +48,14 @@ class PlainHead(NamedTuple):
     headers: list[tuple[bytes, bytes]]  # (name as sent, value stripped), in order
     content_length: int
     keep_alive: bool  # the answer lets the connection carry another request
+
+
+def could_be_plain(start: bytes | bytearray) -> bool:
+    """False once ``start`` (the first bytes of an answer) cannot begin a plain head:
+    h11 then reads the answer, and refuses it at once if it must (an empty first line,
+    a TLS alert from a server that expected TLS ...)."""
+    head = bytes(start[: len(_STATUS_PREFIX)])
+    return _STATUS_PREFIX.startswith(head)
 
 
 def head_end(data: bytes | bytearray, start: int = 0) -> int | None:
@@ -59,7 +72,7 @@ def read_plain_head(head: bytes, *, method: str, request_closes: bool) -> PlainH
     ``request_closes``: the request asked for ``Connection: close`` (h11 then keeps no
     connection either).
     """
-    if not head.endswith(b"\r\n\r\n") or method == "HEAD":
+    if not head.endswith(b"\r\n\r\n") or method in ("HEAD", "CONNECT"):
         return None
     lines = head[:-4].split(b"\r\n")
     status = _STATUS_LINE.fullmatch(lines[0])
@@ -78,8 +91,12 @@ def read_plain_head(head: bytes, *, method: str, request_closes: bool) -> PlainH
         name, value = field[1], field[2] or b""
         lowered = name.lower()
         if lowered == b"content-length":
-            if length is not None or _DIGITS.fullmatch(value) is None:
-                return None  # repeated or merged ("2, 2"): h11's rules decide
+            if (
+                length is not None
+                or len(value) > _MAX_LENGTH_DIGITS
+                or _DIGITS.fullmatch(value) is None
+            ):
+                return None  # repeated, merged ("2, 2") or too long: h11's rules decide
             length = value
         elif lowered == b"transfer-encoding":
             return None

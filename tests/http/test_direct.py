@@ -329,6 +329,36 @@ def test_a_failure_raises_the_exception_httpx_raises(
         pair.close()
 
 
+@pytest.mark.parametrize(
+    "scripted",
+    [
+        RawAnswer(b"\x15\x03\x01\x00\x02\x02\x28", "close"),  # a TLS alert to plain HTTP
+        RawAnswer(b"\x15\x03\x01\x00\x02\x02\x28", "stall"),
+        RawAnswer(b"\r\n", "stall"),  # an empty first line
+        RawAnswer(b"HTTP/1.1 200 OK\r\nContent-Length: " + b"0" * 25 + b"2\r\n\r\n{}"),
+    ],
+    ids=["tls-alert", "tls-alert-then-stall", "empty-line-then-stall", "length-too-long"],
+)
+def test_a_broken_answer_fails_at_once_as_with_httpx(
+    raw_server: RawServer, scripted: RawAnswer
+) -> None:
+    # The plain reader hands an answer to h11 as soon as its first bytes rule a plain
+    # head out, so h11 refuses it at once, not after the read timeout.
+    pair = Pair(raw_server.url, timeout_s=5.0)
+    try:
+        raw_server.script(scripted, scripted)
+        with pytest.raises(httpx.HTTPError) as by_httpx:
+            pair.via_httpx()
+        started = time.monotonic()
+        with pytest.raises(httpx.HTTPError) as by_sender:
+            pair.via_sender()
+        assert time.monotonic() - started < 2.5
+        assert type(by_sender.value) is type(by_httpx.value) is httpx.RemoteProtocolError
+        assert str(by_sender.value) == str(by_httpx.value)
+    finally:
+        pair.close()
+
+
 def test_a_cookie_the_server_sets_goes_to_the_client_and_httpx_sends_from_then_on(
     raw_server: RawServer, pair: Pair
 ) -> None:
