@@ -108,8 +108,11 @@ class ListedUsers:
         # Which names were seen (set by _reset_tracking):
         self._doubtful: list[str] = []  # names that may be listed twice
         # The known users' end_user strings in the known order (_END for one that is
-        # not its key), then _END; None without known or once the walk is lost.
+        # not its key), then _END; None without known or once the walk is lost. Built
+        # with the first user listed (_keys_due): an empty project (a first sync)
+        # never pays for a million of them.
         self._keys: list[str] | None = None
+        self._keys_due = False
         self._marks = bytearray()  # walking: a byte per known position listed
         self._seen = bytearray()  # not walking: the bitmap of names seen
         self._walk = 0  # where the listing stands in the known order
@@ -181,6 +184,8 @@ class ListedUsers:
         million; change both together.
         """
         self._listed += len(wires)
+        if self._keys_due and wires:
+            self._build_keys()
         keys = self._keys
         if keys is None:
             self._convert_hashed(wires, out)
@@ -270,25 +275,28 @@ class ListedUsers:
         self._doubtful = []
         self._walk = self._listed = self._searched = self._placed = self._in_row = 0
         self._after_place = -1
-        if self._known is None:
-            self._keys = None
-            self._seen = bytearray(_SEEN_BITS // 8)
-            self._marks = bytearray()
-        else:
-            # A user's end_user, not its key: a walk hit then stores what _place would.
-            # The runner's keys are the end_user objects, so the list compare (identity
-            # first, in C) confirms them without reading a string; else _END marks a
-            # user whose end_user is not its key.
-            keys = [source.end_user for source in self._known.values()]
-            if keys != [*self._known]:
-                keys = [
-                    end_user if (end_user := source.end_user) == key else _END
-                    for key, source in self._known.items()
-                ]
-            keys.append(_END)
-            self._keys = keys
-            self._marks = bytearray(len(self._keys))
-            self._seen = bytearray()
+        self._keys = None
+        self._marks = bytearray()
+        self._keys_due = self._known is not None
+        self._seen = bytearray() if self._keys_due else bytearray(_SEEN_BITS // 8)
+
+    def _build_keys(self) -> None:
+        """The walk's keys and marks, for the first users listed."""
+        assert self._known is not None
+        self._keys_due = False
+        # A user's end_user, not its key: a walk hit then stores what _place would.
+        # The runner's keys are the end_user objects, so the list compare (identity
+        # first, in C) confirms them without reading a string; else _END marks a
+        # user whose end_user is not its key.
+        keys = [source.end_user for source in self._known.values()]
+        if keys != [*self._known]:
+            keys = [
+                end_user if (end_user := source.end_user) == key else _END
+                for key, source in self._known.items()
+            ]
+        keys.append(_END)
+        self._keys = keys
+        self._marks = bytearray(len(keys))
 
     def _lose_walk(self) -> None:
         """Give up the walk for the rest of the listing: the names at the positions

@@ -511,3 +511,40 @@ def test_a_key_repeated_in_a_user_object_takes_its_last_value(chunk_bytes: int) 
     )
     listed = read(body, chunk_bytes=chunk_bytes)[0]
     assert listed == [PlatformUser("a@example.com", make_tags({"team": "x"}), date(2026, 1, 1))]
+
+
+class CountingKnown(dict[str, SourceUser]):
+    """Known users that count how often they are walked through."""
+
+    walks = 0
+
+    def values(self):  # type: ignore[override]
+        CountingKnown.walks += 1
+        return super().values()
+
+    def items(self):  # type: ignore[override]
+        CountingKnown.walks += 1
+        return super().items()
+
+
+def test_an_empty_project_never_walks_the_known_users() -> None:
+    # A first sync lists an empty project with a million known users: nothing to place.
+    CountingKnown.walks = 0
+    known = CountingKnown(known_of(wire_users(50)))
+    users, duplicates, _, _ = read(msgspec.json.encode({"users": []}), known=known)
+    assert (users, duplicates) == ([], [])
+    assert CountingKnown.walks == 0
+
+
+def test_users_after_an_empty_first_page_are_placed_as_the_known_strings() -> None:
+    known = known_of(wire_users(40))
+    listing = ListedUsers(known)
+    pages = ({"users": [], "pagination": {"next_page_cursor": "2"}}, {"users": wire_users(40)})
+    for page in pages:
+        reader = listing.page(chunk_bytes=64)
+        reader.feed(msgspec.json.encode(page))
+        reader.finish()
+    users, duplicates = listing.result()
+    assert users == expected(wire_users(40))
+    assert duplicates == []
+    assert all(user.end_user is known[user.end_user].end_user for user in users)
