@@ -302,7 +302,10 @@ def _exchange(
         # as sent: the connection is never used again.)
         written = False
     read_timeout = timeouts.get("read")
-    plain = _read_plain_answer(connection, request, read_timeout)
+    # Bytes h11 kept after the last answer it read are this answer's start: h11's.
+    plain = (
+        None if state.trailing_data[0] else _read_plain_answer(connection, request, read_timeout)
+    )
     if plain is not None:
         answer, content, reusable = plain
         if reusable and written:

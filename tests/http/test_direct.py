@@ -182,6 +182,20 @@ def test_bytes_after_a_plain_answer_are_never_read_as_the_next_answer(
     assert [request.connection for request in raw_server.requests] == [0, 1]
 
 
+def test_bytes_h11_kept_after_an_answer_are_read_as_httpx_reads_them(
+    raw_server: RawServer, pair: Pair
+) -> None:
+    # h11 keeps what came after a chunked answer and reads it as the next answer; the
+    # plain reader must not skip those bytes for the socket's.
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n"
+    kept = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nZ"
+    answers = [RawAnswer(chunked + kept), answer(201, b"Y")]
+    raw_server.script(*answers, *answers)
+    by_httpx = [pair.via_httpx().content, pair.via_httpx().content]
+    by_sender = [pair.via_sender().content, pair.via_sender().content]
+    assert by_sender == by_httpx == [b"A", b"Z"]
+
+
 def test_a_plain_answer_cut_in_its_body_fails_as_with_httpx(raw_server: RawServer) -> None:
     cut = RawAnswer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}", "close")
     raw_server.script(cut, cut)
