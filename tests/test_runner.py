@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -17,10 +17,9 @@ from syncd.emulator import EndpointFaults, PlatformEmulator
 from syncd.errors import SourceError, StateError
 from syncd.guard import Override
 from syncd.mapping import RecordMapper, unusable_character
-from syncd.model import Origin, PlatformUser, RecordProblem, SourceUser, make_tags
+from syncd.model import Origin, RecordProblem, SourceUser, make_tags
 from syncd.planfile import FingerprintingPlatform
 from syncd.platform.api import Operation, WireUser
-from syncd.ports import PlatformPort, ProgressCallback, WriteOutcome
 from syncd.runner import JobRunner, RunStatus
 from syncd.service import open_job
 from syncd.state import SqliteStateStore
@@ -733,52 +732,23 @@ def test_listed_users_are_handed_to_the_plan_in_order_and_dropped_as_they_go() -
     assert users == []
 
 
-class RecordingPlatform:
-    """The real client, with each write call's ``distinct`` noted."""
+def noting(
+    operation: str, write: Callable[..., object], writes: list[tuple[str, int, bool]]
+) -> Callable[..., object]:
+    """``write``, with each call's operation, size and ``distinct`` added to ``writes``."""
 
-    def __init__(self, inner: PlatformPort) -> None:
-        self.inner = inner
-        self.writes: list[tuple[str, int, bool]] = []
+    def noted(items: Sequence[object], progress: object = None, **options: object) -> object:
+        writes.append((operation, len(items), bool(options.get("distinct"))))
+        return write(items, progress, **options)
 
-    def list_users(self, *, known: Mapping[str, SourceUser] | None = None) -> list[PlatformUser]:
-        return self.inner.list_users(known=known)
-
-    def insert(
-        self,
-        users: Sequence[PlatformUser],
-        progress: ProgressCallback | None = None,
-        *,
-        outcome: WriteOutcome | None = None,
-        distinct: bool = False,
-    ) -> WriteOutcome:
-        self.writes.append(("insert", len(users), distinct))
-        return self.inner.insert(users, progress, outcome=outcome, distinct=distinct)
-
-    def update(
-        self,
-        users: Sequence[PlatformUser],
-        progress: ProgressCallback | None = None,
-        *,
-        outcome: WriteOutcome | None = None,
-        distinct: bool = False,
-    ) -> WriteOutcome:
-        self.writes.append(("update", len(users), distinct))
-        return self.inner.update(users, progress, outcome=outcome, distinct=distinct)
-
-    def delete(
-        self,
-        end_users: Sequence[str],
-        progress: ProgressCallback | None = None,
-        *,
-        outcome: WriteOutcome | None = None,
-        distinct: bool = False,
-    ) -> WriteOutcome:
-        self.writes.append(("delete", len(end_users), distinct))
-        return self.inner.delete(end_users, progress, outcome=outcome, distinct=distinct)
+    return noted
 
 
 def test_a_plans_writes_go_out_as_distinct_through_the_plan_file_port(
-    tmp_path: Path, emulator: PlatformEmulator, emulator_api_key: str
+    tmp_path: Path,
+    emulator: PlatformEmulator,
+    emulator_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A plan names each end_user once, so the runner spares the client its check of
     # every name; the plan-file port in between passes that on.
@@ -786,16 +756,21 @@ def test_a_plans_writes_go_out_as_distinct_through_the_plan_file_port(
     config = make_config(tmp_path, emulator, emulator_api_key, policy="on_missing: delete")
     staying = names(5)[1:]  # user00 leaves, user04 joins, the rest move to Sales
     write_users(tmp_path, staying, dept="Sales")
+    writes: list[tuple[str, int, bool]] = []
     with open_job(config, config.jobs[0], today=lambda: TODAY) as real:
-        recording = RecordingPlatform(real._platform)
+        client = real._platform  # the real HTTP client, its writes noted on the way
+        for operation in ("insert", "update", "delete"):
+            monkeypatch.setattr(
+                client, operation, noting(operation, getattr(client, operation), writes)
+            )
         runner = JobRunner(
             config.jobs[0],
             sources=real._sources,
-            platform=FingerprintingPlatform(recording),
+            platform=FingerprintingPlatform(client),
             state=SqliteStateStore(tmp_path / "state"),
             today=lambda: TODAY,
         )
         result = runner.apply(runner.plan(Override(force=True)))
     assert result.status is RunStatus.APPLIED
-    assert recording.writes == [("insert", 1, True), ("update", 3, True), ("delete", 1, True)]
+    assert writes == [("insert", 1, True), ("update", 3, True), ("delete", 1, True)]
     assert set(emulator.users()) == set(staying)
