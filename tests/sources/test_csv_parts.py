@@ -162,7 +162,7 @@ def test_the_child_reads_the_second_part_with_its_lines_and_problems(
 
 def test_a_cut_inside_a_quoted_field_reads_on_from_the_record_it_cut(tmp_path: Path) -> None:
     lines = rows(10)
-    # A tag value of many lines across the middle of the file.
+    # A tag value of many lines across the cut.
     lines.append('user10@example.com,"' + "\n".join(["long"] * 400) + '",C,2026-01-01,,yes')
     lines += rows(5, start=11)
     path = write(tmp_path, lines)
@@ -250,6 +250,20 @@ def test_no_child_outlives_a_read_abandoned_half_way(tmp_path: Path) -> None:
         os.waitpid(FORKS[0], os.WNOHANG)  # already reaped
 
 
+def test_the_cut_is_the_first_line_start_after_this_process_share(tmp_path: Path) -> None:
+    # This process reads less than half: it also merges the child's users afterwards.
+    path = write(tmp_path, rows(100))
+    content = path.read_bytes()
+    with path.open("rb") as file:
+        point = cut_point(file.fileno(), len(content), "utf-8", min_bytes=0)
+    share = int(len(content) * parts.FIRST_PART_SHARE)
+    assert point == content.index(b"\n", share) + 1
+    assert 0 < parts.FIRST_PART_SHARE < 0.5
+    items, error = same_as_whole(path)
+    assert error is None
+    assert [item.at for item in items if isinstance(item, SourceUser)] == list(range(2, 102))
+
+
 def test_a_file_is_read_whole_when_it_cannot_be_cut_safely(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -266,7 +280,7 @@ def test_a_file_is_read_whole_when_it_cannot_be_cut_safely(
         # A fork copies one thread: with another one running (the real count), no cut.
         with another_thread_running(monkeypatch):
             assert cut_point(fd, size, "utf-8", min_bytes=0) is None
-    path.write_bytes(b"email\n" + b"x" * 1000)  # no line feed after the middle
+    path.write_bytes(b"email\n" + b"x" * 1000)  # no line feed after the share
     with path.open("rb") as file:
         assert cut_point(file.fileno(), 1006, "utf-8", min_bytes=0) is None
 
