@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -267,3 +268,76 @@ def test_a_cron_schedule_is_still_checked_at_load(tmp_path: Path) -> None:
     assert started.code == 2
     assert "invalid cron expression '61 * * * *'" in started.stderr
     assert "apscheduler" in started.modules
+
+
+# Runs the console script's entry point with syncd.cli's own main replaced (the command
+# itself is not the point), then prints what structlog and rich look like afterwards,
+# and a logged exception in console format.
+STRUCTLOG_CHILD = """
+import io, json, sys
+sys.argv = ["syncd", *sys.argv[1:]]
+import syncd.cli
+syncd.cli.main = lambda: None
+from syncd.startup import main
+main()
+imported = "structlog" in sys.modules
+import structlog.dev
+from syncd.logs import configure_logging
+out = io.StringIO()
+configure_logging("console", "info", out)
+def failing(api_key="sk-local-secret-value"):
+    raise RuntimeError("boom")
+try:
+    failing()
+except RuntimeError:
+    structlog.get_logger().exception("run.failed")
+import rich.console  # rich itself is still there for the plan tables
+print(json.dumps({
+    "imported_by_main": imported,
+    "structlog_sees_rich": structlog.dev.rich is not None,
+    "rich_traceback": "rich.traceback" in sys.modules,
+    "rich_pretty": "rich.pretty" in sys.modules,
+    "rich_console": rich.console.Console is not None,
+    "log": out.getvalue(),
+}))
+"""
+
+
+def run_entry_point(args: list[str], folder: Path) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-c", STRUCTLOG_CHILD, *args],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    recorded: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
+    return recorded
+
+
+@pytest.mark.parametrize("command", ["apply", "check-config", "daemon"])
+def test_a_command_imports_structlog_without_rich_tracebacks(tmp_path: Path, command: str) -> None:
+    recorded = run_entry_point([command, "-c", "syncd.yaml"], tmp_path)
+
+    assert recorded["imported_by_main"]
+    assert not recorded["structlog_sees_rich"]
+    assert not recorded["rich_traceback"]
+    assert not recorded["rich_pretty"]
+    assert recorded["rich_console"]
+    # Tracebacks are still logged, plainly, without the frame's local variables.
+    assert "RuntimeError: boom" in recorded["log"]
+    assert ", in failing" in recorded["log"]
+    assert "sk-local-secret-value" not in recorded["log"]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["apply", "--help"], ["-h"], []])
+def test_help_does_not_import_structlog_early(tmp_path: Path, args: list[str]) -> None:
+    recorded = run_entry_point(args, tmp_path)
+
+    assert not recorded["imported_by_main"]
+    # Imported later, the usual way, structlog finds rich: the same logs either way.
+    assert recorded["structlog_sees_rich"]
+    assert "RuntimeError: boom" in recorded["log"]
+    assert "sk-local-secret-value" not in recorded["log"]
