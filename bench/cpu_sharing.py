@@ -10,7 +10,8 @@ best of ``--runs`` each, in two layouts:
 
 * ``shared``: as sync_bench runs them, every process free to use every CPU;
 * ``pinned``: the emulator, all its threads, on the last CPU; syncd or the bare push on
-  the others (with two CPUs, one: syncd then reads its CSV file whole, on one CPU).
+  the others (with two CPUs, one: syncd then reads its CSV file whole, on one CPU, so
+  compare the apply phases, not the whole runs).
 
 For each it prints syncd's apply phase (``run.finished`` timings), the floor's push,
 and their ratio, with the CPU seconds of each side and of the emulator. A ratio near
@@ -34,6 +35,8 @@ from emulator_child import EmulatorChild  # a sibling module: bench/ is on sys.p
 from sync_bench import CONFIG, generate
 from sync_references import BARE, HERE, run_child
 
+from syncd.cpus import usable_cpus
+
 LAYOUTS = ("shared", "pinned")
 
 
@@ -53,12 +56,6 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _pin(pid: int, cpus: set[int]) -> None:
-    """Every thread of ``pid`` onto ``cpus`` (a thread keeps the affinity it was given)."""
-    for thread in os.listdir(f"/proc/{pid}/task"):
-        os.sched_setaffinity(int(thread), cpus)
-
-
 def _prefix(cpus: set[int] | None) -> list[str]:
     """``taskset`` for a child restricted to ``cpus`` (None: no restriction)."""
     if cpus is None:
@@ -69,13 +66,13 @@ def _prefix(cpus: set[int] | None) -> list[str]:
 def one_run(who: str, csv: Path, layout: str, workdir: Path) -> Run:
     """The inserts of ``csv`` pushed by ``who`` (``syncd`` or ``bare``) into a fresh emulator."""
     allowed = sorted(os.sched_getaffinity(0))
+    platform: set[int] | None = None
+    mine: set[int] | None = None
+    if layout == "pinned":
+        platform, mine = {allowed[-1]}, set(allowed[:-1])
     key = secrets.token_urlsafe(16)
-    emulator = EmulatorChild(key, "platform", "--max-batch-size", "1000")
+    emulator = EmulatorChild(key, "platform", "--max-batch-size", "1000", cpus=platform)
     try:
-        mine: set[int] | None = None
-        if layout == "pinned":
-            _pin(emulator.process.pid, {allowed[-1]})
-            mine = set(allowed[:-1])
         before = _process_cpu_s(emulator.process.pid)
         env = os.environ | {"BENCH_API_KEY": key}
         if who == "bare":
@@ -116,8 +113,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each side per layout")
     parser.add_argument("--workdir", type=Path, default=HERE / "out")
     args = parser.parse_args()
-    if len(os.sched_getaffinity(0)) < 2 or shutil.which("taskset") is None:
-        print("needs two CPUs and taskset (util-linux)", file=sys.stderr)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if usable_cpus() < 2 or len(os.sched_getaffinity(0)) < 2 or shutil.which("taskset") is None:
+        print("needs two usable CPUs and taskset (util-linux)", file=sys.stderr)
         return 1
     args.workdir.mkdir(parents=True, exist_ok=True)
     csv, _ = generate(args.users, args.workdir)

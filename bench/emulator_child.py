@@ -14,13 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class EmulatorChild:
-    """``python -m syncd emulator ARGS --port 0`` with bearer key ``key``."""
+    """``python -m syncd emulator ARGS --port 0`` with bearer key ``key``; on the CPUs
+    ``cpus`` only (all its threads, through ``taskset``), if given."""
 
-    def __init__(self, key: str, *args: str, timeout_s: float = 600) -> None:
+    def __init__(
+        self, key: str, *args: str, timeout_s: float = 600, cpus: set[int] | None = None
+    ) -> None:
         self.key = key
         env = os.environ | {"SYNCD_EMULATOR_API_KEY": key}
+        pinned = [] if cpus is None else ["taskset", "-c", ",".join(map(str, sorted(cpus)))]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "emulator", *args, "--port", "0"],
+            [*pinned, sys.executable, "-m", "syncd", "emulator", *args, "--port", "0"],
             stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
         )  # fmt: skip
         assert self.process.stdout is not None

@@ -2,7 +2,7 @@
 
 A fork copies the calling thread only: a lock another thread held at that moment
 stays locked in the child forever. A reader that forks a helper process (the CSV
-source reads the second half of a large file in a forked child) therefore forks only
+source reads the second part of a large file in a forked child) therefore forks only
 when this process runs one thread.
 
 ``syncd apply`` always runs one more: the job lock's heartbeat, which refreshes the

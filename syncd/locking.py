@@ -163,7 +163,7 @@ def job_lock(
     beat = _Heartbeat(state, job, run_id, heartbeat.total_seconds(), on_lost)
     try:
         beat.start()  # inside: a thread that cannot start still releases the lock
-        # A reader may fork meanwhile (the CSV source's second half): the heartbeat then
+        # A reader may fork meanwhile (the CSV source's second part): the heartbeat then
         # steps aside for the fork, between two beats.
         with forking.pausable(beat):
             yield mine

@@ -17,8 +17,8 @@ that imports :mod:`syncd.cli` or calls the command functions never does, and for
 :func:`started` does nothing. Every other command (the daemon, the emulators, the
 report) starts with the collector on, as they run for long or build cycles of their own.
 
-Every command (not a ``--help``) also imports structlog first, with rich hidden from it
-(:func:`import_structlog_without_rich`).
+The commands that log (not a ``--help``) also import structlog first, with rich hidden
+from it (:func:`import_structlog_without_rich`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     if sys.argv[1:2] and sys.argv[1] in _PAUSING_COMMANDS and gc.isenabled():
         gc.disable()
         _Pause.active = True
-    if sys.argv[1:2] and not sys.argv[1].startswith("-") and not _HELP.intersection(sys.argv):
+    if sys.argv[1:2] and sys.argv[1] in _LOGGING_COMMANDS and not _HELP.intersection(sys.argv):
         import_structlog_without_rich()
     from syncd.cli import main as cli_main  # noqa: PLC0415 - after the pause, on purpose
 
@@ -51,10 +51,21 @@ def main() -> None:
 
 
 _HELP = frozenset({"--help", "-h"})
+# The commands that import structlog as they run (they load a config, serve or call an
+# API): for them importing it first costs nothing. Not ``version``, nor a help.
+_LOGGING_COMMANDS = frozenset(
+    {"plan", "apply", "check-config", "demo", "run", "healthcheck", "history", "audit",
+     "emulator", "sources", "report"}
+)  # fmt: skip
+# Modules structlog uses, if installed, for tracebacks syncd never renders. With rich
+# hidden and better_exceptions installed, structlog.dev would take the latter as its
+# default and warn (a DeprecationWarning) at import.
+_HIDDEN_FROM_STRUCTLOG = ("rich", "better_exceptions")
 
 
 def import_structlog_without_rich() -> None:
-    """Import structlog as if rich were not installed (if neither is imported yet).
+    """Import structlog as if rich (and better_exceptions) were not installed, if none of
+    them is imported yet.
 
     structlog imports rich's traceback and pretty-printing modules (and, through them,
     pygments and attrs) at import time, to offer rich tracebacks: ~25 ms of every
@@ -64,13 +75,15 @@ def import_structlog_without_rich() -> None:
     ``sys.modules["rich"] = None`` makes ``import rich`` fail only while structlog's
     modules run, and typer and syncd's plan tables import it afterwards as usual.
     """
-    if "structlog" in sys.modules or "rich" in sys.modules:
+    if "structlog" in sys.modules or any(name in sys.modules for name in _HIDDEN_FROM_STRUCTLOG):
         return
-    sys.modules["rich"] = None  # type: ignore[assignment]  # "import rich" raises ImportError
+    for name in _HIDDEN_FROM_STRUCTLOG:
+        sys.modules[name] = None  # type: ignore[assignment]  # "import rich" raises ImportError
     try:
         import structlog.dev  # noqa: F401, PLC0415 - imported now, before rich is back
     finally:
-        del sys.modules["rich"]
+        for name in _HIDDEN_FROM_STRUCTLOG:
+            del sys.modules[name]
 
 
 def started() -> None:

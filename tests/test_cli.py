@@ -775,13 +775,13 @@ def test_json_lists_every_job_held_failed_or_planned_with_status_and_exit_code(
     assert result.returncode == 1
 
 
-def test_apply_reads_a_large_csv_in_two_halves_at_once_while_it_holds_the_job_lock(
+def test_apply_reads_a_large_csv_in_two_parts_at_once_while_it_holds_the_job_lock(
     workspace: Workspace,
 ) -> None:
-    # 4 MiB or more is read in two halves, the second by a forked child: the job lock's
+    # 4 MiB or more is read in two parts, the second by a forked child: the job lock's
     # heartbeat thread, which runs through every apply, steps aside for the fork.
     if usable_cpus() < 2:
-        pytest.skip("a second CPU is needed to read in two halves")
+        pytest.skip("a second CPU is needed to read in two parts")
     count = 95_000
     workspace.write_users(rows(count))
     assert workspace.csv.stat().st_size >= 4 * 1024 * 1024

@@ -298,17 +298,21 @@ print(json.dumps({
     "rich_traceback": "rich.traceback" in sys.modules,
     "rich_pretty": "rich.pretty" in sys.modules,
     "rich_console": rich.console.Console is not None,
+    "better_exceptions": structlog.dev.better_exceptions is not None,
     "log": out.getvalue(),
 }))
 """
 
 
-def run_entry_point(args: list[str], folder: Path) -> dict[str, Any]:
+def run_entry_point(
+    args: list[str], folder: Path, env: dict[str, str] | None = None, *, flags: tuple[str, ...] = ()
+) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, "-c", STRUCTLOG_CHILD, *args],
+        [sys.executable, *flags, "-c", STRUCTLOG_CHILD, *args],
         capture_output=True,
         text=True,
         cwd=folder,
+        env=os.environ | (env or {}),
         timeout=60,
         check=False,
     )
@@ -317,7 +321,7 @@ def run_entry_point(args: list[str], folder: Path) -> dict[str, Any]:
     return recorded
 
 
-@pytest.mark.parametrize("command", ["apply", "check-config", "daemon"])
+@pytest.mark.parametrize("command", ["apply", "check-config", "run"])
 def test_a_command_imports_structlog_without_rich_tracebacks(tmp_path: Path, command: str) -> None:
     recorded = run_entry_point([command, "-c", "syncd.yaml"], tmp_path)
 
@@ -332,7 +336,7 @@ def test_a_command_imports_structlog_without_rich_tracebacks(tmp_path: Path, com
     assert "sk-local-secret-value" not in recorded["log"]
 
 
-@pytest.mark.parametrize("args", [["--help"], ["apply", "--help"], ["-h"], []])
+@pytest.mark.parametrize("args", [["--help"], ["apply", "--help"], ["-h"], [], ["version"]])
 def test_help_does_not_import_structlog_early(tmp_path: Path, args: list[str]) -> None:
     recorded = run_entry_point(args, tmp_path)
 
@@ -341,3 +345,23 @@ def test_help_does_not_import_structlog_early(tmp_path: Path, args: list[str]) -
     assert recorded["structlog_sees_rich"]
     assert "RuntimeError: boom" in recorded["log"]
     assert "sk-local-secret-value" not in recorded["log"]
+
+
+def test_an_installed_better_exceptions_is_hidden_too(tmp_path: Path) -> None:
+    # With rich hidden, structlog would take better_exceptions for its tracebacks and
+    # warn (DeprecationWarning) at import: an error under -W error.
+    (tmp_path / "better_exceptions.py").write_text(
+        "def format_exception(*args):\n    return ['better']\n", encoding="utf-8"
+    )
+    pythonpath = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    recorded = run_entry_point(
+        ["apply", "-c", "syncd.yaml"],
+        tmp_path,
+        {"PYTHONPATH": pythonpath},
+        flags=("-W", "error::DeprecationWarning"),
+    )
+
+    assert recorded["imported_by_main"]
+    assert not recorded["structlog_sees_rich"]
+    assert not recorded["better_exceptions"]
+    assert "RuntimeError: boom" in recorded["log"]

@@ -69,9 +69,12 @@ and the columns cost about as much as the second core saves."""
 FIRST_PART_SHARE = 0.44
 """The share of the file's bytes read here; the child reads the rest. Less than half:
 after its own part this process still rebuilds and merges the child's users (~1.2 µs a
-user, against ~3 µs to read one), so with halves it worked ~0.6 s alone after the child
-was done. At 0.44 both end together: a million-row file in 1.96-1.98 s from the fork
-instead of 2.14-2.31 s (at 0.42 and less the child is the one that ends last)."""
+user), so with halves it worked ~0.6 s alone after the child was done. The child's
+user costs more than this process's own (~3.3 µs against ~3 µs: it also encodes the
+columns), which puts the balance above what the merge alone suggests. Measured, a
+million-row file from the fork to the last user: halves 2.14-2.31 s; 0.44 1.96-1.98 s
+(one run of 2.48 s, the machine); 0.42 1.89-2.15 s with one of 2.83 s; at 0.40 the
+child ends last (2.03-2.06 s)."""
 
 FRAME_USERS = 65_536
 """Users per message from the child: the columns in flight stay a few MB."""
