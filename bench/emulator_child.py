@@ -13,6 +13,13 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def taskset(cpus: set[int] | None) -> list[str]:
+    """The ``taskset`` prefix that runs a command on ``cpus`` only (None: no prefix)."""
+    if cpus is None:
+        return []
+    return ["taskset", "-c", ",".join(map(str, sorted(cpus)))]
+
+
 class EmulatorChild:
     """``python -m syncd emulator ARGS --port 0`` with bearer key ``key``; on the CPUs
     ``cpus`` only (all its threads, through ``taskset``), if given."""
@@ -22,9 +29,8 @@ class EmulatorChild:
     ) -> None:
         self.key = key
         env = os.environ | {"SYNCD_EMULATOR_API_KEY": key}
-        pinned = [] if cpus is None else ["taskset", "-c", ",".join(map(str, sorted(cpus)))]
         self.process = subprocess.Popen(
-            [*pinned, sys.executable, "-m", "syncd", "emulator", *args, "--port", "0"],
+            [*taskset(cpus), sys.executable, "-m", "syncd", "emulator", *args, "--port", "0"],
             stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
         )  # fmt: skip
         assert self.process.stdout is not None

@@ -43,20 +43,30 @@ def main() -> None:
     if sys.argv[1:2] and sys.argv[1] in _PAUSING_COMMANDS and gc.isenabled():
         gc.disable()
         _Pause.active = True
-    if sys.argv[1:2] and sys.argv[1] in _LOGGING_COMMANDS and not _HELP.intersection(sys.argv):
+    if _logs(sys.argv[1:]):
         import_structlog_without_rich()
     from syncd.cli import main as cli_main  # noqa: PLC0415 - after the pause, on purpose
 
     cli_main()
 
 
-_HELP = frozenset({"--help", "-h"})
 # The commands that import structlog as they run (they load a config, serve or call an
 # API): for them importing it first costs nothing. Not ``version``, nor a help.
-_LOGGING_COMMANDS = frozenset(
+LOGGING_COMMANDS = frozenset(
     {"plan", "apply", "check-config", "demo", "run", "healthcheck", "history", "audit",
      "emulator", "sources", "report"}
 )  # fmt: skip
+# Of those, the groups: without a subcommand they only print their usage.
+_GROUPS = frozenset({"emulator", "sources", "report"})
+
+
+def _logs(args: list[str]) -> bool:
+    """Whether ``syncd ARGS`` runs a command that logs (not its help, not a bare group)."""
+    if not args or args[0] not in LOGGING_COMMANDS or "--help" in args:
+        return False
+    return args[0] not in _GROUPS or (len(args) > 1 and not args[1].startswith("-"))
+
+
 # Modules structlog uses, if installed, for tracebacks syncd never renders. With rich
 # hidden and better_exceptions installed, structlog.dev would take the latter as its
 # default and warn (a DeprecationWarning) at import.
@@ -83,7 +93,8 @@ def import_structlog_without_rich() -> None:
         import structlog.dev  # noqa: F401, PLC0415 - imported now, before rich is back
     finally:
         for name in _HIDDEN_FROM_STRUCTLOG:
-            del sys.modules[name]
+            if name in sys.modules and sys.modules[name] is None:  # never a real module
+                del sys.modules[name]
 
 
 def started() -> None:

@@ -69,12 +69,14 @@ and the columns cost about as much as the second core saves."""
 FIRST_PART_SHARE = 0.44
 """The share of the file's bytes read here; the child reads the rest. Less than half:
 after its own part this process still rebuilds and merges the child's users (~1.2 µs a
-user), so with halves it worked ~0.6 s alone after the child was done. The child's
-user costs more than this process's own (~3.3 µs against ~3 µs: it also encodes the
-columns), which puts the balance above what the merge alone suggests. Measured, a
-million-row file from the fork to the last user: halves 2.14-2.31 s; 0.44 1.96-1.98 s
-(one run of 2.48 s, the machine); 0.42 1.89-2.15 s with one of 2.83 s; at 0.40 the
-child ends last (2.03-2.06 s)."""
+user), so with halves it worked ~0.6 s alone after the child was done. With ~3 µs a
+user of its own part, ~3.3 µs a user of the child's (which also encodes the columns)
+and the last frame merged after the child ends, the two end together near 0.41-0.44.
+Measured, a million-row file from the fork to the last user: halves 2.14-2.31 s; 0.44
+1.96-1.98 s (and one run of 2.48 s, the machine's); 0.42 1.89-2.15 s (and one of
+2.83 s); at 0.40 the child ends last (2.03-2.06 s). 0.44, the steadier of the two
+best: a share too small costs more than one too large, as the child is the costlier
+reader."""
 
 FRAME_USERS = 65_536
 """Users per message from the child: the columns in flight stay a few MB."""
