@@ -341,7 +341,9 @@ def test_a_command_imports_structlog_without_rich_tracebacks(tmp_path: Path, com
     "args",
     [["--help"], ["apply", "--help"], [], ["version"], ["report"], ["sources", "--help"]],
 )
-def test_help_does_not_import_structlog_early(tmp_path: Path, args: list[str]) -> None:
+def test_help_version_and_a_bare_group_do_not_import_structlog_early(
+    tmp_path: Path, args: list[str]
+) -> None:
     recorded = run_entry_point(args, tmp_path)
 
     assert not recorded["imported_by_main"]
