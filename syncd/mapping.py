@@ -10,9 +10,12 @@ a :class:`RecordMapper` built once from the configured field names. Every error 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
+from itertools import repeat
 from operator import itemgetter
+from typing import Final, Generic, TypeVar
 
 from syncd.messages import quoted
 from syncd.model import Origin, SourceUser, Tags, make_tags, parse_api_date
@@ -26,6 +29,9 @@ _ENABLED_VALUES: dict[str, bool] = {
     **dict.fromkeys(_FALSE_WORDS, False),
 }
 _ACCEPTED_ENABLED = ", ".join(_TRUE_WORDS + _FALSE_WORDS)
+_UNSEEN: Final = date.min
+"""Not in a date cache (a sentinel: no cached value is ``date.min``, which is refused)."""
+_Key = TypeVar("_Key")
 _TAG_CACHE_SIZE = 100_000
 _DATE_CACHE_SIZE = 100_000
 _ORDINARY_BLANKS = " \t\r\n"
@@ -173,6 +179,67 @@ def normalize_tag_value(raw: str) -> str:
     return unicodedata.normalize("NFC", raw).strip()
 
 
+@dataclass(frozen=True, slots=True)
+class Grouped(Generic[_Key]):
+    """One or more fields of consecutive records, as their distinct raw values (``keys``)
+    and, per record, the index of its value in them (``rows``): a directory repeats a
+    few tag combinations and dates across many users, so each is checked once."""
+
+    keys: Sequence[_Key]
+    rows: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordColumns:
+    """The raw values of consecutive records, one line each, by field (a column reader's
+    batch): the ids, and the other mapped fields grouped by distinct value.
+
+    ``tags`` keys are the raw tag values in the order of :attr:`RecordMapper.tag_fields`;
+    ``dates`` keys are ``(active_from, active_to)``, None for a field not mapped;
+    ``enabled`` keys are the raw values. A group is None when none of its fields is
+    mapped.
+    """
+
+    ids: Sequence[str]
+    tags: Grouped[tuple[str, ...]] | None = None
+    dates: Grouped[tuple[str | None, str | None]] | None = None
+    enabled: Grouped[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MappedColumns:
+    """Consecutive users as columns (:meth:`RecordMapper.map_columns`): their end_users,
+    and their tags, (active_from, active_to) and enabled flags grouped by distinct value.
+    A group is None when none of its fields is mapped."""
+
+    end_users: list[str]
+    tags: Grouped[Tags] | None
+    dates: Grouped[tuple[date | None, date | None]] | None
+    enabled: Grouped[bool] | None
+
+    def users(self, source: str, first_line: int) -> list[SourceUser]:
+        """The users, the first on ``first_line`` and each on the next line of ``source``
+        (one C-level map over every column)."""
+        count = len(self.end_users)
+        tags: Iterable[Tags] = repeat(())
+        starts: Iterable[date | None] = repeat(None)
+        ends: Iterable[date | None] = repeat(None)
+        enabled: Iterable[bool] = repeat(True)
+        if self.tags is not None:
+            tags = map(self.tags.keys.__getitem__, self.tags.rows)
+        if self.dates is not None:
+            starts_of = [start for start, _ in self.dates.keys]
+            ends_of = [end for _, end in self.dates.keys]
+            starts = map(starts_of.__getitem__, self.dates.rows)
+            ends = map(ends_of.__getitem__, self.dates.rows)
+        if self.enabled is not None:
+            enabled = map(self.enabled.keys.__getitem__, self.enabled.rows)
+        lines = range(first_line, first_line + count)
+        return list(
+            map(SourceUser, self.end_users, tags, repeat(source), lines, starts, ends, enabled)
+        )
+
+
 class RecordMapper:
     """Builds :class:`SourceUser` values from raw field values; built once per source.
 
@@ -278,33 +345,52 @@ class RecordMapper:
                 # Never sent to the platform: it would create a look-alike of a real user.
                 raise ValueError(f"{self._id_label}: {quoted(id_value)} holds the character {bad}")
         tags = self._tags(tag_values)
-        start = end = None
-        if active_from is not None:
-            try:
-                start = parse_optional_date(active_from)
-                if start is not None and not EARLIEST_DATE <= start <= LATEST_DATE:
-                    start = check_date(start)  # raises
-            except ValueError as error:
-                raise ValueError(f"{self._active_from_label}: {error}") from None
-        if active_to is not None:
-            try:
-                end = parse_optional_date(active_to)
-                if end is not None and not EARLIEST_DATE <= end <= LATEST_DATE:
-                    end = check_date(end, end=True)  # None for the open end, else raises
-            except ValueError as error:
-                raise ValueError(f"{self._active_to_label}: {error}") from None
-            if start is not None and end is not None and end < start:
-                raise ValueError(
-                    f"{self._active_to_label} ({end.isoformat()}) is before "
-                    f"{self._active_from_label} ({start.isoformat()})"
-                )
-        is_enabled = True
-        if enabled is not None:
-            try:
-                is_enabled = parse_enabled(enabled)
-            except ValueError as error:
-                raise ValueError(f"{self._enabled_label}: {error}") from None
+        start = None if active_from is None else self.active_from_of(active_from)
+        end = None if active_to is None else self.active_to_of(active_to)
+        if start is not None and end is not None and end < start:
+            raise ValueError(self._reversed_dates(start, end))
+        is_enabled = True if enabled is None else self.enabled_of(enabled)
         return SourceUser.from_origin(end_user, tags, origin, start, end, is_enabled)
+
+    def active_from_of(self, raw: str) -> date | None:
+        """The start date a raw ``active_from`` value means (None: blank); raises
+        ``ValueError`` naming the field, as :meth:`build` does."""
+        try:
+            start = parse_optional_date(raw)
+            if start is not None and not EARLIEST_DATE <= start <= LATEST_DATE:
+                start = check_date(start)  # raises
+        except ValueError as error:
+            raise ValueError(f"{self._active_from_label}: {error}") from None
+        return start
+
+    def active_to_of(self, raw: str) -> date | None:
+        """The end date a raw ``active_to`` value means (None: blank or the open end);
+        raises ``ValueError`` naming the field, as :meth:`build` does."""
+        try:
+            end = parse_optional_date(raw)
+            if end is not None and not EARLIEST_DATE <= end <= LATEST_DATE:
+                end = check_date(end, end=True)  # None for the open end, else raises
+        except ValueError as error:
+            raise ValueError(f"{self._active_to_label}: {error}") from None
+        return end
+
+    def enabled_of(self, raw: str) -> bool:
+        """What a raw ``enabled`` value means; raises ``ValueError`` naming the field."""
+        try:
+            return parse_enabled(raw)
+        except ValueError as error:
+            raise ValueError(f"{self._enabled_label}: {error}") from None
+
+    def tags_of(self, values: Sequence[str]) -> Tags:
+        """The tags of one record's raw tag values (in the order of :attr:`tag_fields`);
+        raises ``ValueError`` naming the field of a value that holds a bad character."""
+        return self._tags(values)
+
+    def _reversed_dates(self, start: date, end: date) -> str:
+        return (
+            f"{self._active_to_label} ({end.isoformat()}) is before "
+            f"{self._active_from_label} ({start.isoformat()})"
+        )
 
     def _tags(self, values: Sequence[str]) -> Tags:
         key = tuple(values)
@@ -427,6 +513,95 @@ class RecordMapper:
             return user
 
         return build_row
+
+    def build_columns(
+        self, source: str, first_line: int, columns: RecordColumns
+    ) -> list[SourceUser] | None:
+        """The users of consecutive records, the first on ``first_line`` and each on the
+        next line, exactly as :meth:`row_builder`'s function maps each; or None unless
+        every record is plainly valid (see :meth:`map_columns`): the caller then maps
+        the records one by one, for the exact problem of each."""
+        mapped = self.map_columns(columns)
+        return None if mapped is None else mapped.users(source, first_line)
+
+    def map_columns(self, columns: RecordColumns) -> MappedColumns | None:
+        """What :meth:`build_columns` makes its users of, as columns; or None unless every
+        record is plainly valid, as :meth:`row_builder`'s function takes it inline (an
+        id of printable Latin-1 text, not blank, at most :data:`MAX_ID_LENGTH`
+        characters; tags, dates and enabled values :meth:`build` accepts; no end before
+        its start).
+
+        Each check is one C-level pass over a column, or one per distinct value, so a
+        batch costs a fraction of a call per record.
+        """
+        ids = columns.ids
+        count = len(ids)
+        groups = (columns.tags, columns.dates, columns.enabled)
+        mapped = (
+            bool(self.tag_fields),
+            self.active_from_field is not None or self.active_to_field is not None,
+            self.enabled_field is not None,
+        )
+        for group, needed in zip(groups, mapped, strict=True):
+            if (group is not None) != needed or (group is not None and len(group.rows) != count):
+                # A bug in the calling source, not bad data: must not become a problem.
+                raise TypeError("map_columns() needs each mapped group, one index per id")
+        # A space is printable: the joined text is printable if and only if every id is.
+        if not " ".join(ids).isprintable():
+            return None
+        try:
+            # Printable text of U+0000..U+00FF is NFC, stays so when lower-cased, and
+            # holds no invisible character: trimming and lower-casing are all
+            # normalize_end_user() would do (see row_builder).
+            "".join(ids).encode("latin-1")
+        except UnicodeEncodeError:
+            return None
+        stripped = list(map(str.strip, ids))
+        if not all(stripped) or (count and max(map(len, stripped)) > MAX_ID_LENGTH):
+            return None  # a blank id or a long one: its problem is build()'s to say
+        end_users = list(map(str.lower, stripped)) if self.lowercase else stripped
+        try:
+            tags = None
+            if columns.tags is not None:
+                tags = Grouped([self._tags(key) for key in columns.tags.keys], columns.tags.rows)
+            dates = None if columns.dates is None else self._dates_of(columns.dates)
+            enabled = None
+            if columns.enabled is not None:
+                keys = columns.enabled.keys
+                enabled = Grouped([self.enabled_of(key) for key in keys], columns.enabled.rows)
+        except ValueError:
+            return None
+        if columns.dates is not None and dates is None:
+            return None  # an end before its start
+        return MappedColumns(end_users, tags, dates, enabled)
+
+    def _dates_of(
+        self, dates: Grouped[tuple[str | None, str | None]]
+    ) -> Grouped[tuple[date | None, date | None]] | None:
+        """The dates of each distinct (active_from, active_to) pair; None if one ends
+        before it starts. Raises ``ValueError`` for a bad date."""
+        resolved: list[tuple[date | None, date | None]] = []
+        # The caches row_builder() keeps (values accepted before); each batch of a large
+        # file repeats most of the dates of the one before.
+        from_cache, to_cache = self._active_from_cache, self._active_to_cache
+        for raw_from, raw_to in dates.keys:
+            start = end = None
+            if raw_from is not None:
+                start = from_cache.get(raw_from, _UNSEEN)
+                if start is _UNSEEN:
+                    start = self.active_from_of(raw_from)
+                    if len(from_cache) < _DATE_CACHE_SIZE:
+                        from_cache[raw_from] = start
+            if raw_to is not None:
+                end = to_cache.get(raw_to, _UNSEEN)
+                if end is _UNSEEN:
+                    end = self.active_to_of(raw_to)
+                    if len(to_cache) < _DATE_CACHE_SIZE:
+                        to_cache[raw_to] = end
+            if start is not None and end is not None and end < start:
+                return None
+            resolved.append((start, end))
+        return Grouped(resolved, dates.rows)
 
 
 def _latin1(text: str) -> bool:

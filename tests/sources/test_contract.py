@@ -122,6 +122,16 @@ class CsvInPartsCase(CsvCase):
         return CsvSource(config, lowercase=True, parts_min_bytes=0)
 
 
+class CsvByColumnsCase(CsvCase):
+    """The CSV source reading even a small plain file by columns (Arrow), here."""
+
+    def _source(self, path: Path) -> Source:
+        config = CsvSourceConfig(
+            type="csv", path=path, id_column="email", tags={"department": "dept"}
+        )
+        return CsvSource(config, lowercase=True, parts_min_bytes=1 << 62, columns_min_bytes=0)
+
+
 class LdapCase(ContractCase):
     """A real slapd; each source reads its own fresh OU of it."""
 
@@ -257,6 +267,7 @@ class EntraCase(ContractCase):
 CASES: dict[str, ContractCase] = {
     "csv": CsvCase(),
     "csv-in-parts": CsvInPartsCase(),
+    "csv-by-columns": CsvByColumnsCase(),
     "ldap": LdapCase(),
     "entra": EntraCase(),
 }

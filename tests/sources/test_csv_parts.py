@@ -47,7 +47,10 @@ Outcome = tuple[list[SourceUser | RecordProblem], str | None]
 def read(path: Path, *, in_parts: bool, **overrides: Any) -> Outcome:
     """Every item, and the message of the error that ended the read (None: none)."""
     source = CsvSource(
-        config(path, **overrides), lowercase=True, parts_min_bytes=0 if in_parts else 1 << 62
+        config(path, **overrides),
+        lowercase=True,
+        parts_min_bytes=0 if in_parts else 1 << 62,
+        columns_min_bytes=1 << 62,
     )
     items: list[SourceUser | RecordProblem] = []
     try:
@@ -231,7 +234,7 @@ def test_a_child_that_counts_the_lines_otherwise_is_not_believed(
 
 def test_a_file_that_changes_while_it_is_read_in_parts_fails_the_read(tmp_path: Path) -> None:
     path = write(tmp_path, rows(200))
-    source = CsvSource(config(path), lowercase=True, parts_min_bytes=0)
+    source = CsvSource(config(path), lowercase=True, parts_min_bytes=0, columns_min_bytes=1 << 62)
     read_items = source.read()
     next(read_items)
     with path.open("ab") as file:
@@ -242,7 +245,9 @@ def test_a_file_that_changes_while_it_is_read_in_parts_fails_the_read(tmp_path: 
 
 def test_no_child_outlives_a_read_abandoned_half_way(tmp_path: Path) -> None:
     path = write(tmp_path, rows(500))
-    items = CsvSource(config(path), lowercase=True, parts_min_bytes=0).read()
+    items = CsvSource(
+        config(path), lowercase=True, parts_min_bytes=0, columns_min_bytes=1 << 62
+    ).read()
     next(items)
     items.close()  # the consumer stops early (an interruption)
     assert len(FORKS) == 1

@@ -35,11 +35,11 @@ import csv
 import os
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Literal, Self
+from typing import IO, TYPE_CHECKING, Literal, Self
 
 from pydantic import Field, field_validator
 
@@ -50,6 +50,12 @@ from syncd.messages import bounded_list, quoted
 from syncd.model import RecordProblem, SourceUser
 from syncd.sources import SourceContext, SourceType
 from syncd.sources.csv.parts import PARTS_MIN_BYTES, PartsRead, cut_point, text_range
+from syncd.sources.csv.plain import (
+    COLUMNS_FIRST_PART_SHARE,
+    COLUMNS_MIN_BYTES,
+    Piece,
+    plain_data_start,
+)
 from syncd.sources.csv.rows import (
     Reader,
     RowBuilder,
@@ -59,6 +65,9 @@ from syncd.sources.csv.rows import (
     is_blank,
     parse_rows,
 )
+
+if TYPE_CHECKING:
+    from syncd.sources.csv.arrow import ColumnsRead
 
 
 class CsvSourceConfig(SourceConfigBase):
@@ -123,10 +132,14 @@ class CsvSource:
         *,
         lowercase: bool,
         parts_min_bytes: int = PARTS_MIN_BYTES,
+        columns_min_bytes: int = COLUMNS_MIN_BYTES,
     ) -> None:
+        """``parts_min_bytes`` and ``columns_min_bytes``: the smallest file read in two
+        parts at once, and by columns if it is plain (tests lower or raise them)."""
         self._config = config
         # A file this large is read in two parts at once (syncd.sources.csv.parts).
         self._parts_min_bytes = parts_min_bytes
+        self._columns_min_bytes = columns_min_bytes
         # Header cells are compared after stripping, so strip the configured names too.
         self._mapper = RecordMapper(
             id_field=config.id_column.strip(),
@@ -182,16 +195,8 @@ class CsvSource:
             with open(path, encoding=self._encoding, newline="") as file:
                 before = os.fstat(file.fileno())
                 self._check_age(before)
-                point = cut_point(
-                    file.fileno(),
-                    before.st_size,
-                    codecs.lookup(self._encoding).name,
-                    min_bytes=self._parts_min_bytes,
-                )
-                if point is None:
-                    yield from self._records(self._reader(file))
-                else:
-                    yield from self._records_in_parts(file.fileno(), point, before.st_size)
+                # One generator between the caller and the items (each level costs).
+                yield from self._records_of(file, before.st_size)
                 # The same open file (an atomic rename does not change it): a different
                 # size or time means it was rewritten while it was read.
                 after = os.fstat(file.fileno())
@@ -231,12 +236,121 @@ class CsvSource:
                 "run reads it"
             )
 
+    def _records_of(self, file: IO[str], size: int) -> Iterator[SourceUser | RecordProblem]:
+        """The items of the open file. A large one is read in two parts at once where it
+        can be (the second in a forked child, by columns if the file is plain), a large
+        plain one by columns here where it cannot, any other row by row."""
+        fd = file.fileno()
+        codec = codecs.lookup(self._encoding).name
+        header = self._plain_header(fd, size, codec)
+        if header is not None:
+            start, found = header
+            point = cut_point(
+                fd, size, codec, min_bytes=self._parts_min_bytes, share=COLUMNS_FIRST_PART_SHARE
+            )
+            if point is not None and point > start:
+                return self._records_in_parts(fd, point, size, by_columns=True)
+            return self._records_by_columns(fd, start, size, found)
+        point = cut_point(fd, size, codec, min_bytes=self._parts_min_bytes)
+        if point is None:
+            return self._records(self._reader(file))
+        return self._records_in_parts(fd, point, size)
+
+    def _plain_header(
+        self, fd: int, size: int, codec: str
+    ) -> tuple[int, tuple[int, list[str]]] | None:
+        """For a file read by columns (large, plain, its header on line 1): where its
+        records start, and its header; else None."""
+        if size < self._columns_min_bytes:
+            return None
+        start = plain_data_start(fd, size, codec, self._config.delimiter)
+        if start is None:
+            return None
+        with text_range(fd, 0, start, self._encoding) as head:
+            found = self._read_header(self._reader(head))
+        return None if found is None or found[0] != 1 else (start, found)
+
+    def _records_by_columns(
+        self, fd: int, start: int, size: int, header: tuple[int, list[str]]
+    ) -> Iterator[SourceUser | RecordProblem]:
+        """The items of a plain file after its ``header``, read by columns here."""
+        width, build_row, indexes = self._prepare(header)
+        read = self._columns_read(
+            fd,
+            start,
+            size,
+            width,
+            build_row,
+            indexes,
+            lambda line: self._whole_from(fd, size, width, build_row, line),
+        )
+        return read.rows(first_line=header[0] + 1)
+
+    def _columns_read(
+        self,
+        fd: int,
+        start: int,
+        size: int,
+        width: int,
+        build_row: RowBuilder,
+        indexes: dict[str, int],
+        whole: Callable[[int], Iterator[SourceUser | RecordProblem]],
+    ) -> ColumnsRead:
+        """A read by columns of bytes ``[start, size)``; ``whole`` reads what Arrow
+        refused row by row."""
+        # Arrow (~50 ms to import, ~40 MB of libraries) only for a large plain file.
+        from syncd.sources.csv.arrow import ColumnsRead  # noqa: PLC0415
+
+        mapper = self._mapper
+        return ColumnsRead(
+            fd=fd,
+            start=start,
+            size=size,
+            delimiter=self._config.delimiter,
+            width=width,
+            label=self.label,
+            mapper=mapper,
+            build_row=build_row,
+            id_index=indexes[mapper.id_field],
+            tag_indexes=[indexes[column] for _, column in mapper.tag_fields],
+            active_from_index=_index_or_none(indexes, mapper.active_from_field),
+            active_to_index=_index_or_none(indexes, mapper.active_to_field),
+            enabled_index=_index_or_none(indexes, mapper.enabled_field),
+            whole=whole,
+        )
+
+    def _whole_from(
+        self,
+        fd: int,
+        size: int,
+        width: int,
+        build_row: RowBuilder,
+        line: int,
+        *,
+        start: int = 0,
+        start_line: int = 1,
+        encoding: str | None = None,
+    ) -> Iterator[SourceUser | RecordProblem]:
+        """The items of bytes ``[start, size)``, whose first line is ``start_line``, from
+        ``line`` on (the lines before it skipped): the whole file by default."""
+        with text_range(fd, start, size, encoding or self._encoding) as whole:
+            for _ in islice(whole, line - start_line):
+                pass
+            yield from parse_rows(
+                self._reader(whole),
+                build_row,
+                width=width,
+                label=self.label,
+                path=self._config.path,
+                first_line=line,
+            )
+
     def _reader(self, text: IO[str]) -> Reader:
         return csv.reader(text, delimiter=self._config.delimiter, strict=True)
 
     def _records(self, reader: Reader) -> Iterator[SourceUser | RecordProblem]:
         """The items of a whole file, from its header on."""
-        width, build_row = self._prepare(self._read_header(reader))
+        width, build_row, _ = self._prepare(self._read_header(reader))
         yield from parse_rows(
             reader,
             build_row,
@@ -247,7 +361,7 @@ class CsvSource:
         )
 
     def _records_in_parts(
-        self, fd: int, point: int, size: int
+        self, fd: int, point: int, size: int, *, by_columns: bool = False
     ) -> Iterator[SourceUser | RecordProblem]:
         """The items of a file read in two parts at once (:mod:`syncd.sources.csv.parts`)."""
         with text_range(fd, 0, point, self._encoding) as first_part:
@@ -262,31 +376,45 @@ class CsvSource:
                 with text_range(fd, 0, size, self._encoding) as whole:
                     yield from self._records(self._reader(whole))
                 return
-            width, build_row = self._prepare(found)
+            width, build_row, indexes = self._prepare(found)
+            # A byte-order mark can only start the file, never its second part.
+            second_encoding = (
+                "utf-8" if codecs.lookup(self._encoding).name == "utf-8-sig" else self._encoding
+            )
 
             def whole_from(line: int) -> Iterator[SourceUser | RecordProblem]:
                 # The cut fell inside a quoted field: on with the whole file from the
                 # record it cut, as a reader of the whole file would read it.
-                with text_range(fd, 0, size, self._encoding) as whole:
-                    for _ in islice(whole, line - 1):
-                        pass
-                    yield from parse_rows(
-                        self._reader(whole),
+                return self._whole_from(fd, size, width, build_row, line)
+
+            def second_by_columns(first_line: int) -> Iterator[Piece]:
+                # In the child: what Arrow refuses is read row by row, from that line
+                # of the second part on.
+                read = self._columns_read(
+                    fd,
+                    point,
+                    size,
+                    width,
+                    build_row,
+                    indexes,
+                    lambda line: self._whole_from(
+                        fd,
+                        size,
+                        width,
                         build_row,
-                        width=width,
-                        label=self.label,
-                        path=self._config.path,
-                        first_line=line,
-                    )
+                        line,
+                        start=point,
+                        start_line=first_line,
+                        encoding=second_encoding,
+                    ),
+                )
+                return read.pieces(first_line=first_line)
 
             parts = PartsRead(
                 fd=fd,
                 point=point,
                 size=size,
-                # A byte-order mark can only start the file, never its second part.
-                encoding="utf-8"
-                if codecs.lookup(self._encoding).name == "utf-8-sig"
-                else self._encoding,
+                encoding=second_encoding,
                 declared_encoding=self._config.encoding,
                 path=self._config.path,
                 label=self.label,
@@ -294,11 +422,15 @@ class CsvSource:
                 width=width,
                 build_row=build_row,
                 whole=whole_from,
+                second_by_columns=second_by_columns if by_columns else None,
             )
             yield from parts.rows(reader, first_line=reader.line_num + 1)
 
-    def _prepare(self, found: tuple[int, list[str]] | None) -> tuple[int, RowBuilder]:
-        """The row width and the row builder of the header ``found`` (its line, cells)."""
+    def _prepare(
+        self, found: tuple[int, list[str]] | None
+    ) -> tuple[int, RowBuilder, dict[str, int]]:
+        """The row width, the row builder and the mapped columns' positions of the header
+        ``found`` (its line, cells)."""
         path = self._config.path
         if found is None:
             # No header, nothing to check the mapping against: a truncated or failed
@@ -319,7 +451,7 @@ class CsvSource:
             active_to_index=_index_or_none(indexes, mapper.active_to_field),
             enabled_index=_index_or_none(indexes, mapper.enabled_field),
         )
-        return len(header), build_row
+        return len(header), build_row, indexes
 
     def _read_header(self, reader: Reader) -> tuple[int, list[str]] | None:
         """The first non-blank record (its line, its cleaned cells); None if there is none."""

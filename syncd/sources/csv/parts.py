@@ -38,13 +38,13 @@ import os
 import signal
 import struct
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
-from itertools import islice, repeat
+from itertools import chain, islice, repeat
 from operator import attrgetter
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import msgspec
 import structlog
@@ -52,7 +52,9 @@ import structlog
 from syncd import forking
 from syncd.cpus import usable_cpus
 from syncd.errors import SourceError
+from syncd.mapping import MappedColumns
 from syncd.model import Origin, RecordProblem, SourceUser, Tags, make_tags
+from syncd.sources.csv.plain import MappedBatch, Piece
 from syncd.sources.csv.rows import (
     CutInQuotesError,
     Reader,
@@ -90,10 +92,17 @@ log = structlog.get_logger(__name__)
 _BLOCK = 1 << 20
 
 
-def cut_point(fd: int, size: int, encoding: str, *, min_bytes: int = PARTS_MIN_BYTES) -> int | None:
-    """Where the second part starts (just after a line feed), or None to read the file
-    whole: too small, an encoding a cut could split, no line feed after the share, no
-    second CPU, or no way to fork a reader."""
+def cut_point(
+    fd: int,
+    size: int,
+    encoding: str,
+    *,
+    min_bytes: int = PARTS_MIN_BYTES,
+    share: float = FIRST_PART_SHARE,
+) -> int | None:
+    """Where the second part starts (just after a line feed after ``share`` of the
+    bytes), or None to read the file whole: too small, an encoding a cut could split, no
+    line feed after the share, no second CPU, or no way to fork a reader."""
     if size < max(min_bytes, 2) or encoding not in _CUT_ENCODINGS:
         return None
     # Two readers on one CPU take turns, and the second costs a merge: slower.
@@ -101,7 +110,7 @@ def cut_point(fd: int, size: int, encoding: str, *, min_bytes: int = PARTS_MIN_B
         return None
     if not forking.could_fork():
         return None
-    position = int(size * FIRST_PART_SHARE)
+    position = int(size * share)
     while position < size:
         block = os.pread(fd, _BLOCK, position)
         if not block:
@@ -137,11 +146,14 @@ class _Range(io.RawIOBase):
         return len(data)
 
 
+def byte_range(fd: int, start: int, end: int) -> io.BufferedReader:
+    """Bytes ``[start, end)`` of ``fd`` as a binary stream (the descriptor stays open)."""
+    return io.BufferedReader(_Range(fd, start, end), _BLOCK)
+
+
 def text_range(fd: int, start: int, end: int, encoding: str) -> IO[str]:
     """Bytes ``[start, end)`` of ``fd`` as text, line breaks as the file has them."""
-    return io.TextIOWrapper(
-        io.BufferedReader(_Range(fd, start, end), _BLOCK), encoding=encoding, newline=""
-    )
+    return io.TextIOWrapper(byte_range(fd, start, end), encoding=encoding, newline="")
 
 
 def count_lines(fd: int, end: int) -> int:
@@ -195,6 +207,9 @@ class PartsRead:
     build_row: RowBuilder
     whole: Callable[[int], Iterator[SourceUser | RecordProblem]]
     """Read the whole file from a line on (when the cut fell inside a quoted field)."""
+    second_by_columns: Callable[[int], Iterator[Piece]] | None = None
+    """For a plain file: the child's read of the second part by columns (its first record
+    on the given line; :mod:`syncd.sources.csv.arrow`), instead of row by row."""
 
     def rows(self, first: Reader, first_line: int) -> Iterator[SourceUser | RecordProblem]:
         """Every item of the file: the first part from ``first`` (a reader of bytes
@@ -222,16 +237,19 @@ class PartsRead:
                 child.stop()
                 yield from self.whole(cut.line)
                 return
-            yield from self._second(child.frames(), lines_before=first.line_num)
+            # A list per frame, chained in C: no generator per item between them.
+            yield from chain.from_iterable(
+                self._second(child.frames(), lines_before=first.line_num)
+            )
         finally:
             child.stop()
 
     def _second(
         self, frames: Iterator[_Frame] | None, *, lines_before: int
-    ) -> Iterator[SourceUser | RecordProblem]:
-        """The second part's items from the child's frames; from a reader here if there
-        is no child, if its count of lines differs from ``lines_before`` (this
-        process's), or from where it stopped if it died half-way."""
+    ) -> Iterator[Iterable[SourceUser | RecordProblem]]:
+        """The second part's items, a frame's at a time, from the child's frames; from a
+        reader here if there is no child, if its count of lines differs from
+        ``lines_before`` (this process's), or from where it stopped if it died half-way."""
         table: list[Tags] = []
         days: list[date | None] = [None]
         given = 0  # items of the second part already yielded
@@ -240,16 +258,16 @@ class PartsRead:
                 break  # nothing taken yet: the count is in every frame, checked first
             table += map(make_tags, map(_pairs, frame.new_tag_sets))
             days += map(date.fromordinal, frame.new_days)
-            for item in _items(frame, table, days, self.label):
-                yield item
-                given += 1
+            items = _items(frame, table, days, self.label)
+            yield items
+            given += len(items)
             if frame.last:
                 if frame.end is not None:
                     raise SourceError(self._end_message(*frame.end))
                 return
         # Read here the items the child did not give: the same reader gives the same
         # items in the same order, so the first `given` are the ones already yielded.
-        yield from islice(self._second_here(lines_before), given, None)
+        yield islice(self._second_here(lines_before), given, None)
 
     def _second_here(self, lines_before: int) -> Iterator[SourceUser | RecordProblem]:
         with text_range(self.fd, self.point, self.size, self.encoding) as text:
@@ -277,9 +295,9 @@ def _pairs(pairs: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
 
 def _items(
     frame: _Frame, table: list[Tags], days: list[date | None], label: str
-) -> Iterator[SourceUser | RecordProblem]:
+) -> list[SourceUser | RecordProblem]:
     """A frame's users rebuilt (one C-level map per column) and its problems, in order."""
-    users = list(
+    users: list[SourceUser | RecordProblem] = list(
         map(
             SourceUser,
             frame.names,
@@ -292,14 +310,15 @@ def _items(
         )
     )
     if not frame.problems:
-        yield from users
-        return
+        return users
+    items: list[SourceUser | RecordProblem] = []
     done = 0
     for before, line, message in frame.problems:
-        yield from users[done:before]
+        items += users[done:before]
         done = before
-        yield RecordProblem(Origin(label, line), message)
-    yield from users[done:]
+        items.append(RecordProblem(Origin(label, line), message))
+    items += users[done:]
+    return items
 
 
 class _Child:
@@ -425,31 +444,46 @@ def _child_main(read: PartsRead, tokens: int, spool: int) -> None:  # pragma: no
 
 
 def _second_part_frames(read: PartsRead) -> Iterator[_Frame]:
-    """The second part as frames of at most :data:`FRAME_USERS` users."""
+    """The second part as frames of about :data:`FRAME_USERS` users."""
     lines_before = count_lines(read.fd, read.point)
     columns = _Columns(lines_before)
     end: tuple[str, str] | None = None
     try:
-        with text_range(read.fd, read.point, read.size, read.encoding) as text:
-            reader = csv.reader(text, delimiter=read.delimiter, strict=True)
-            items = parse_rows(
-                reader,
-                read.build_row,
-                width=read.width,
-                label=read.label,
-                path=read.path,
-                first_line=lines_before + 1,
-            )
-            for item in items:
-                if type(item) is SourceUser:
-                    columns.users.append(item)
-                    if len(columns.users) == FRAME_USERS:
+        with contextlib.ExitStack() as stack:
+            pieces: Iterable[Piece]
+            if read.second_by_columns is not None:
+                # Arrow is imported here, in the child: the parent never holds it.
+                pieces = read.second_by_columns(lines_before + 1)
+            else:
+                text = stack.enter_context(
+                    text_range(read.fd, read.point, read.size, read.encoding)
+                )
+                rows = parse_rows(
+                    csv.reader(text, delimiter=read.delimiter, strict=True),
+                    read.build_row,
+                    width=read.width,
+                    label=read.label,
+                    path=read.path,
+                    first_line=lines_before + 1,
+                )
+                pieces = (rows,)
+            for piece in pieces:
+                if isinstance(piece, MappedBatch):
+                    # Columns go into the frame as columns: no user objects here.
+                    columns.add_mapped(piece.columns, piece.first_line)
+                    if columns.count() >= FRAME_USERS:
                         yield columns.frame()
-                else:
-                    assert isinstance(item, RecordProblem)
-                    columns.problems.append(
-                        (len(columns.users), item.origin.line or 0, item.message)
-                    )
+                    continue
+                for item in piece:
+                    if type(item) is SourceUser:
+                        columns.users.append(item)
+                        if columns.count() >= FRAME_USERS:
+                            yield columns.frame()
+                    else:
+                        assert isinstance(item, RecordProblem)
+                        columns.problems.append(
+                            (columns.count(), item.origin.line or 0, item.message)
+                        )
     except SourceError as error:
         end = ("source", str(error))
     except UnicodeError as error:
@@ -468,12 +502,22 @@ _LINE = attrgetter("at")
 
 
 class _Columns:
-    """Users gathered for the next frame; tag sets and days as tables sent once."""
+    """Users gathered for the next frame, as columns; tag sets and days as tables sent
+    once (each frame sends the entries new since the one before)."""
 
     def __init__(self, lines_before: int) -> None:
         self.lines_before = lines_before
         self.users: list[SourceUser] = []
+        """Users added one by one, not yet in the columns (they go in as a batch)."""
         self.problems: list[tuple[int, int, str]] = []
+        self._names: list[str] = []
+        self._lines: list[int] = []
+        self._tag_index: list[int] = []
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self._enabled = bytearray()
+        self._new_tag_sets: list[Tags] = []
+        self._new_days: list[date] = []
         # id() of a tag set's shared tuple / of a date -> its index in the tables the
         # frames send (days: 0 is "no date"). Every object indexed is kept, so that its
         # id cannot be reused by another while the read lasts.
@@ -481,36 +525,97 @@ class _Columns:
         self._day_ids: dict[int, int] = {id(None): 0}
         self._kept: list[object] = []
 
+    def count(self) -> int:
+        """The users of the next frame so far."""
+        return len(self._names) + len(self.users)
+
+    def add_mapped(self, mapped: MappedColumns, first_line: int) -> None:
+        """Add a batch of users given as columns, the first on ``first_line``."""
+        self._flush_users()
+        count = len(mapped.end_users)
+        self._names += mapped.end_users
+        self._lines += range(first_line, first_line + count)
+        if mapped.tags is None:
+            self._tag_index += repeat(self._tag_set(()), count)
+        else:
+            tag_sets = [self._tag_set(tags) for tags in mapped.tags.keys]
+            self._tag_index += map(tag_sets.__getitem__, mapped.tags.rows)
+        if mapped.dates is None:
+            self._starts += repeat(0, count)
+            self._ends += repeat(0, count)
+        else:
+            starts = [self._day(start) for start, _ in mapped.dates.keys]
+            ends = [self._day(end) for _, end in mapped.dates.keys]
+            self._starts += map(starts.__getitem__, mapped.dates.rows)
+            self._ends += map(ends.__getitem__, mapped.dates.rows)
+        if mapped.enabled is None:
+            self._enabled += b"\x01" * count
+        else:
+            flags = [int(flag) for flag in mapped.enabled.keys]
+            self._enabled += bytes(map(flags.__getitem__, mapped.enabled.rows))
+
     def frame(self, *, last: bool = False, end: tuple[str, str] | None = None) -> _Frame:
-        users, self.users = self.users, []
-        problems, self.problems = self.problems, []
-        tags = list(map(_TAGS, users))
-        new_tag_sets = self._register(tags, self._tag_ids)
-        starts = list(map(_START, users))
-        ends = list(map(_END, users))
-        new_days = self._register(starts + ends, self._day_ids)
-        return _Frame(
-            names=list(map(_NAME, users)),
-            lines=list(map(_LINE, users)),
-            new_tag_sets=[list(pairs) for pairs in new_tag_sets],
-            tag_index=list(map(self._tag_ids.__getitem__, map(id, tags))),
-            new_days=[day.toordinal() for day in new_days if isinstance(day, date)],
-            starts=list(map(self._day_ids.__getitem__, map(id, starts))),
-            ends=list(map(self._day_ids.__getitem__, map(id, ends))),
-            enabled=bytes(map(int, map(_ENABLED, users))),
-            problems=problems,
+        """The frame of what was added since the last one."""
+        self._flush_users()
+        frame = _Frame(
+            names=self._names,
+            lines=self._lines,
+            new_tag_sets=[list(pairs) for pairs in self._new_tag_sets],
+            tag_index=self._tag_index,
+            new_days=[day.toordinal() for day in self._new_days],
+            starts=self._starts,
+            ends=self._ends,
+            enabled=bytes(self._enabled),
+            problems=self.problems,
             lines_before=self.lines_before,
             last=last,
             end=end,
         )
+        self._names, self._lines, self._tag_index = [], [], []
+        self._starts, self._ends, self._enabled = [], [], bytearray()
+        self._new_tag_sets, self._new_days, self.problems = [], [], []
+        return frame
 
-    def _register(self, values: list[_Value], ids: dict[int, int]) -> list[_Value]:
-        """The values not seen before, in first-seen order, now given the next indexes."""
-        new: list[_Value] = []
+    def _flush_users(self) -> None:
+        """Move the users added one by one into the columns (one C-level pass each)."""
+        users, self.users = self.users, []
+        if not users:
+            return
+        tags = list(map(_TAGS, users))
+        self._register(tags, self._tag_ids, self._new_tag_sets)
+        starts = list(map(_START, users))
+        ends = list(map(_END, users))
+        self._register(starts + ends, self._day_ids, self._new_days)
+        self._names += map(_NAME, users)
+        self._lines += map(_LINE, users)
+        self._tag_index += map(self._tag_ids.__getitem__, map(id, tags))
+        self._starts += map(self._day_ids.__getitem__, map(id, starts))
+        self._ends += map(self._day_ids.__getitem__, map(id, ends))
+        self._enabled += bytes(map(int, map(_ENABLED, users)))
+
+    def _tag_set(self, tags: Tags) -> int:
+        """The index of ``tags`` in the table of tag sets (added if new)."""
+        index = self._tag_ids.get(id(tags))
+        if index is None:
+            self._register([tags], self._tag_ids, self._new_tag_sets)
+            index = self._tag_ids[id(tags)]
+        return index
+
+    def _day(self, day: date | None) -> int:
+        """The index of ``day`` in the table of days (0: no date; added if new)."""
+        index = self._day_ids.get(id(day))
+        if index is None:
+            self._register([day], self._day_ids, self._new_days)
+            index = self._day_ids[id(day)]
+        return index
+
+    def _register(self, values: list[Any], ids: dict[int, int], new: list[Any]) -> None:
+        """Give the values not seen before the next indexes, and add them to ``new``
+        (the table entries the next frame sends)."""
         # One C-level pass over the users' values; the loop runs over distinct ones only.
         for key, value in dict(zip(map(id, values), values, strict=True)).items():
             if key not in ids:
                 ids[key] = len(ids)
-                new.append(value)
+                if value is not None:
+                    new.append(value)
                 self._kept.append(value)
-        return new
