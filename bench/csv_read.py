@@ -1,14 +1,17 @@
-"""Benchmark: reading a CSV export into the desired users, whole or in two parts at once.
+"""Benchmark: reading a CSV export into the desired users: row by row, whole or in two
+parts at once, and by columns (Arrow), here or in two parts.
 
     python bench/csv_read.py --users 1000000 --rounds 3
 
 Each variant runs in a fresh child interpreter, alternately, best of ``--rounds`` by
 wall time: the bare read of the same-run references (``bench/bare_pipeline.py``:
 ``csv.reader`` into a dict, collector off), syncd's CSV source read whole and merged
-(:class:`~syncd.merge.DesiredUsersBuilder`), and the same read in two parts (the second
-by a forked child: ``syncd/sources/csv/parts.py``). CPU time counts the forked child
-too; peak RSS is the reading process's (and, apart, its child's). The users of both of
-syncd's reads are checked to be the same (a digest of every user and problem).
+(:class:`~syncd.merge.DesiredUsersBuilder`) row by row, the same read in two parts (the
+second by a forked child: ``syncd/sources/csv/parts.py``), and the plain file read by
+columns (``syncd/sources/csv/arrow.py``): here, and as ``syncd apply`` reads it, in two
+parts with the child reading its part by columns. CPU time counts the forked child
+too; peak RSS is the reading process's (and, apart, its child's). The users of every
+one of syncd's reads are checked to be the same (a digest of every user and problem).
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-VARIANTS = ("bare", "whole", "parts")
+VARIANTS = ("bare", "whole", "parts", "columns", "columns-parts")
+# Each syncd variant: (parts_min_bytes, columns_min_bytes) of the CSV source.
+_LIMITS = {
+    "whole": (1 << 62, 1 << 62),
+    "parts": (0, 1 << 62),
+    "columns": (1 << 62, 0),
+    "columns-parts": (0, 0),
+}
 
 
 def child(variant: str, csv_path: Path) -> dict[str, object]:
@@ -55,10 +65,13 @@ def child(variant: str, csv_path: Path) -> dict[str, object]:
             active_to_column="end_date",
             enabled_column="enabled",
         )
-        minimum = 0 if variant == "parts" else 1 << 62
+        parts_min, columns_min = _LIMITS[variant]
+        source = CsvSource(
+            config, lowercase=True, parts_min_bytes=parts_min, columns_min_bytes=columns_min
+        )
         builder = DesiredUsersBuilder()
         builder.begin_source(config.label)
-        builder.add_all(CsvSource(config, lowercase=True, parts_min_bytes=minimum).read())
+        builder.add_all(source.read())
         builder.end_source()
         desired = builder.build()
         count = len(desired.users)
@@ -108,10 +121,10 @@ def main() -> int:
                 [sys.executable, __file__, "--child", variant, str(csv_path)],
                 check=True, capture_output=True, text=True, env=os.environ,
             ).stdout  # fmt: skip
-            figures = json.loads(output)
+            figures = json.loads(output.splitlines()[-1])  # after any log line
             runs[variant].append(figures)
             print(
-                f"{variant:<6} wall {figures['wall_s']:6.2f} s  CPU {figures['cpu_s']:6.2f} s  "
+                f"{variant:<13} wall {figures['wall_s']:6.2f} s  CPU {figures['cpu_s']:6.2f} s  "
                 f"peak RSS {figures['rss_mb']:5.0f} MB (child {figures['child_rss_mb']:.0f} MB)  "
                 f"users {figures['users']}",
                 flush=True,
@@ -123,14 +136,14 @@ def main() -> int:
     print()
     for variant in VARIANTS:
         print(
-            f"best {variant:<6} wall {walls[variant]:6.2f} s = "
+            f"best {variant:<13} wall {walls[variant]:6.2f} s = "
             f"{walls[variant] / walls['bare']:.2f}x the bare read; CPU {cpus[variant]:6.2f} s"
         )
-    digests = {run["digest"] for variant in ("whole", "parts") for run in runs[variant]}
+    digests = {run["digest"] for variant in _LIMITS for run in runs[variant]}
     if len(digests) != 1:
         print(f"FAILED: the reads gave different users: {sorted(map(str, digests))}")
         return 1
-    print(f"whole and parts read the same users and problems (digest {digests.pop()})")
+    print(f"every syncd read gave the same users and problems (digest {digests.pop()})")
     return 0
 
 
