@@ -77,12 +77,15 @@ def pausable(thread: Pausable) -> Iterator[None]:
 
 def could_fork() -> bool:
     """A hint: True if :func:`fork` may fork, as this process would run one thread once
-    the registered ones paused. :func:`fork` checks again, exactly."""
+    the registered ones paused. Threads are counted as the kernel counts them, so that
+    native ones (Apache Arrow's pool, once a file was read by columns here) count too.
+    :func:`fork` checks again, exactly."""
     if not hasattr(os, "fork"):
         return False
     with _registry_lock:
         registered = len(_registered)
-    return threading.active_count() - registered <= 1
+    threads = os_thread_count()
+    return (threading.active_count() if threads is None else threads) - registered <= 1
 
 
 def fork() -> int | None:

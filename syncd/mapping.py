@@ -381,11 +381,6 @@ class RecordMapper:
         except ValueError as error:
             raise ValueError(f"{self._enabled_label}: {error}") from None
 
-    def tags_of(self, values: Sequence[str]) -> Tags:
-        """The tags of one record's raw tag values (in the order of :attr:`tag_fields`);
-        raises ``ValueError`` naming the field of a value that holds a bad character."""
-        return self._tags(values)
-
     def _reversed_dates(self, start: date, end: date) -> str:
         return (
             f"{self._active_to_label} ({end.isoformat()}) is before "

@@ -24,6 +24,7 @@ from syncd import forking
 from syncd.errors import SourceError
 from syncd.model import RecordProblem, SourceUser
 from syncd.sources.csv import CsvSource, CsvSourceConfig, arrow, parts
+from syncd.sources.csv import plain as plain_module
 from syncd.sources.csv.plain import plain_data_start
 
 HEADER = "email,Department,Country,start_date,end_date,enabled"
@@ -240,6 +241,70 @@ def test_a_byte_order_mark_and_another_delimiter_read_as_row_by_row(tmp_path: Pa
     assert len(items) == 100
 
 
+@pytest.mark.parametrize("where", [0, 150], ids=["line 2", "after the cut"])
+@pytest.mark.parametrize("mark", ["\ufeff", "\x00"], ids=["BOM", "NUL"])
+def test_bytes_arrow_reads_otherwise_keep_the_file_row_by_row(
+    tmp_path: Path, where: int, mark: str
+) -> None:
+    # Arrow drops a byte-order mark where it starts reading, and misreads a NUL
+    # before a delimiter or a line break: such a file is not plain.
+    lines = user_rows(200)
+    lines[where] = mark + lines[where]
+    lines[where + 10] = lines[where + 10].replace(",", mark + ",", 1)
+    path = write(tmp_path, lines)
+    with path.open("rb") as file:
+        assert plain_data_start(file.fileno(), path.stat().st_size, "utf-8", ",") is None
+    items, error = same_as_rows(path)
+    assert error is None
+    problems = [item for item in items if isinstance(item, RecordProblem)]
+    assert [problem.origin.line for problem in problems] == [where + 2, where + 12]
+    one_column = tmp_path / "one.csv"
+    one_column.write_bytes(b"email\n" + b"".join(b"u%d@x.com\x00\n" % i for i in range(300)))
+    assert same_as_rows(one_column, tags={}, **NOTHING_ELSE)[1] is None
+
+
+NOTHING_ELSE: dict[str, Any] = {
+    "active_from_column": None,
+    "active_to_column": None,
+    "enabled_column": None,
+}
+
+
+def test_a_delimiter_arrow_cannot_take_keeps_the_file_row_by_row(tmp_path: Path) -> None:
+    path = tmp_path / "users.csv"
+    path.write_bytes(b"email\n" + b"".join(b"u%d@x.com\n" % i for i in range(300)))
+    items, error = same_as_rows(path, delimiter="\x00", tags={}, **NOTHING_ELSE)
+    assert error is None
+    assert len(items) == 300
+
+
+def test_a_file_shorter_than_its_size_said_is_scanned_without_harm(tmp_path: Path) -> None:
+    path = write(tmp_path, user_rows(20))
+    with path.open("rb") as file:  # as if it shrank after the size was read
+        start = plain_data_start(file.fileno(), path.stat().st_size + 4096, "utf-8", ",")
+    assert start == len(HEADER) + 1
+
+
+def test_a_refused_fork_still_reads_the_second_part_by_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forking, "fork", lambda: None)  # another thread runs, say
+    marks: list[tuple[int, bool]] = []
+    real_pieces = arrow.ColumnsRead.pieces
+
+    def marked(read: arrow.ColumnsRead, first_line: int) -> Any:
+        marks.append((first_line, read.in_child))
+        return real_pieces(read, first_line)
+
+    monkeypatch.setattr(arrow.ColumnsRead, "pieces", marked)
+    path = write(tmp_path, user_rows(300))
+    rows = read(path, "rows")
+    assert read(path, "columns in a child") == rows
+    assert len(marks) == 1
+    assert marks[0][1] is False  # here, not in a child
+    assert marks[0][0] > 2  # the second part: this process read the first row by row
+
+
 def test_the_parent_never_imports_arrow_when_a_child_reads_the_second_part(
     tmp_path: Path,
 ) -> None:
@@ -274,20 +339,31 @@ def test_a_read_abandoned_half_way_leaves_no_thread_behind(tmp_path: Path) -> No
     [
         (b"a,b\nc,d\n", ",", True),
         (b"a,b\r\nc,d\n", ",", True),
+        (b"a,b\rc,d\n", ",", True),
+        (b"a,b\nc,d\n" + b"e,f\n" * 5 + b'g,"h"\n', ",", False),  # a quote far on
         (b'a,b\nc,"d"\n', ",", False),  # a quote anywhere: row by row
         (b"a,b\n", ",", False),  # the header alone
         (b"a,b", ",", False),
         (b"a\xc2\xa7b\nc\xc2\xa7d\n", "\u00a7", False),  # a delimiter of two bytes
     ],
 )
-def test_which_files_are_plain(tmp_path: Path, content: bytes, delimiter: str, plain: bool) -> None:
+@pytest.mark.parametrize("scan_bytes", [3, 1 << 20], ids=["small blocks", "one block"])
+def test_which_files_are_plain(
+    tmp_path: Path,
+    content: bytes,
+    delimiter: str,
+    plain: bool,
+    scan_bytes: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(plain_module, "_SCAN_BYTES", scan_bytes)  # line ends across blocks
     path = tmp_path / "f.csv"
     path.write_bytes(content)
     with path.open("rb") as file:
         start = plain_data_start(file.fileno(), len(content), "utf-8", delimiter)
     assert (start is not None) == plain
     if plain:
-        assert content[start:] == b"c,d\n"
+        assert content[start:].startswith(b"c,d\n")
     with path.open("rb") as file:
         assert plain_data_start(file.fileno(), len(content), "cp1252", delimiter) is None
 
@@ -307,7 +383,9 @@ IDS = st.sampled_from(
         "a" * 1030,
     ]
 )
-CELLS = st.sampled_from(["Sales", "", " Sales ", "Dépt", "bad\u200b", "\x7f", "x;y"])
+CELLS = st.sampled_from(
+    ["Sales", "", " Sales ", "Dépt", "bad\u200b", "\x7f", "x;y", "nul\x00", "\ufeffbom"]
+)
 DATES = st.sampled_from(
     [
         "2026-01-01",

@@ -35,11 +35,11 @@ import csv
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Literal, Self
+from typing import IO, TYPE_CHECKING, Literal, Self, TypedDict
 
 from pydantic import Field, field_validator
 
@@ -196,7 +196,14 @@ class CsvSource:
                 before = os.fstat(file.fileno())
                 self._check_age(before)
                 # One generator between the caller and the items (each level costs).
-                yield from self._records_of(file, before.st_size)
+                records = self._records_of(file, before.st_size)
+                try:
+                    yield from records
+                finally:
+                    # An abandoned read ends at once (a read by columns: its thread).
+                    close = getattr(records, "close", None)
+                    if close is not None:
+                        close()
                 # The same open file (an atomic rename does not change it): a different
                 # size or time means it was rewritten while it was read.
                 after = os.fstat(file.fileno())
@@ -236,7 +243,7 @@ class CsvSource:
                 "run reads it"
             )
 
-    def _records_of(self, file: IO[str], size: int) -> Iterator[SourceUser | RecordProblem]:
+    def _records_of(self, file: IO[str], size: int) -> Iterable[SourceUser | RecordProblem]:
         """The items of the open file. A large one is read in two parts at once where it
         can be (the second in a forked child, by columns if the file is plain), a large
         plain one by columns here where it cannot, any other row by row."""
@@ -267,12 +274,12 @@ class CsvSource:
         if start is None:
             return None
         with text_range(fd, 0, start, self._encoding) as head:
-            found = self._read_header(self._reader(head))
-        return None if found is None or found[0] != 1 else (start, found)
+            found = self._read_header(self._reader(head))  # None: a blank first line
+        return None if found is None else (start, found)
 
     def _records_by_columns(
         self, fd: int, start: int, size: int, header: tuple[int, list[str]]
-    ) -> Iterator[SourceUser | RecordProblem]:
+    ) -> Iterable[SourceUser | RecordProblem]:
         """The items of a plain file after its ``header``, read by columns here."""
         width, build_row, indexes = self._prepare(header)
         read = self._columns_read(
@@ -295,6 +302,8 @@ class CsvSource:
         build_row: RowBuilder,
         indexes: dict[str, int],
         whole: Callable[[int], Iterator[SourceUser | RecordProblem]],
+        *,
+        in_child: bool = False,
     ) -> ColumnsRead:
         """A read by columns of bytes ``[start, size)``; ``whole`` reads what Arrow
         refused row by row."""
@@ -311,12 +320,10 @@ class CsvSource:
             label=self.label,
             mapper=mapper,
             build_row=build_row,
-            id_index=indexes[mapper.id_field],
-            tag_indexes=[indexes[column] for _, column in mapper.tag_fields],
-            active_from_index=_index_or_none(indexes, mapper.active_from_field),
-            active_to_index=_index_or_none(indexes, mapper.active_to_field),
-            enabled_index=_index_or_none(indexes, mapper.enabled_field),
+            **_field_indexes(mapper, indexes),
             whole=whole,
+            path=self._config.path,
+            in_child=in_child,
         )
 
     def _whole_from(
@@ -387,9 +394,9 @@ class CsvSource:
                 # record it cut, as a reader of the whole file would read it.
                 return self._whole_from(fd, size, width, build_row, line)
 
-            def second_by_columns(first_line: int) -> Iterator[Piece]:
-                # In the child: what Arrow refuses is read row by row, from that line
-                # of the second part on.
+            def second_by_columns(first_line: int, in_child: bool) -> Iterator[Piece]:
+                # What Arrow refuses is read row by row, from that line of the second
+                # part on.
                 read = self._columns_read(
                     fd,
                     point,
@@ -407,6 +414,7 @@ class CsvSource:
                         start_line=first_line,
                         encoding=second_encoding,
                     ),
+                    in_child=in_child,
                 )
                 return read.pieces(first_line=first_line)
 
@@ -443,14 +451,7 @@ class CsvSource:
         indexes = self._resolve_columns(header, header_line=header_line)
         # Everything that can be decided once is decided here, not per row.
         mapper = self._mapper
-        build_row = mapper.row_builder(
-            self.label,
-            id_index=indexes[mapper.id_field],
-            tag_indexes=[indexes[column] for _, column in mapper.tag_fields],
-            active_from_index=_index_or_none(indexes, mapper.active_from_field),
-            active_to_index=_index_or_none(indexes, mapper.active_to_field),
-            enabled_index=_index_or_none(indexes, mapper.enabled_field),
-        )
+        build_row = mapper.row_builder(self.label, **_field_indexes(mapper, indexes))
         return len(header), build_row, indexes
 
     def _read_header(self, reader: Reader) -> tuple[int, list[str]] | None:
@@ -510,6 +511,25 @@ def _names(names: Sequence[str]) -> str:
 
 def _index_or_none(indexes: dict[str, int], column: str | None) -> int | None:
     return None if column is None else indexes[column]
+
+
+def _field_indexes(mapper: RecordMapper, indexes: dict[str, int]) -> _FieldIndexes:
+    """The position in a row of each field ``mapper`` maps (``indexes``: by column)."""
+    return {
+        "id_index": indexes[mapper.id_field],
+        "tag_indexes": [indexes[column] for _, column in mapper.tag_fields],
+        "active_from_index": _index_or_none(indexes, mapper.active_from_field),
+        "active_to_index": _index_or_none(indexes, mapper.active_to_field),
+        "enabled_index": _index_or_none(indexes, mapper.enabled_field),
+    }
+
+
+class _FieldIndexes(TypedDict):
+    id_index: int
+    tag_indexes: list[int]
+    active_from_index: int | None
+    active_to_index: int | None
+    enabled_index: int | None
 
 
 def _build(config: CsvSourceConfig, context: SourceContext) -> CsvSource:

@@ -44,7 +44,7 @@ from datetime import date
 from itertools import chain, islice, repeat
 from operator import attrgetter
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import msgspec
 import structlog
@@ -87,7 +87,6 @@ _CUT_ENCODINGS = frozenset(
     {"utf-8", "utf-8-sig", "ascii", "latin-1", "iso8859-1", "cp1252", "iso8859-15"}
 )
 _LENGTH = struct.Struct("<Q")
-_Value = TypeVar("_Value")
 log = structlog.get_logger(__name__)
 _BLOCK = 1 << 20
 
@@ -207,9 +206,10 @@ class PartsRead:
     build_row: RowBuilder
     whole: Callable[[int], Iterator[SourceUser | RecordProblem]]
     """Read the whole file from a line on (when the cut fell inside a quoted field)."""
-    second_by_columns: Callable[[int], Iterator[Piece]] | None = None
-    """For a plain file: the child's read of the second part by columns (its first record
-    on the given line; :mod:`syncd.sources.csv.arrow`), instead of row by row."""
+    second_by_columns: Callable[[int, bool], Iterator[Piece]] | None = None
+    """For a plain file: the read of the second part by columns (its first record on the
+    given line; by the child if the flag says so; :mod:`syncd.sources.csv.arrow`),
+    instead of row by row."""
 
     def rows(self, first: Reader, first_line: int) -> Iterator[SourceUser | RecordProblem]:
         """Every item of the file: the first part from ``first`` (a reader of bytes
@@ -270,6 +270,14 @@ class PartsRead:
         yield islice(self._second_here(lines_before), given, None)
 
     def _second_here(self, lines_before: int) -> Iterator[SourceUser | RecordProblem]:
+        if self.second_by_columns is not None:
+            # No child (a fork refused), or not one to trust: still by columns, here.
+            for piece in self.second_by_columns(lines_before + 1, False):
+                if isinstance(piece, MappedBatch):
+                    yield from piece.columns.users(self.label, piece.first_line)
+                else:
+                    yield from piece
+            return
         with text_range(self.fd, self.point, self.size, self.encoding) as text:
             reader = csv.reader(text, delimiter=self.delimiter, strict=True)
             yield from parse_rows(
@@ -453,7 +461,7 @@ def _second_part_frames(read: PartsRead) -> Iterator[_Frame]:
             pieces: Iterable[Piece]
             if read.second_by_columns is not None:
                 # Arrow is imported here, in the child: the parent never holds it.
-                pieces = read.second_by_columns(lines_before + 1)
+                pieces = read.second_by_columns(lines_before + 1, True)
             else:
                 text = stack.enter_context(
                     text_range(read.fd, read.point, read.size, read.encoding)

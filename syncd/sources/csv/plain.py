@@ -2,15 +2,17 @@
 
 A plain file is one where every line is one record and a record is its line split at
 the delimiter, as the ``csv`` module splits it too: UTF-8, no double quote anywhere in
-the file (so no quoted field, and no line break inside one), a one-byte ASCII
-delimiter, the header on the first line, and Apache Arrow installed. Every other file
-is read row by row.
+the file (so no quoted field, and no line break inside one), a one-character ASCII
+delimiter (not a quote, a line break or NUL), the header on the first line, and
+Apache Arrow installed. Two more bytes Arrow reads otherwise than ``csv`` keep a file
+off the list: NUL anywhere, and a byte-order mark anywhere but at the very start.
+Every other file is read row by row.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import mmap
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -30,33 +32,59 @@ reads the rest by columns (:mod:`syncd.sources.csv.parts`): the child reads ~3x 
 a row, and this process still rebuilds the child's users."""
 
 _QUOTE = b'"'
+_BOM = "\ufeff".encode()
+_SCAN_BYTES = 4 << 20
 
 
 def plain_data_start(fd: int, size: int, encoding: str, delimiter: str) -> int | None:
     """The offset of the second line (the first after the header) if the file is plain;
     else None (the file is read row by row).
 
-    ``encoding`` is the codec's name; the file is looked at through ``fd``, in place.
+    ``encoding`` is the codec's name; the file is read through ``fd`` with ``pread`` (a
+    memory map would kill the process with SIGBUS should the file shrink meanwhile).
     """
     if encoding not in PLAIN_ENCODINGS or size == 0:
         return None
-    if len(delimiter) != 1 or not delimiter.isascii() or delimiter in '"\r\n':
+    if len(delimiter) != 1 or not delimiter.isascii() or delimiter in '"\r\n\x00':
         return None
-    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as data:
-        if data.find(_QUOTE) >= 0:
-            return None  # a quoted field may hold delimiters and line breaks: csv's job
-        end = data.find(b"\n")
-        carriage = data.find(b"\r", 0, size if end < 0 else end)
-        if carriage >= 0:
-            end = carriage  # the header ends at a CR (perhaps of a CRLF)
-        if end < 0:
-            return None  # a single line: the header alone
-        start = end + 2 if data[end : end + 2] == b"\r\n" else end + 1
-    if start >= size:
-        return None
+    start: int | None = None
+    position = 0
+    tail = b""  # the last bytes of the block before: a mark may straddle two blocks
+    while position < size:
+        block = os.pread(fd, min(_SCAN_BYTES, size - position), position)
+        if not block:
+            break  # the file shrank: the read's own check of its size says so
+        if _QUOTE in block or b"\x00" in block:
+            # A quoted field may hold delimiters and line breaks; Arrow's parser misreads
+            # a NUL before a delimiter or a line break: csv's job, both.
+            return None
+        # A byte-order mark where Arrow starts reading (after the header, after a cut)
+        # would be dropped by it; only the file's first one is the header's.
+        if (
+            block.find(_BOM, 1) >= 0
+            if not position
+            else _BOM in block or _BOM in tail + block[: len(_BOM) - 1]
+        ):
+            return None
+        if start is None:
+            start = _after_first_line(fd, block, position)
+        tail = block[-(len(_BOM) - 1) :]
+        position += len(block)
+    if start is None or start >= size:
+        return None  # a single line: the header alone
     if importlib.util.find_spec("pyarrow") is None:  # pragma: no cover - a dependency
         return None
     return start
+
+
+def _after_first_line(fd: int, block: bytes, offset: int) -> int | None:
+    """Where the line after the file's first one starts, if its end is in ``block``
+    (the bytes of the file from ``offset``, no line end before them)."""
+    feed = block.find(b"\n")
+    carriage = block.find(b"\r", 0, len(block) if feed < 0 else feed)
+    if carriage >= 0:  # a CR ends the line, with the LF after it if there is one
+        return offset + carriage + (2 if os.pread(fd, 1, offset + carriage + 1) == b"\n" else 1)
+    return None if feed < 0 else offset + feed + 1
 
 
 @dataclass(frozen=True, slots=True)
