@@ -84,8 +84,15 @@ def could_fork() -> bool:
         return False
     with _registry_lock:
         registered = len(_registered)
-    threads = os_thread_count()
-    return (threading.active_count() if threads is None else threads) - registered <= 1
+    if threading.active_count() - registered > 1:
+        return False
+    # A thread joined a moment ago may still be listed: given the time fork() gives it.
+    deadline = time.monotonic() + THREAD_EXIT_WAIT_S
+    while (threads := os_thread_count()) is not None and threads - registered > 1:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.0005)
+    return True
 
 
 def fork() -> int | None:

@@ -71,6 +71,7 @@ def small_blocks_and_counted_forks(monkeypatch: pytest.MonkeyPatch) -> None:
     kind follow each other); forks are counted, and the process counts as one thread
     (Arrow's own pool, started by an earlier read here, would rule the fork out)."""
     monkeypatch.setattr(arrow, "BLOCK_BYTES", 256)
+    monkeypatch.setattr(arrow, "BLOCK_BYTES_HERE", 256)
     monkeypatch.setattr(forking.threading, "active_count", lambda: 1)
     monkeypatch.setattr(forking, "os_thread_count", lambda: 1)
     monkeypatch.setattr(parts, "usable_cpus", lambda: 2.0)
@@ -192,6 +193,7 @@ def test_a_field_over_the_csv_size_limit_ends_the_read_as_row_by_row(
     previous = csv.field_size_limit(200)  # process-wide: restored below
     try:
         monkeypatch.setattr(arrow, "BLOCK_BYTES", 4096)  # a row longer than the limit fits
+        monkeypatch.setattr(arrow, "BLOCK_BYTES_HERE", 4096)
         lines = user_rows(100)
         lines[70] = "long@example.com," + "D" * 300 + ",C,2026-01-01,,yes"
         items, error = same_as_rows(write(tmp_path, lines))
@@ -239,6 +241,20 @@ def test_a_byte_order_mark_and_another_delimiter_read_as_row_by_row(tmp_path: Pa
     items, error = same_as_rows(path, delimiter=";")
     assert error is None
     assert len(items) == 100
+
+
+def test_a_bad_byte_near_the_start_is_the_error_before_a_missing_column(tmp_path: Path) -> None:
+    # The row reader decodes a block of text before it looks at the header.
+    lines = user_rows(300)
+    lines[1] = lines[1].replace("Dept", "D\udcff", 1)
+    path = tmp_path / "users.csv"
+    body = "\n".join([HEADER.replace("Country", "Land"), *lines]) + "\n"
+    path.write_bytes(body.encode("utf-8", "surrogateescape"))
+    with path.open("rb") as file:
+        assert plain_data_start(file.fileno(), path.stat().st_size, "utf-8", ",") is None
+    _, error = same_as_rows(path)
+    assert error is not None
+    assert "not valid utf-8" in error
 
 
 @pytest.mark.parametrize("where", [0, 150], ids=["line 2", "after the cut"])

@@ -27,6 +27,7 @@ goes on living (the daemon) reads with smaller blocks than a forked child.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import queue
 import threading
@@ -253,7 +254,10 @@ def _prefetched(reader: Any) -> Generator[Any, None, None]:
             yield item
     finally:
         stop.set()  # the reader abandoned the read: the thread ends after its batch
-        thread.join()
+        while thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                ready.get_nowait()  # room for a batch it waits to hand over
+            thread.join(_HAND_WAIT_S / 20)
 
 
 def _longest_field(batch: Any) -> int:

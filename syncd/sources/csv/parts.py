@@ -272,11 +272,17 @@ class PartsRead:
     def _second_here(self, lines_before: int) -> Iterator[SourceUser | RecordProblem]:
         if self.second_by_columns is not None:
             # No child (a fork refused), or not one to trust: still by columns, here.
-            for piece in self.second_by_columns(lines_before + 1, False):
-                if isinstance(piece, MappedBatch):
-                    yield from piece.columns.users(self.label, piece.first_line)
-                else:
-                    yield from piece
+            pieces = self.second_by_columns(lines_before + 1, False)
+            try:
+                for piece in pieces:
+                    if isinstance(piece, MappedBatch):
+                        yield from piece.columns.users(self.label, piece.first_line)
+                    else:
+                        yield from piece
+            finally:
+                close = getattr(pieces, "close", None)
+                if close is not None:
+                    close()  # an abandoned read ends its reader's thread at once
             return
         with text_range(self.fd, self.point, self.size, self.encoding) as text:
             reader = csv.reader(text, delimiter=self.delimiter, strict=True)

@@ -11,6 +11,7 @@ Every other file is read row by row.
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 import os
 from collections.abc import Iterable
@@ -34,6 +35,8 @@ a row, and this process still rebuilds the child's users."""
 _QUOTE = b'"'
 _BOM = "\ufeff".encode()
 _SCAN_BYTES = 4 << 20
+_TEXT_BLOCK = 8192
+"""What a text file object decodes at a time (``io.TextIOWrapper``'s chunk)."""
 
 
 def plain_data_start(fd: int, size: int, encoding: str, delimiter: str) -> int | None:
@@ -68,13 +71,28 @@ def plain_data_start(fd: int, size: int, encoding: str, delimiter: str) -> int |
             return None
         if start is None:
             start = _after_first_line(fd, block, position)
-        tail = block[-(len(_BOM) - 1) :]
+        tail = (tail + block)[-(len(_BOM) - 1) :]
         position += len(block)
     if start is None or start >= size:
         return None  # a single line: the header alone
+    if not _decodes(fd, start):
+        # The row reader decodes a block of text before it reads the header, so a bad
+        # byte near the start is the error it reports, before any about the header.
+        return None
     if importlib.util.find_spec("pyarrow") is None:  # pragma: no cover - a dependency
         return None
     return start
+
+
+def _decodes(fd: int, start: int) -> bool:
+    """True if the text blocks the row reader decodes to read the header (up to
+    ``start``, in blocks of :data:`_TEXT_BLOCK`) are valid UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        decoder.decode(os.pread(fd, (start // _TEXT_BLOCK + 1) * _TEXT_BLOCK, 0))
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _after_first_line(fd: int, block: bytes, offset: int) -> int | None:
