@@ -580,23 +580,27 @@ class RecordMapper:
         # file repeats most of the dates of the one before.
         from_cache, to_cache = self._active_from_cache, self._active_to_cache
         for raw_from, raw_to in dates.keys:
-            start = end = None
-            if raw_from is not None:
-                start = from_cache.get(raw_from, _UNSEEN)
-                if start is _UNSEEN:
-                    start = self.active_from_of(raw_from)
-                    if len(from_cache) < _DATE_CACHE_SIZE:
-                        from_cache[raw_from] = start
-            if raw_to is not None:
-                end = to_cache.get(raw_to, _UNSEEN)
-                if end is _UNSEEN:
-                    end = self.active_to_of(raw_to)
-                    if len(to_cache) < _DATE_CACHE_SIZE:
-                        to_cache[raw_to] = end
+            start = _cached_date(from_cache, raw_from, self.active_from_of)
+            end = _cached_date(to_cache, raw_to, self.active_to_of)
             if start is not None and end is not None and end < start:
                 return None
             resolved.append((start, end))
         return Grouped(resolved, dates.rows)
+
+
+def _cached_date(
+    cache: dict[str, date | None], raw: str | None, resolve: Callable[[str], date | None]
+) -> date | None:
+    """``resolve(raw)`` (None for an unmapped field), remembered in ``cache`` (bounded);
+    raises ``ValueError`` for a bad date, which is never remembered."""
+    if raw is None:
+        return None
+    value = cache.get(raw, _UNSEEN)
+    if value is _UNSEEN:
+        value = resolve(raw)
+        if len(cache) < _DATE_CACHE_SIZE:
+            cache[raw] = value
+    return value
 
 
 def _latin1(text: str) -> bool:

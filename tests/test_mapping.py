@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import date
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from syncd.mapping import (
-    Grouped,
-    RecordColumns,
     RecordMapper,
     check_date,
     normalize_end_user,
@@ -441,134 +438,3 @@ def test_every_default_ignorable_code_point_is_refused() -> None:
         if unusable_character(f"a{chr(code)}b") is None
     ]
     assert accepted == []
-
-
-# ----------------------------------------------------------------- map_columns
-
-
-def _column_mapper(lowercase: bool = True) -> RecordMapper:
-    return RecordMapper(
-        id_field="email",
-        tag_fields={"department": "dept", "country": "country"},
-        active_from_field="start",
-        active_to_field="end",
-        enabled_field="enabled",
-        lowercase=lowercase,
-    )
-
-
-def _grouped(values: list[Any]) -> Grouped[Any]:
-    keys = list(dict.fromkeys(values))
-    return Grouped(keys, [keys.index(value) for value in values])
-
-
-def _columns(records: list[tuple[str, str, str, str, str, str]]) -> RecordColumns:
-    """Records of (id, country, department, start, end, enabled), as columns (the tag
-    values in the order of tag_fields: sorted by tag name)."""
-    return RecordColumns(
-        ids=[record[0] for record in records],
-        tags=_grouped([(record[1], record[2]) for record in records]),
-        dates=_grouped([(record[3], record[4]) for record in records]),
-        enabled=_grouped([record[5] for record in records]),
-    )
-
-
-def _row_by_row(
-    mapper: RecordMapper, records: list[tuple[str, str, str, str, str, str]], first_line: int
-) -> list[SourceUser | str]:
-    build_row = mapper.row_builder(
-        "users.csv",
-        id_index=0,
-        tag_indexes=[1, 2],
-        active_from_index=3,
-        active_to_index=4,
-        enabled_index=5,
-    )
-    results: list[SourceUser | str] = []
-    for offset, record in enumerate(records):
-        try:
-            results.append(build_row(record, first_line + offset))
-        except ValueError as error:
-            results.append(str(error))
-    return results
-
-
-_COLUMN_IDS = st.sampled_from(
-    ["Anna.Müller@x.com", " Spaced@x.com ", "UPPER@X.COM", "", "  ", "zero\u200b@x.com",
-     "日本@x.com", "e\u0301@x.com", "a" * 1030, "ÿ@x.com", "soft\u00adhyphen@x.com",
-     "nbsp\u00a0@x.com"]
-)  # fmt: skip
-_COLUMN_TAGS = st.sampled_from(["Sales", "", " Sales ", "Dépt", "bad\u200b", "\x7f"])
-_COLUMN_DATES = st.sampled_from(["2026-01-01", "", "2026-13-01", "1800-01-01", "9999-12-31"])
-_COLUMN_FLAGS = st.sampled_from(["yes", "no", "", "TRUE", "maybe"])
-
-
-@given(
-    records=st.lists(
-        st.tuples(
-            _COLUMN_IDS, _COLUMN_TAGS, _COLUMN_TAGS, _COLUMN_DATES, _COLUMN_DATES, _COLUMN_FLAGS
-        ),
-        max_size=12,
-    ),
-    lowercase=st.booleans(),
-)
-def test_columns_map_as_the_row_builder_or_not_at_all(
-    records: list[tuple[str, str, str, str, str, str]], lowercase: bool
-) -> None:
-    expected = _row_by_row(_column_mapper(lowercase), records, 40)
-    users = _column_mapper(lowercase).build_columns("users.csv", 40, _columns(records))
-    plainly_valid = all(
-        isinstance(result, SourceUser) and _printable_latin1(record[0])
-        for result, record in zip(expected, records, strict=True)
-    )
-    # Mapped by columns exactly when every record is plainly valid, and then exactly as
-    # row by row; else declined, for the caller to map row by row.
-    assert users == (expected if plainly_valid else None)
-
-
-def _printable_latin1(text: str) -> bool:
-    return text.isprintable() and all(ord(char) <= 0xFF for char in text)
-
-
-def test_plain_records_are_mapped_by_columns() -> None:
-    records = [
-        (f"User{i}@Example.com", f"C{i % 3}", f"D{i % 2}", "2026-01-0" + str(1 + i % 9), "", "yes")
-        for i in range(50)
-    ]
-    records.append(("Zoë@Example.com", "Ç", "Dépt", "2026-01-01", "9999-12-31", "TRUE"))
-    users = _column_mapper().build_columns("users.csv", 2, _columns(records))
-    assert users is not None
-    assert users == _row_by_row(_column_mapper(), records, 2)
-    assert users[-1].end_user == "zoë@example.com"
-    assert users[-1].active_to is None  # the open end
-    assert [user.at for user in users] == list(range(2, 53))
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        ("e\u0301@x.com", "C", "D", "", "", "yes"),  # needs NFC: row by row
-        ("a@x.com", "C", "D", "2026-02-01", "2026-01-01", "yes"),  # ends before it starts
-        ("a@x.com", "C", "D", "2026-02-30", "", "yes"),
-        ("a@x.com", "C", "bad\u200b", "", "", "yes"),
-        ("a@x.com", "C", "D", "", "", "perhaps"),
-        ("  ", "C", "D", "", "", "yes"),
-        ("b" * 1025, "C", "D", "", "", "yes"),
-    ],
-)
-def test_one_record_that_is_not_plainly_valid_declines_the_batch(
-    bad: tuple[str, str, str, str, str, str],
-) -> None:
-    records = [("ok@x.com", "C", "D", "2026-01-01", "", "yes"), bad]
-    assert _column_mapper().build_columns("users.csv", 2, _columns(records)) is None
-
-
-def test_columns_without_a_mapped_group_are_a_bug_not_bad_data() -> None:
-    with pytest.raises(TypeError, match="each mapped group"):
-        _column_mapper().map_columns(RecordColumns(ids=["a@x.com"]))
-    unmapped = RecordMapper(id_field="email")
-    with pytest.raises(TypeError, match="each mapped group"):
-        unmapped.map_columns(RecordColumns(ids=["a@x.com"], enabled=Grouped(["yes"], [0])))
-    assert unmapped.build_columns("f", 1, RecordColumns(ids=["A@x.com"])) == [
-        SourceUser("a@x.com", (), "f", 1)
-    ]

@@ -1,5 +1,6 @@
-"""Tests of syncd.mapping's row builder: the fast path for sources whose records are rows
-must give exactly what RecordMapper.build gives, user or error."""
+"""Tests of syncd.mapping's fast paths for sources whose records are rows: the row
+builder and the column mapper must give exactly what RecordMapper.build gives, user or
+error (the column mapper may decline a batch, which is then mapped row by row)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.mapping import RecordMapper, normalize_end_user, unusable_character
+from syncd.mapping import (
+    Grouped,
+    RecordColumns,
+    RecordMapper,
+    normalize_end_user,
+    unusable_character,
+)
 from syncd.model import Origin, SourceUser
 from tests.test_mapping import ORIGIN, _mapper
 
@@ -51,6 +58,19 @@ _ENABLED = st.sampled_from(["", "true", "TRUE", " yes ", "no", "0", "Disabled", 
 _ROWS = st.lists(st.tuples(_IDS, _TAG_VALUES, _TAG_VALUES, _DATES, _DATES, _ENABLED), max_size=40)
 
 
+def _build_row(mapper: RecordMapper) -> Callable[[list[str], int], SourceUser]:
+    """The row builder of :func:`_mapper` for rows of (id, department, region, start,
+    end, enabled)."""
+    return mapper.row_builder(
+        "users.csv",
+        id_index=0,
+        tag_indexes=[1, 2],
+        active_from_index=3,
+        active_to_index=4,
+        enabled_index=5,
+    )
+
+
 def _outcome(function: Callable[..., SourceUser], *args: Any, **kwargs: Any) -> SourceUser | str:
     try:
         return function(*args, **kwargs)
@@ -64,14 +84,7 @@ def test_row_builder_gives_what_build_gives_for_every_row(
 ) -> None:
     # One builder for the whole sequence (its caches fill up as rows are accepted),
     # compared with build() of a mapper that never saw a row.
-    build_row = _mapper(lowercase=lowercase).row_builder(
-        "users.csv",
-        id_index=0,
-        tag_indexes=[1, 2],
-        active_from_index=3,
-        active_to_index=4,
-        enabled_index=5,
-    )
+    build_row = _build_row(_mapper(lowercase=lowercase))
     for line, row in enumerate(rows, start=2):
         fast = _outcome(build_row, list(row), line)
         expected = _outcome(
@@ -203,3 +216,90 @@ def test_latin1_identifiers_need_no_unicode_normalisation(raw: str, lowercase: b
     expected = raw.strip().lower() if lowercase else raw.strip()
     assert normalize_end_user(raw, lowercase=lowercase) == expected
     assert unusable_character(raw.strip()) is None
+
+
+# ------------------------------------------ map_columns: the fast path for batches of rows
+
+Record = tuple[str, str, str, str, str, str]
+
+
+def _grouped(values: list[Any]) -> Grouped[Any]:
+    keys = list(dict.fromkeys(values))
+    return Grouped(keys, [keys.index(value) for value in values])
+
+
+def _columns(records: list[Record]) -> RecordColumns:
+    """Records of (id, department, region, start, end, enabled), as columns."""
+    return RecordColumns(
+        ids=[record[0] for record in records],
+        tags=_grouped([(record[1], record[2]) for record in records]),
+        dates=_grouped([(record[3], record[4]) for record in records]),
+        enabled=_grouped([record[5] for record in records]),
+    )
+
+
+def _row_by_row(mapper: RecordMapper, records: list[Record], first_line: int) -> list[Any]:
+    build_row = _build_row(mapper)
+    return [
+        _outcome(build_row, list(record), line)
+        for line, record in enumerate(records, start=first_line)
+    ]
+
+
+def _printable_latin1(text: str) -> bool:
+    return text.isprintable() and all(ord(char) <= 0xFF for char in text)
+
+
+@given(rows=_ROWS, lowercase=st.booleans())
+def test_columns_map_as_the_row_builder_or_not_at_all(rows: list[Record], lowercase: bool) -> None:
+    expected = _row_by_row(_mapper(lowercase=lowercase), rows, 40)
+    users = _mapper(lowercase=lowercase).build_columns("users.csv", 40, _columns(rows))
+    plainly_valid = all(
+        isinstance(result, SourceUser) and _printable_latin1(record[0])
+        for result, record in zip(expected, rows, strict=True)
+    )
+    # Mapped by columns exactly when every record is plainly valid, and then exactly as
+    # row by row; else declined, for the caller to map row by row.
+    assert users == (expected if plainly_valid else None)
+
+
+def test_plain_records_are_mapped_by_columns() -> None:
+    records = [
+        (f"User{i}@Example.com", f"D{i % 2}", f"C{i % 3}", "2026-01-0" + str(1 + i % 9), "", "yes")
+        for i in range(50)
+    ]
+    records.append(("Zoë@Example.com", "Dépt", "Ç", "2026-01-01", "9999-12-31", "TRUE"))
+    users = _mapper().build_columns("users.csv", 2, _columns(records))
+    assert users is not None
+    assert users == _row_by_row(_mapper(), records, 2)
+    assert users[-1].end_user == "zoë@example.com"
+    assert users[-1].active_to is None  # the open end
+    assert [user.at for user in users] == list(range(2, 53))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("e\u0301@x.com", "D", "C", "", "", "yes"),  # needs NFC: row by row
+        ("a@x.com", "D", "C", "2026-02-01", "2026-01-01", "yes"),  # ends before it starts
+        ("a@x.com", "D", "C", "2026-02-30", "", "yes"),
+        ("a@x.com", "bad\u200b", "C", "", "", "yes"),
+        ("a@x.com", "D", "C", "", "", "perhaps"),
+        ("  ", "D", "C", "", "", "yes"),
+        ("b" * 1025, "D", "C", "", "", "yes"),
+    ],
+)
+def test_one_record_that_is_not_plainly_valid_declines_the_batch(bad: Record) -> None:
+    records = [("ok@x.com", "D", "C", "2026-01-01", "", "yes"), bad]
+    assert _mapper().build_columns("users.csv", 2, _columns(records)) is None
+
+
+def test_columns_without_a_mapped_group_are_a_bug_not_bad_data() -> None:
+    with pytest.raises(TypeError, match="each mapped group"):
+        _mapper().map_columns(RecordColumns(ids=["a@x.com"]))
+    unmapped = RecordMapper(id_field="email")
+    with pytest.raises(TypeError, match="each mapped group"):
+        unmapped.map_columns(RecordColumns(ids=["a@x.com"], enabled=Grouped(["yes"], [0])))
+    assert unmapped.build_columns("f", 1, RecordColumns(ids=["A@x.com"])) == [
+        SourceUser("a@x.com", (), "f", 1)
+    ]

@@ -17,23 +17,10 @@ from syncd.errors import SourceError
 from syncd.mapping import RecordMapper
 from syncd.model import Origin, RecordProblem, SourceUser
 from syncd.ports import Source
-from syncd.sources.csv import CsvSource, CsvSourceConfig
+from syncd.sources.csv import CsvSource
+from tests.sources.csv_cases import config as _config
 
 HEADER = "email,first_name,Department,Country,start_date,end_date,enabled"
-
-
-def _config(path: Path, **overrides: Any) -> CsvSourceConfig:
-    values: dict[str, Any] = {
-        "type": "csv",
-        "path": path,
-        "id_column": "email",
-        "tags": {"department": "Department", "country": "Country"},
-        "active_from_column": "start_date",
-        "active_to_column": "end_date",
-        "enabled_column": "enabled",
-    }
-    values.update(overrides)
-    return CsvSourceConfig.model_validate(values)
 
 
 def _write(tmp_path: Path, content: str | bytes, *, name: str = "users.csv") -> Path:

@@ -23,25 +23,12 @@ from hypothesis import strategies as st
 from syncd import forking
 from syncd.errors import SourceError
 from syncd.model import RecordProblem, SourceUser
-from syncd.sources.csv import CsvSource, CsvSourceConfig, arrow, parts
+from syncd.sources.csv import CsvSource, arrow
 from syncd.sources.csv import plain as plain_module
 from syncd.sources.csv.plain import plain_data_start
+from tests.sources.csv_cases import HEADER, config, count_forks
 
-HEADER = "email,Department,Country,start_date,end_date,enabled"
 FORKS: list[int] = []
-
-
-def config(path: Path, **overrides: Any) -> CsvSourceConfig:
-    values: dict[str, Any] = {
-        "type": "csv",
-        "path": path,
-        "id_column": "email",
-        "tags": {"department": "Department", "country": "Country"},
-        "active_from_column": "start_date",
-        "active_to_column": "end_date",
-        "enabled_column": "enabled",
-    }
-    return CsvSourceConfig.model_validate(values | overrides)
 
 
 Outcome = tuple[list[SourceUser | RecordProblem], str | None]
@@ -72,19 +59,7 @@ def small_blocks_and_counted_forks(monkeypatch: pytest.MonkeyPatch) -> None:
     (Arrow's own pool, started by an earlier read here, would rule the fork out)."""
     monkeypatch.setattr(arrow, "BLOCK_BYTES", 256)
     monkeypatch.setattr(arrow, "BLOCK_BYTES_HERE", 256)
-    monkeypatch.setattr(forking.threading, "active_count", lambda: 1)
-    monkeypatch.setattr(forking, "os_thread_count", lambda: 1)
-    monkeypatch.setattr(parts, "usable_cpus", lambda: 2.0)
-    real_fork = os.fork
-
-    def fork() -> int:
-        pid = real_fork()
-        if pid:
-            FORKS.append(pid)
-        return pid
-
-    monkeypatch.setattr(parts.os, "fork", fork)
-    FORKS.clear()
+    count_forks(monkeypatch, FORKS)
 
 
 def same_as_rows(path: Path, **overrides: Any) -> Outcome:

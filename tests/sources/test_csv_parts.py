@@ -20,25 +20,12 @@ from hypothesis import strategies as st
 from syncd import forking
 from syncd.errors import SourceError, SourceUnavailableError
 from syncd.model import RecordProblem, SourceUser
-from syncd.sources.csv import CsvSource, CsvSourceConfig, parts
+from syncd.sources.csv import CsvSource, parts
 from syncd.sources.csv.parts import cut_point
+from tests.sources.csv_cases import HEADER, config, count_forks
 
-HEADER = "email,Department,Country,start_date,end_date,enabled"
 REAL_ACTIVE_COUNT = threading.active_count
 REAL_OS_THREAD_COUNT = forking.os_thread_count
-
-
-def config(path: Path, **overrides: Any) -> CsvSourceConfig:
-    values: dict[str, Any] = {
-        "type": "csv",
-        "path": path,
-        "id_column": "email",
-        "tags": {"department": "Department", "country": "Country"},
-        "active_from_column": "start_date",
-        "active_to_column": "end_date",
-        "enabled_column": "enabled",
-    }
-    return CsvSourceConfig.model_validate(values | overrides)
 
 
 Outcome = tuple[list[SourceUser | RecordProblem], str | None]
@@ -81,21 +68,7 @@ FORKS: list[int] = []
 def counted_forks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Count the reader's forks; and a process with other threads never forks (the
     read is then whole, and these tests would compare a whole read with itself)."""
-    # An idle server thread another test left behind would make the reader read whole,
-    # and these tests compare a whole read with itself: they run as a single thread would.
-    monkeypatch.setattr(forking.threading, "active_count", lambda: 1)
-    monkeypatch.setattr(forking, "os_thread_count", lambda: 1)
-    monkeypatch.setattr(parts, "usable_cpus", lambda: 2.0)  # as on a 2-CPU machine
-    real_fork = os.fork
-
-    def fork() -> int:
-        pid = real_fork()
-        if pid:
-            FORKS.append(pid)
-        return pid
-
-    monkeypatch.setattr(parts.os, "fork", fork)
-    FORKS.clear()
+    count_forks(monkeypatch, FORKS)
 
 
 @contextlib.contextmanager
