@@ -8,10 +8,12 @@ wall time: the bare read of the same-run references (``bench/bare_pipeline.py``:
 ``csv.reader`` into a dict, collector off), syncd's CSV source read whole and merged
 (:class:`~syncd.merge.DesiredUsersBuilder`) row by row, the same read in two parts (the
 second by a forked child: ``syncd/sources/csv/parts.py``), and the plain file read by
-columns (``syncd/sources/csv/arrow.py``): here, and as ``syncd apply`` reads it, in two
-parts with the child reading its part by columns. CPU time counts the forked child
-too; peak RSS is the reading process's (and, apart, its child's). The users of every
-one of syncd's reads are checked to be the same (a digest of every user and problem).
+columns (``syncd/sources/csv/arrow.py``): here, and in two parts with the child reading
+its part by columns; ``default`` is the read syncd chooses by its own limits (by
+columns in two parts from 16 MB, in two parts row by row below). CPU time counts the
+forked child too; peak RSS is the reading process's (and, apart, its child's). The users
+of every one of syncd's reads are checked to be the same (a digest of every user and
+problem).
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-VARIANTS = ("bare", "whole", "parts", "columns", "columns-parts")
-# Each syncd variant: (parts_min_bytes, columns_min_bytes) of the CSV source.
+VARIANTS = ("bare", "whole", "parts", "columns", "columns-parts", "default")
+# Each syncd variant: (parts_min_bytes, columns_min_bytes, columns_in_parts_min_bytes)
+# of the CSV source.
 _LIMITS = {
-    "whole": (1 << 62, 1 << 62),
-    "parts": (0, 1 << 62),
-    "columns": (1 << 62, 0),
-    "columns-parts": (0, 0),
+    "whole": (1 << 62, 1 << 62, 1 << 62),
+    "parts": (0, 1 << 62, 1 << 62),
+    "columns": (1 << 62, 0, 0),
+    "columns-parts": (0, 0, 0),
+    "default": None,  # syncd's own limits: the read `syncd apply` makes of this file
 }
 
 
@@ -65,10 +69,18 @@ def child(variant: str, csv_path: Path) -> dict[str, object]:
             active_to_column="end_date",
             enabled_column="enabled",
         )
-        parts_min, columns_min = _LIMITS[variant]
-        source = CsvSource(
-            config, lowercase=True, parts_min_bytes=parts_min, columns_min_bytes=columns_min
-        )
+        limits = _LIMITS[variant]
+        if limits is None:
+            source = CsvSource(config, lowercase=True)
+        else:
+            parts_min, columns_min, columns_in_parts_min = limits
+            source = CsvSource(
+                config,
+                lowercase=True,
+                parts_min_bytes=parts_min,
+                columns_min_bytes=columns_min,
+                columns_in_parts_min_bytes=columns_in_parts_min,
+            )
         builder = DesiredUsersBuilder()
         builder.begin_source(config.label)
         builder.add_all(source.read())

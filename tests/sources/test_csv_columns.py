@@ -3,7 +3,8 @@ part, reads exactly as row by row: the same users, problems, line numbers and er
 in the same order.
 
 Real files in tmp_path, the real Arrow parser and real forks; ``columns_min_bytes=0``
-reads even a small file by columns, and small Arrow blocks give it many batches.
+(and ``columns_in_parts_min_bytes=0`` in two parts) reads even a small file by
+columns, and small Arrow blocks give it many batches.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ Outcome = tuple[list[SourceUser | RecordProblem], str | None]
 MODES = {
     "rows": {"parts_min_bytes": 1 << 62, "columns_min_bytes": 1 << 62},
     "columns": {"parts_min_bytes": 1 << 62, "columns_min_bytes": 0},
-    "columns in a child": {"parts_min_bytes": 0, "columns_min_bytes": 0},
+    "columns in a child": {
+        "parts_min_bytes": 0,
+        "columns_min_bytes": 0,
+        "columns_in_parts_min_bytes": 0,
+    },
 }
 
 
@@ -296,6 +301,35 @@ def test_a_refused_fork_still_reads_the_second_part_by_columns(
     assert marks[0][0] > 2  # the second part: this process read the first row by row
 
 
+@pytest.mark.parametrize("can_fork", [True, False])
+def test_a_plain_file_under_the_parts_limit_reads_its_parts_row_by_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, can_fork: bool
+) -> None:
+    # Large enough to be read by columns, too small for a child to import Arrow first:
+    # two parts row by row where a child can be forked, else by columns here.
+    monkeypatch.setattr(forking, "could_fork", lambda: can_fork)
+    read_by_columns: list[bool] = []
+    real_pieces = arrow.ColumnsRead.pieces
+
+    def marked(columns: arrow.ColumnsRead, first_line: int) -> Any:
+        read_by_columns.append(columns.in_child)
+        return real_pieces(columns, first_line)
+
+    monkeypatch.setattr(arrow.ColumnsRead, "pieces", marked)
+    path = write(tmp_path, user_rows(300))
+    rows = read(path, "rows")
+    source = CsvSource(
+        config(path),
+        lowercase=True,
+        parts_min_bytes=0,
+        columns_min_bytes=0,
+        columns_in_parts_min_bytes=path.stat().st_size + 1,
+    )
+    assert (list(source.read()), None) == rows
+    assert len(FORKS) == (1 if can_fork else 0)
+    assert read_by_columns == ([] if can_fork else [False])
+
+
 def test_the_parent_never_imports_arrow_when_a_child_reads_the_second_part(
     tmp_path: Path,
 ) -> None:
@@ -305,7 +339,8 @@ def test_the_parent_never_imports_arrow_when_a_child_reads_the_second_part(
         "from pathlib import Path\n"
         "from syncd.sources.csv import CsvSource, CsvSourceConfig\n"
         f"config = CsvSourceConfig(type='csv', path=Path({str(path)!r}), id_column='email')\n"
-        "source = CsvSource(config, lowercase=True, parts_min_bytes=0, columns_min_bytes=0)\n"
+        "source = CsvSource(config, lowercase=True, parts_min_bytes=0, columns_min_bytes=0,\n"
+        "                   columns_in_parts_min_bytes=0)\n"
         "users = list(source.read())\n"
         "print(len(users), 'pyarrow' in sys.modules)\n"
     )

@@ -52,6 +52,7 @@ from syncd.sources import SourceContext, SourceType
 from syncd.sources.csv.parts import PARTS_MIN_BYTES, PartsRead, cut_point, text_range
 from syncd.sources.csv.plain import (
     COLUMNS_FIRST_PART_SHARE,
+    COLUMNS_IN_PARTS_MIN_BYTES,
     COLUMNS_MIN_BYTES,
     Piece,
     plain_data_start,
@@ -133,13 +134,16 @@ class CsvSource:
         lowercase: bool,
         parts_min_bytes: int = PARTS_MIN_BYTES,
         columns_min_bytes: int = COLUMNS_MIN_BYTES,
+        columns_in_parts_min_bytes: int = COLUMNS_IN_PARTS_MIN_BYTES,
     ) -> None:
-        """``parts_min_bytes`` and ``columns_min_bytes``: the smallest file read in two
-        parts at once, and by columns if it is plain (tests lower or raise them)."""
+        """``parts_min_bytes``, ``columns_min_bytes`` and ``columns_in_parts_min_bytes``:
+        the smallest file read in two parts at once, by columns if it is plain, and by
+        columns in two parts (tests lower or raise them)."""
         self._config = config
         # A file this large is read in two parts at once (syncd.sources.csv.parts).
         self._parts_min_bytes = parts_min_bytes
         self._columns_min_bytes = columns_min_bytes
+        self._columns_in_parts_min_bytes = columns_in_parts_min_bytes
         # Header cells are compared after stripping, so strip the configured names too.
         self._mapper = RecordMapper(
             id_field=config.id_column.strip(),
@@ -245,12 +249,13 @@ class CsvSource:
 
     def _records_of(self, file: IO[str], size: int) -> Iterable[SourceUser | RecordProblem]:
         """The items of the open file. A large one is read in two parts at once where it
-        can be (the second in a forked child, by columns if the file is plain), a large
-        plain one by columns here where it cannot, any other row by row."""
+        can be (the second in a forked child, by columns if the file is plain and large
+        enough), a large plain one by columns here where it cannot, any other row by
+        row."""
         fd = file.fileno()
         codec = codecs.lookup(self._encoding).name
         header = self._plain_header(fd, size, codec)
-        if header is not None:
+        if header is not None and size >= self._columns_in_parts_min_bytes:
             start, found = header
             point = cut_point(
                 fd, size, codec, min_bytes=self._parts_min_bytes, share=COLUMNS_FIRST_PART_SHARE
@@ -259,9 +264,12 @@ class CsvSource:
                 return self._records_in_parts(fd, point, size, by_columns=True)
             return self._records_by_columns(fd, start, size, found)
         point = cut_point(fd, size, codec, min_bytes=self._parts_min_bytes)
-        if point is None:
-            return self._records(self._reader(file))
-        return self._records_in_parts(fd, point, size)
+        if point is not None:
+            return self._records_in_parts(fd, point, size)
+        if header is not None:
+            # Plain and large, and no second reader to be had: by columns here.
+            return self._records_by_columns(fd, header[0], size, header[1])
+        return self._records(self._reader(file))
 
     def _plain_header(
         self, fd: int, size: int, codec: str

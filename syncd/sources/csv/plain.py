@@ -23,9 +23,17 @@ from syncd.model import RecordProblem, SourceUser
 PLAIN_ENCODINGS = frozenset({"utf-8", "utf-8-sig"})
 """Arrow reads UTF-8 only (and skips its byte-order mark, which the header line holds)."""
 
-COLUMNS_MIN_BYTES = 4 << 20
-"""Smaller files are read row by row: importing Arrow (~50 ms) costs about what reading
-60,000 rows by columns saves."""
+COLUMNS_MIN_BYTES = 8 << 20
+"""Smaller files are read row by row: importing Arrow and starting its reader cost
+about what reading some 110,000 rows by columns saves (measured with
+``bench/csv_read.py``: at 7.5 MB the two reads take the same time, at 15 MB the read
+by columns 0.07 s less)."""
+
+COLUMNS_IN_PARTS_MIN_BYTES = 16 << 20
+"""Where the file is read in two parts at once, smaller files have their second part
+read row by row too: a forked child that imports Arrow first catches up with one that
+reads rows at about 16 MB (some 220,000 rows of the benchmark's columns; at 7.5 MB the
+child by columns made the read 0.05 s slower, at 26 MB 0.11 s faster)."""
 
 COLUMNS_FIRST_PART_SHARE = 0.10
 """The share of a plain file's bytes this process reads row by row while a forked child
