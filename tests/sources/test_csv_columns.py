@@ -394,6 +394,39 @@ def test_which_files_are_plain(
         assert plain_data_start(file.fileno(), len(content), "cp1252", delimiter) is None
 
 
+# Characters whose UTF-8 starts with 0xEF, the byte-order mark's first byte, or ends
+# with its last ones: the scan looks for that byte first and must still tell them apart.
+_NEAR_BOM = ["\ufeff", "\uf8ff", "\ufffd", "\uffbf", "\u00bf", "\u00bb", "e"]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    pieces=st.lists(st.sampled_from(_NEAR_BOM), min_size=1, max_size=12),
+    lead_bom=st.booleans(),
+    scan_bytes=st.integers(min_value=1, max_value=9),
+)
+def test_a_byte_order_mark_past_the_start_is_found_across_scan_blocks(
+    tmp_path: Path,
+    pieces: list[str],
+    lead_bom: bool,
+    scan_bytes: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Blocks of a few bytes put a mark across two of them at every offset.
+    monkeypatch.setattr(plain_module, "_SCAN_BYTES", scan_bytes)
+    content = (("\ufeff" if lead_bom else "") + "a,b\nc," + "".join(pieces) + "\n").encode()
+    path = tmp_path / "f.csv"
+    path.write_bytes(content)
+    with path.open("rb") as file:
+        start = plain_data_start(file.fileno(), len(content), "utf-8", ",")
+    has_mark_past_start = content.find("\ufeff".encode(), 1) >= 0
+    assert (start is None) == has_mark_past_start
+    if start is not None:
+        assert content[start:].startswith(b"c,")
+
+
 IDS = st.sampled_from(
     [
         "Anna.Müller@example.com",

@@ -42,6 +42,7 @@ a row, and this process still rebuilds the child's users."""
 
 _QUOTE = b'"'
 _BOM = "\ufeff".encode()
+_BOM_LEAD = _BOM[:1]
 _SCAN_BYTES = 4 << 20
 _TEXT_BLOCK = 8192
 """What a text file object decodes at a time (``io.TextIOWrapper``'s chunk)."""
@@ -70,12 +71,10 @@ def plain_data_start(fd: int, size: int, encoding: str, delimiter: str) -> int |
             # a NUL before a delimiter or a line break: csv's job, both.
             return None
         # A byte-order mark where Arrow starts reading (after the header, after a cut)
-        # would be dropped by it; only the file's first one is the header's.
-        if (
-            block.find(_BOM, 1) >= 0
-            if not position
-            else _BOM in block or _BOM in tail + block[: len(_BOM) - 1]
-        ):
+        # would be dropped by it; only the one at the file's first byte is the header's.
+        # Its first byte is looked for first: one memchr, where the three-byte search
+        # took ~60 ms of a 75 MB file (an ASCII file has no 0xEF at all).
+        if (_BOM_LEAD in block or _BOM_LEAD in tail) and _mark_past_start(tail, block, position):
             return None
         if start is None:
             start = _after_first_line(fd, block, position)
@@ -90,6 +89,14 @@ def plain_data_start(fd: int, size: int, encoding: str, delimiter: str) -> int |
     if importlib.util.find_spec("pyarrow") is None:  # pragma: no cover - a dependency
         return None
     return start
+
+
+def _mark_past_start(tail: bytes, block: bytes, position: int) -> bool:
+    """True if a byte-order mark starts past the file's first byte in ``tail + block``
+    (``block``: the file's bytes from ``position``; ``tail``: the ones just before it,
+    where a mark may have begun)."""
+    window_offset = position - len(tail)
+    return (tail + block).find(_BOM, max(0, 1 - window_offset)) >= 0
 
 
 def _decodes(fd: int, start: int) -> bool:
