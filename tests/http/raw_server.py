@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal
@@ -86,6 +87,16 @@ class RawServer:
         """Queue answers, in order."""
         with self._lock:
             self._script.extend(answers)
+
+    def wait_for_requests(self, count: int, timeout_s: float = 5.0) -> bool:
+        """Wait (bounded) until ``count`` requests came in, so their answers are taken
+        from the script; whether they did."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.requests) < count:
+            if time.monotonic() >= deadline:
+                return False
+            self._stop.wait(0.005)
+        return True
 
     def start(self) -> None:
         """Accept connections on a thread of its own."""
