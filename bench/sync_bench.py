@@ -9,6 +9,12 @@ are not counted. The initial and no-change runs are repeated like their referenc
 (best of ``--reference-runs`` by wall time; the peak RSS shown is the highest of them):
 each initial run into a fresh, empty emulator and state, as each push of the floor.
 
+Right after the no-change runs, on the same state, the daemon (``syncd run``, the job
+every second) runs ``--daemon-cycles`` no-change cycles in one process
+(bench/daemon_cycles.py): its start-up is paid once, as in production, so its warm
+cycle (the best after the first) is compared with the bare pipeline's phases alone,
+without the bare process's own start and exit.
+
 References, measured in the same run against the same emulator and CSV files:
 
 * one request per user, the approach of tools such as awslabs/ssosync, timed on a
@@ -54,6 +60,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from daemon_cycles import daemon_cycles, with_schedule  # noqa: E402 - a sibling module
 from emulator_child import EmulatorChild  # noqa: E402 - a sibling module
 from startup_bench import GOAL_OVER_BARE_S, best_wall, byte_compile  # noqa: E402
 from sync_references import (  # noqa: E402
@@ -110,6 +117,7 @@ class Measure:
     exit_code: int
     changes: dict[str, int] = field(default_factory=dict)  # the plan's counts of writes
     cpu_s: float = 0.0
+    cycles: list[float] = field(default_factory=list)  # a daemon's cycles, in order
 
 
 def run_apply(
@@ -144,6 +152,51 @@ def run_apply(
         changes={kind: int(summary.get(kind, 0)) for kind in CHANGE_KINDS},
         cpu_s=run.cpu_s,
     )
+
+
+def run_daemon(
+    run_dir: Path, csv: Path, users: int, emulator: EmulatorChild, args: argparse.Namespace
+) -> Measure:
+    """``syncd run`` (the daemon) on the no-change state, every second, for
+    ``--daemon-cycles`` cycles: the best warm cycle as the wall time (see
+    bench/daemon_cycles.py), every cycle's seconds, the daemon's peak RSS and CPU."""
+    emulator.reset_counters()
+    config = run_dir / "syncd-daemon.yaml"
+    config.write_text(
+        with_schedule(CONFIG.format(url=emulator.url, batch=args.batch_size,
+                                    concurrency=args.concurrency, csv=csv))
+    )  # fmt: skip
+    # Bounded: ten times the slowest cycle a no-change run of this size should take.
+    timeout_s = 60 + args.daemon_cycles * users / 100_000 * 10
+    run = daemon_cycles(config, os.environ | {"BENCH_API_KEY": emulator.key},
+                        args.daemon_cycles, timeout_s)  # fmt: skip
+    calls = emulator.stats()["calls"]
+    assert isinstance(calls, dict)
+    wrong = run.failure or next(
+        (f"a cycle ended {status!r}" for status in run.statuses if status != "applied"), None
+    )
+    if wrong is not None:
+        print(f"{users:>9,} daemon: {wrong}", file=sys.stderr)
+    measure = Measure(
+        scenario="daemon cycle",
+        users=users,
+        wall_s=run.warm_s,
+        peak_rss_mb=run.peak_rss_mb,
+        writes={op: int(calls[op]) for op in ("insert", "update", "delete")},
+        timings={},
+        exit_code=0 if wrong is None else 1,
+        cpu_s=run.cpu_s,
+        cycles=run.seconds,
+    )
+    print(
+        f"{users:>9,} {'daemon':<10} cycles {[round(s, 2) for s in run.seconds]} s  "
+        f"warm {measure.wall_s:.2f} s  peak RSS {measure.peak_rss_mb:.0f} MB  "
+        f"CPU {measure.cpu_s:.2f} s (whole process)  writes {measure.writes}  "
+        f"RSS after each {[round(mb) for mb in run.rss_mb]} MB, peak so far "
+        f"{[round(mb) for mb in run.peak_by_cycle_mb]} MB",
+        flush=True,
+    )
+    return measure
 
 
 def per_user_reference(emulator: EmulatorChild, sample: int) -> float:
@@ -194,6 +247,11 @@ class References:
     no_change: BareRun  # the bare pipeline on the no-change state
     churn: BareRun  # the bare pipeline on the churn file, before syncd's churn run
     floor: BareRun  # the bare apply floor, into fresh emulators
+
+    def warm_s(self) -> float:
+        """The bare pipeline's no-change work without its process's start and exit: the
+        reference of a daemon's cycle, which runs in a process already up."""
+        return self.no_change.phases_s(BARE_DIFF_PHASES)
 
     def read_s(self) -> float:
         """The bare CSV read of the base file: the fastest of the diff and floor runs."""
@@ -267,6 +325,8 @@ def run_scenarios(
             measure.peak_rss_mb = max(m.peak_rss_mb for m in tries)
             measure.exit_code = max(tries, key=lambda m: m.exit_code != 0).exit_code
             measures.append(measure)
+            if scenario == "no change" and args.daemon_cycles > 1:  # on the same state
+                measures.append(run_daemon(run_dir, csv, users, emulator, args))
     finally:
         emulator.close()
     floor = apply_floor(spec, lambda: start_emulator(args), args.reference_runs)
@@ -280,8 +340,15 @@ def check(measures: list[Measure], refs: References, batch_size: int) -> list[st
     users = measures[0].users
     problems = [
         f"{users:,} {m.scenario}: syncd exited with {m.exit_code}"
+        if m.scenario != "daemon cycle"
+        else f"{users:,} daemon: too few cycles, or one that did not apply (see above)"
         for m in measures
         if m.exit_code != 0
+    ]
+    problems += [
+        f"{users:,} daemon: {m.writes} writes on the no-change state (expected none)"
+        for m in measures
+        if m.scenario == "daemon cycle" and any(m.writes.values())
     ]
     for name, bare in (("bare diff", refs.no_change), ("bare churn", refs.churn),
                        ("bare floor", refs.floor)):  # fmt: skip
@@ -331,13 +398,15 @@ def print_table(results: list[Measure], refs: dict[int, References], per_user_s:
         estimate = f"{changed * per_user_s:.0f}" if changed is not None else "–"
         speedup = f"{changed * per_user_s / m.wall_s:.0f}x" if changed is not None else "–"
         reference = {"initial": refs[m.users].initial_s(),
-                     "no change": refs[m.users].no_change.value}.get(m.scenario)  # fmt: skip
+                     "no change": refs[m.users].no_change.value,
+                     "daemon cycle": refs[m.users].warm_s()}.get(m.scenario)  # fmt: skip
         if reference is None:
             same_run = "| – | – | – |"
         else:
             ratio = _ratio(m.wall_s, reference)
             same_run = f"| {reference:.2f} | {ratio:.2f}x | {_met(ratio <= RATIO_TARGET)} |"
-        rss = _met(m.peak_rss_mb <= NO_CHANGE_RSS_TARGET_MB) if m.scenario == "no change" else "–"
+        no_change = m.scenario in ("no change", "daemon cycle")
+        rss = _met(m.peak_rss_mb <= NO_CHANGE_RSS_TARGET_MB) if no_change else "–"
         print(
             f"| {m.users:,} | {m.scenario} | {m.wall_s:.1f} | {m.peak_rss_mb:.0f} "
             f"| {m.writes['insert']} | {m.writes['update']} | {m.writes['delete']} "
@@ -362,21 +431,35 @@ def print_targets(results: list[Measure], refs: dict[int, References], startup_r
         print(f"{users:>9,} initial:   syncd {initial.wall_s:.2f} s / (bare apply floor "
               f"{ref.floor.value:.2f} s + bare read {ref.read_s():.2f} s) = "
               f"{ratio:.2f}x (target ≤ {RATIO_TARGET}x: {met})")  # fmt: skip
+        daemon = by_key.get((users, "daemon cycle"))
+        if daemon is not None:
+            ratio = _ratio(daemon.wall_s, ref.warm_s())
+            print(f"{users:>9,} daemon, no change: warm cycle {daemon.wall_s:.2f} s / bare "
+                  f"pipeline's phases {ref.warm_s():.2f} s = {ratio:.2f}x (its whole "
+                  f"process {_ratio(daemon.wall_s, ref.no_change.value):.2f}x); first "
+                  f"cycle {daemon.cycles[0] if daemon.cycles else math.nan:.2f} s; daemon "
+                  f"peak RSS {daemon.peak_rss_mb:.0f} MB")  # fmt: skip
         rss = no_change.peak_rss_mb
         print(f"{users:>9,} no-change peak RSS {rss:.0f} MB (target ≤ "
               f"{NO_CHANGE_RSS_TARGET_MB} MB: {_met(rss <= NO_CHANGE_RSS_TARGET_MB)}; "
               f"the bare pipeline's: {_bare_rss(ref.no_change):.0f} MB)")  # fmt: skip
     if len(refs) >= 2:
         small, large = min(refs), max(refs)
-        for scenario in ("no change", "initial"):
+        scenarios = ["no change", "initial"]
+        if all((n, "daemon cycle") in by_key for n in (small, large)):
+            scenarios.append("daemon cycle")
+        for scenario in scenarios:
             cost = {n: by_key[n, scenario].wall_s / n for n in (small, large)}
             reference = {
-                n: (refs[n].no_change.value if scenario == "no change" else refs[n].initial_s()) / n
+                n: {"initial": refs[n].initial_s(), "no change": refs[n].no_change.value,
+                    "daemon cycle": refs[n].warm_s()}[scenario] / n
                 for n in (small, large)
-            }
+            }  # fmt: skip
             print(f"per-user cost {small:,}/{large:,} ({scenario}): syncd "
                   f"{cost[small] / cost[large]:.2f}, same-run reference "
                   f"{reference[small] / reference[large]:.2f} (1.00 is proportional)")  # fmt: skip
+            if scenario == "daemon cycle":
+                continue  # its cycles are the run's phases: the process is already up
             # What is fixed: the process outside the run's phases (start-up: imports,
             # config, state, lock; exit), against the phases' own per-user cost.
             phases = {n: sum(by_key[n, scenario].timings.values()) for n in (small, large)}
@@ -414,6 +497,9 @@ def main() -> int:
     parser.add_argument("--reference-runs", type=int, default=3,
                         help="runs of each bare reference (best kept)")  # fmt: skip
     parser.add_argument("--startup-runs", type=int, default=5)
+    parser.add_argument("--daemon-cycles", type=int, default=4,
+                        help="no-change cycles of syncd run, the first one included "
+                             "(the best of the others is kept); 0 or 1 skips it")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=HERE / "out")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
@@ -125,6 +125,13 @@ class BareRun:
         if self.best is None:
             return float("inf")
         return self.best.wall_s if self.metric == "wall" else _seconds(self.figures, self.metric)
+
+    def phases_s(self, names: Iterable[str]) -> float:
+        """The sum of the best run's figures ``names``: its work without its process's
+        start and exit (infinite when every run failed)."""
+        if self.best is None:
+            return float("inf")
+        return sum(_seconds(self.figures, name) for name in names)
 
     def count(self, name: str) -> int:
         """A count the best run printed (``differences``, ``inserts``, ...); -1 if none."""
