@@ -166,7 +166,7 @@ def run_daemon(
         with_schedule(CONFIG.format(url=emulator.url, batch=args.batch_size,
                                     concurrency=args.concurrency, csv=csv))
     )  # fmt: skip
-    # Bounded: ten times the slowest cycle a no-change run of this size should take.
+    # Bounded: a minute, plus 10 s a cycle per 100k users (a 1M cycle takes ~3.5 s).
     timeout_s = 60 + args.daemon_cycles * users / 100_000 * 10
     run = daemon_cycles(config, os.environ | {"BENCH_API_KEY": emulator.key},
                         args.daemon_cycles, timeout_s)  # fmt: skip
