@@ -3,9 +3,7 @@ stopped by its PID, on a small CSV against the in-process platform emulator."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -13,8 +11,7 @@ import pytest
 import yaml
 
 from syncd.emulator import PlatformEmulator
-
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "daemon_cycles.py"
+from tests.bench_modules import load_bench_module
 
 CONFIG = """
 state_dir: ./state
@@ -31,13 +28,7 @@ jobs:
 
 @pytest.fixture(scope="module")
 def cycles_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("daemon_cycles", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["daemon_cycles"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_module("daemon_cycles")
 
 
 def _gone(pid: int) -> bool:

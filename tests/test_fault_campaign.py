@@ -6,28 +6,18 @@ are in bench/RESULTS.md.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from syncd.ports import WriteFailure
 from syncd.runner import JobRunner, RunResult, RunStatus
-
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "fault_campaign.py"
+from tests.bench_modules import load_bench_module
 
 
 @pytest.fixture(scope="module")
 def campaign() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fault_campaign", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fault_campaign"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_module("fault_campaign")
 
 
 def test_fifty_schedules_break_no_invariant(campaign: ModuleType) -> None:
